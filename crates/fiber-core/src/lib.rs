@@ -1,0 +1,17 @@
+//! Shared building blocks of fiber-rs, below the model crates: named tensor stores read from
+//! and written to safetensors, the visitor that moves weights between a store and Burn modules
+//! with one error listing every mismatched key, activations named as in HuggingFace configs,
+//! and attention-mask helpers.
+
+pub mod activation;
+pub mod attention;
+pub mod compare;
+pub mod error;
+pub mod init;
+pub mod store;
+pub mod weights;
+
+pub use activation::Activation;
+pub use error::{KeyProblems, ShapeMismatch, WeightError};
+pub use store::{StoredTensor, StoredValues, TensorStore};
+pub use weights::{LoadReport, WeightCollector, WeightLoader, WeightVisitor};

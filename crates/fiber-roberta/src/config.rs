@@ -1,0 +1,214 @@
+//! Hyper-parameters of the RoBERTa encoder, read from a HuggingFace `config.json`.
+
+use std::path::Path;
+
+use burn::config::Config;
+use fiber_core::Activation;
+use serde::Deserialize;
+
+use crate::error::RobertaError;
+
+/// RoBERTa hyper-parameters; field names follow HuggingFace's `RobertaConfig`.
+#[derive(Config, Debug, PartialEq)]
+pub struct RobertaConfig {
+    /// Vocabulary size (rows of the word-embedding table).
+    pub vocab_size: usize,
+    /// Width of every hidden state.
+    pub hidden_size: usize,
+    /// Number of transformer layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads per layer; must divide `hidden_size`.
+    pub num_attention_heads: usize,
+    /// Width of the feed-forward inner layer.
+    pub intermediate_size: usize,
+    /// Feed-forward activation.
+    #[config(default = "Activation::Gelu")]
+    pub hidden_act: Activation,
+    /// Dropout on embeddings and sub-layer outputs (training only).
+    #[config(default = 0.1)]
+    pub hidden_dropout_prob: f64,
+    /// Dropout on attention probabilities (training only).
+    #[config(default = 0.1)]
+    pub attention_probs_dropout_prob: f64,
+    /// Rows of the position-embedding table (514 for roberta-base: 512 + padding offset).
+    #[config(default = 514)]
+    pub max_position_embeddings: usize,
+    /// Rows of the token-type table (1 for RoBERTa).
+    #[config(default = 1)]
+    pub type_vocab_size: usize,
+    /// LayerNorm epsilon.
+    #[config(default = 1e-5)]
+    pub layer_norm_eps: f64,
+    /// Id of `<pad>`; also the padding index of the position embeddings.
+    #[config(default = 1)]
+    pub pad_token_id: usize,
+    /// Standard deviation of the normal initialisation of new weights.
+    #[config(default = 0.02)]
+    pub initializer_range: f64,
+}
+
+/// The fields of a HuggingFace `config.json` we read; absent optional fields take HF defaults.
+#[derive(Deserialize)]
+struct HfRobertaConfig {
+    vocab_size: usize,
+    hidden_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    intermediate_size: usize,
+    #[serde(default = "default_act")]
+    hidden_act: Activation,
+    #[serde(default = "default_dropout")]
+    hidden_dropout_prob: f64,
+    #[serde(default = "default_dropout")]
+    attention_probs_dropout_prob: f64,
+    #[serde(default = "default_positions")]
+    max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    layer_norm_eps: f64,
+    #[serde(default = "default_pad")]
+    pad_token_id: usize,
+    #[serde(default = "default_init_range")]
+    initializer_range: f64,
+}
+
+fn default_act() -> Activation {
+    Activation::Gelu
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+fn default_positions() -> usize {
+    514
+}
+fn default_type_vocab() -> usize {
+    1
+}
+fn default_eps() -> f64 {
+    1e-12 // HuggingFace's BertConfig default; roberta-base's file states 1e-5 explicitly
+}
+fn default_pad() -> usize {
+    1
+}
+fn default_init_range() -> f64 {
+    0.02
+}
+
+impl RobertaConfig {
+    /// roberta-base: 12 layers, width 768, 12 heads, FFN 3072, vocabulary 50265 (spec A.2).
+    pub fn roberta_base() -> Self {
+        Self::new(50265, 768, 12, 12, 3072)
+    }
+
+    /// Parses a HuggingFace `config.json` (errors give file, line and column).
+    pub fn from_hf_json_file(path: impl AsRef<Path>) -> Result<Self, RobertaError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| RobertaError::Io { path: path.to_path_buf(), source })?;
+        Self::from_hf_json_str(&text).map_err(|e| match e {
+            RobertaError::Config { line, column, message, .. } => RobertaError::Config { path: path.to_path_buf(), line, column, message },
+            other => other,
+        })
+    }
+
+    /// Parses the text of a HuggingFace `config.json`.
+    pub fn from_hf_json_str(text: &str) -> Result<Self, RobertaError> {
+        let hf: HfRobertaConfig = serde_json::from_str(text).map_err(|e| RobertaError::Config {
+            path: Default::default(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+        let config = Self {
+            vocab_size: hf.vocab_size,
+            hidden_size: hf.hidden_size,
+            num_hidden_layers: hf.num_hidden_layers,
+            num_attention_heads: hf.num_attention_heads,
+            intermediate_size: hf.intermediate_size,
+            hidden_act: hf.hidden_act,
+            hidden_dropout_prob: hf.hidden_dropout_prob,
+            attention_probs_dropout_prob: hf.attention_probs_dropout_prob,
+            max_position_embeddings: hf.max_position_embeddings,
+            type_vocab_size: hf.type_vocab_size,
+            layer_norm_eps: hf.layer_norm_eps,
+            pad_token_id: hf.pad_token_id,
+            initializer_range: hf.initializer_range,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Writes the configuration as a HuggingFace-compatible `config.json` text.
+    pub fn to_hf_json(&self) -> String {
+        let value = serde_json::json!({
+            "model_type": "roberta",
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "intermediate_size": self.intermediate_size,
+            "hidden_act": self.hidden_act,
+            "hidden_dropout_prob": self.hidden_dropout_prob,
+            "attention_probs_dropout_prob": self.attention_probs_dropout_prob,
+            "max_position_embeddings": self.max_position_embeddings,
+            "type_vocab_size": self.type_vocab_size,
+            "layer_norm_eps": self.layer_norm_eps,
+            "pad_token_id": self.pad_token_id,
+            "initializer_range": self.initializer_range,
+        });
+        serde_json::to_string_pretty(&value).expect("a JSON value always serialises")
+    }
+
+    /// Checks the relations between fields that the model relies on.
+    pub fn validate(&self) -> Result<(), RobertaError> {
+        let bad = |m: String| Err(RobertaError::InvalidConfig(m));
+        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+            return bad(format!("hidden_size {} is not divisible by num_attention_heads {}", self.hidden_size, self.num_attention_heads));
+        }
+        if self.pad_token_id >= self.vocab_size {
+            return bad(format!("pad_token_id {} is outside the vocabulary of {}", self.pad_token_id, self.vocab_size));
+        }
+        if self.max_position_embeddings <= self.pad_token_id + 1 {
+            return bad(format!("max_position_embeddings {} leaves no position after the padding offset {}", self.max_position_embeddings, self.pad_token_id + 1));
+        }
+        Ok(())
+    }
+
+    /// Longest text the position table can hold (positions start after `pad_token_id`).
+    pub fn max_text_len(&self) -> usize {
+        self.max_position_embeddings - self.pad_token_id - 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_roberta_base_config_file() {
+        let text = r#"{"architectures":["RobertaForMaskedLM"],"attention_probs_dropout_prob":0.1,"bos_token_id":0,
+            "eos_token_id":2,"hidden_act":"gelu","hidden_dropout_prob":0.1,"hidden_size":768,"initializer_range":0.02,
+            "intermediate_size":3072,"layer_norm_eps":1e-05,"max_position_embeddings":514,"model_type":"roberta",
+            "num_attention_heads":12,"num_hidden_layers":12,"pad_token_id":1,"type_vocab_size":1,"vocab_size":50265}"#;
+        let config = RobertaConfig::from_hf_json_str(text).unwrap();
+        assert_eq!(config, RobertaConfig::roberta_base());
+        assert_eq!(config.max_text_len(), 512);
+        let again = RobertaConfig::from_hf_json_str(&config.to_hf_json()).unwrap();
+        assert_eq!(again, config);
+    }
+
+    #[test]
+    fn malformed_json_reports_line_and_column() {
+        let err = RobertaConfig::from_hf_json_str("{\n  \"hidden_size\": 768,\n  oops\n}").unwrap_err();
+        let RobertaError::Config { line, .. } = err else { panic!("{err}") };
+        assert_eq!(line, 3);
+        let err = RobertaConfig::from_hf_json_str(r#"{"hidden_size": 768}"#).unwrap_err();
+        assert!(err.to_string().contains("missing field"), "{err}");
+    }
+
+    #[test]
+    fn inconsistent_sizes_are_rejected() {
+        let config = RobertaConfig::new(100, 30, 1, 4, 64);
+        assert!(config.validate().unwrap_err().to_string().contains("not divisible"));
+    }
+}
