@@ -96,10 +96,13 @@ def roberta_fixtures():
 
 
 def tokenizer_fixtures():
-    """A byte-level BPE vocabulary in roberta-base form (vocab.json + merges.txt) and the ids
-    HuggingFace's RobertaTokenizerFast gives for a few sentences."""
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import RobertaTokenizerFast
+    """A byte-level BPE vocabulary in roberta-base form (vocab.json + merges.txt), the same
+    tokenizer as a `tokenizer.json` configured like roberta-base's (byte-level pre-tokenizer,
+    RobertaProcessing, `<mask>` with lstrip), and the ids that reference tokenizer gives."""
+    from tokenizers import AddedToken, ByteLevelBPETokenizer, Tokenizer, decoders
+    from tokenizers.models import BPE
+    from tokenizers.pre_tokenizers import ByteLevel
+    from tokenizers.processors import RobertaProcessing
 
     corpus = [
         f"a {size} {colour} {shape} is {where} the {other}."
@@ -109,17 +112,30 @@ def tokenizer_fixtures():
         for where in ["left of", "right of", "above", "below"]
         for other in ["circle", "square"]
     ]
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(corpus, vocab_size=400, min_frequency=2,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.train_from_iterator(corpus, vocab_size=400, min_frequency=2, special_tokens=specials)
     out = fresh_dir("tokenizer", "roberta-form")
     bpe.save_model(out)
-    hf = RobertaTokenizerFast.from_pretrained(out)
-    texts = ["a small red circle is left of the square.", "Two BLUE triangles, one <mask> above!", "ünïcödé shapes 42"]
-    enc = hf(texts, padding="max_length", truncation=True, max_length=16)
-    with open(os.path.join(out, "expected.json"), "w") as f:
-        json.dump({"texts": texts, "max_length": 16, "input_ids": enc["input_ids"],
-                   "attention_mask": enc["attention_mask"]}, f)
+
+    tok = Tokenizer(BPE.from_file(os.path.join(out, "vocab.json"), os.path.join(out, "merges.txt")))
+    tok.pre_tokenizer = ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0))
+    tok.add_special_tokens([AddedToken(t, lstrip=(t == "<mask>"), special=True) for t in specials])
+    json_dir = fresh_dir("tokenizer", "json-form")
+    tok.save(os.path.join(json_dir, "tokenizer.json"))
+
+    texts = ["a small red circle is left of the square.", "one <mask> above BLUE triangles!", "\u00fcn\u00efc\u00f6d\u00e9 shapes 42"]
+    max_length = 16
+    tok.enable_truncation(max_length)
+    tok.enable_padding(length=max_length, pad_id=1, pad_token="<pad>")
+    enc = tok.encode_batch(texts)
+    expected = {"texts": texts, "max_length": max_length, "input_ids": [e.ids for e in enc],
+                "attention_mask": [e.attention_mask for e in enc]}
+    for d in (out, json_dir):
+        with open(os.path.join(d, "expected.json"), "w") as f:
+            json.dump(expected, f)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ pub fn linear_normal<B: Backend>(d_in: usize, d_out: usize, bias: bool, std: f64
 pub fn linear_trunc_normal<B: Backend>(d_in: usize, d_out: usize, bias: bool, std: f64, device: &B::Device) -> Linear<B> {
     let mut linear = linear_normal(d_in, d_out, bias, std, device);
     let w = linear.weight.val();
-    linear.weight = Param::from_tensor(w.clamp(-2.0 * std, 2.0 * std));
+    linear.weight = Param::from_tensor(w.clamp(-2.0 * std, 2.0 * std).detach());
     linear
 }
 
@@ -38,7 +38,31 @@ pub fn embedding_normal<B: Backend>(n: usize, d: usize, std: f64, padding_idx: O
         .init(device);
     if let Some(pad) = padding_idx.filter(|&p| p < n) {
         let w = embedding.weight.val().slice_assign([pad..pad + 1, 0..d], Tensor::zeros([1, d], device));
-        embedding.weight = Param::from_tensor(w);
+        embedding.weight = Param::from_tensor(w.detach());
     }
     embedding
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    type B = burn::backend::Autodiff<burn::backend::NdArray>;
+
+    #[test]
+    fn initialisers_give_trainable_leaves_on_an_autodiff_backend() {
+        let device = Default::default();
+        let linear = linear_trunc_normal::<B>(64, 32, true, 0.02, &device);
+        let embedding = embedding_normal::<B>(10, 8, 0.02, Some(1), &device);
+        let w = linear.weight.val();
+        assert!(w.is_require_grad());
+        let max = w.clone().abs().max().into_scalar();
+        assert!(max <= 0.04 + 1e-7, "truncated at two standard deviations, got {max}");
+        let bias: Vec<f32> = linear.bias.unwrap().val().into_data().into_vec().unwrap();
+        assert!(bias.iter().all(|&b| b == 0.0));
+        let pad_row: Vec<f32> = embedding.weight.val().slice([1..2, 0..8]).into_data().into_vec().unwrap();
+        assert_eq!(pad_row, vec![0.0; 8]);
+        let loss = w.sum() + embedding.weight.val().sum();
+        let grads = loss.backward();
+        assert!(linear.weight.grad(&grads).is_some());
+    }
 }

@@ -63,9 +63,10 @@ fn masked_lm_with_tied_decoder_matches_transformers() {
     assert_close("logits", logits, &expected);
 }
 
-#[test]
-fn vocab_and_merges_tokenizer_matches_transformers_ids() {
-    let dir = fixture(&["tokenizer", "roberta-form"]);
+/// Encodes the fixture's texts with the tokenizer found in `tokenizer/{form}` and compares
+/// with the ids of the reference `tokenizers` library configured like roberta-base.
+fn check_tokenizer_form(form: &str) {
+    let dir = fixture(&["tokenizer", form]);
     let tokenizer = RobertaTokenizer::from_dir(&dir).unwrap();
     let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let texts: Vec<String> = serde_json::from_value(expected["texts"].clone()).unwrap();
@@ -77,4 +78,14 @@ fn vocab_and_merges_tokenizer_matches_transformers_ids() {
     };
     assert_eq!(batch.input_ids, flat("input_ids"));
     assert_eq!(batch.attention_mask, flat("attention_mask"));
+}
+
+#[test]
+fn vocab_and_merges_tokenizer_matches_the_reference_ids() {
+    check_tokenizer_form("roberta-form");
+}
+
+#[test]
+fn tokenizer_json_matches_the_reference_ids() {
+    check_tokenizer_form("json-form");
 }

@@ -1,0 +1,56 @@
+//! The fiber-rs command line (`cargo xtask …`). Each subcommand parses its arguments here and
+//! calls into the library crates; the functions are public so the end-to-end tests can run
+//! the commands in-process.
+
+pub mod hf_forward;
+pub mod tokenizer;
+
+use std::ffi::OsString;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+
+/// fiber-rs: FIBER vision-language models in Rust.
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", version, about)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every subcommand.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a HuggingFace-format checkpoint on inputs from a safetensors file (parity checks).
+    HfForward(hf_forward::HfForwardArgs),
+    /// Train a byte-level BPE tokenizer on a text corpus and save it as tokenizer.json.
+    TrainTokenizer(tokenizer::TrainTokenizerArgs),
+    /// Train FIBER on the built-in data (the main job). Not available yet.
+    Train,
+}
+
+/// Parses `args` (program name first) and runs the command.
+pub fn run<I, T>(args: I) -> Result<()>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args).map_err(|e| {
+        // --help and --version are not failures.
+        if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) {
+            let _ = e.print();
+            std::process::exit(0);
+        }
+        anyhow::anyhow!("{e}")
+    })?;
+    match cli.command {
+        Command::HfForward(args) => hf_forward::run(args),
+        Command::TrainTokenizer(args) => tokenizer::run(args),
+        Command::Train => bail!(
+            "`train` is not implemented yet: it will generate the built-in shapes world, pre-train a tiny FIBER \
+             (ITC + ITM + MLM) and fine-tune and evaluate retrieval, VQA and captioning; the Swin, fusion, head and \
+             data crates it needs are still being written"
+        ),
+    }
+}
