@@ -138,8 +138,75 @@ def tokenizer_fixtures():
             json.dump(expected, f)
 
 
+def swin_to_original(state_dict):
+    """HuggingFace SwinModel keys -> original Microsoft/timm keys (fused qkv), as in spec F.3."""
+    out = {}
+    for key, value in state_dict.items():
+        k = key
+        if ".attention.self.query." in k or ".attention.self.key." in k or ".attention.self.value." in k:
+            continue
+        k = k.replace("embeddings.patch_embeddings.projection", "patch_embed.proj")
+        k = k.replace("embeddings.norm", "patch_embed.norm")
+        k = k.replace("encoder.layers", "layers")
+        k = k.replace("layernorm_before", "norm1").replace("layernorm_after", "norm2")
+        k = k.replace("attention.self.relative_position_bias_table", "attn.relative_position_bias_table")
+        k = k.replace("attention.output.dense", "attn.proj")
+        k = k.replace("intermediate.dense", "mlp.fc1").replace("output.dense", "mlp.fc2")
+        if k.startswith("layernorm."):
+            k = "norm." + k[len("layernorm."):]
+        out[k] = value
+    for key in state_dict:
+        if ".attention.self.query." in key:
+            block = key.split(".attention.self.query.")[0].replace("encoder.layers", "layers")
+            kind = key.rsplit(".", 1)[1]
+            parts = [state_dict[key.replace(".query.", f".{n}.")] for n in ("query", "key", "value")]
+            out[f"{block}.attn.qkv.{kind}"] = torch.cat(parts, 0)
+    return out
+
+
+def swin_fixtures():
+    """A tiny random SwinModel (window 3, stages 12 -> 6 -> 3 at 48 px) run on a square input, on
+    an input that needs padding at the patch embedding and before every merge (50x38 -> odd
+    maps), with the outputs HuggingFace returns for output_hidden_states=True; the same weights
+    in the original layout inside a .pth under `model`; and a bicubically resized table."""
+    from transformers import SwinConfig, SwinModel
+
+    config = SwinConfig(image_size=48, patch_size=4, num_channels=3, embed_dim=8, depths=[2, 2, 2], num_heads=[2, 2, 4],
+                        window_size=3, mlp_ratio=2.0, layer_norm_eps=1e-5, drop_path_rate=0.0, hidden_act="gelu")
+    source = randomise(SwinModel(config), seed=3).eval()
+    out = fresh_dir("swin", "tiny")
+    source.save_pretrained(out, safe_serialization=True)
+    g = torch.Generator().manual_seed(11)
+    cases = {"square": torch.randn(2, 3, 48, 48, generator=g), "padded": torch.randn(1, 3, 50, 38, generator=g)}
+    for name, pixels in cases.items():
+        model = SwinModel.from_pretrained(out).eval()  # fresh: HF keeps clamped windows between calls
+        with torch.no_grad():
+            y = model(pixel_values=pixels, output_hidden_states=True)
+        expected = {"last_hidden_state": y.last_hidden_state, "pooler_output": y.pooler_output}
+        for i, h in enumerate(y.hidden_states):
+            expected[f"hidden_states.{i}"] = h
+        for i, h in enumerate(y.reshaped_hidden_states):
+            expected[f"reshaped_hidden_states.{i}"] = h
+        save_file({"pixel_values": pixels.contiguous()}, os.path.join(out, f"input_{name}.safetensors"))
+        save_file({k: v.contiguous() for k, v in expected.items()}, os.path.join(out, f"expected_{name}.safetensors"))
+
+    from safetensors.torch import load_file
+    original = swin_to_original(load_file(os.path.join(out, "model.safetensors")))  # legacy HF key names
+    original["head.weight"] = torch.randn(5, 32, generator=g)  # an ImageNet head the loader must skip
+    original["layers.0.blocks.0.attn.relative_position_index"] = torch.zeros(9, 9, dtype=torch.int64)
+    torch.save({"model": original}, os.path.join(out, "original_layout.pth"))
+
+    # Spec A.1: a table for window g viewed as heads x (2g-1) x (2g-1), bicubic to window 5.
+    table = original["layers.0.blocks.0.attn.relative_position_bias_table"]  # [25, 2]
+    heads = table.shape[1]
+    grid = table.permute(1, 0).reshape(1, heads, 5, 5)
+    resized = torch.nn.functional.interpolate(grid, size=(9, 9), mode="bicubic", align_corners=False)
+    save_file({"table": resized.reshape(heads, 81).permute(1, 0).contiguous()}, os.path.join(out, "table_window5.safetensors"))
+
+
 if __name__ == "__main__":
     torch.manual_seed(0)
     roberta_fixtures()
     tokenizer_fixtures()
+    swin_fixtures()
     print("fixtures written under", os.path.normpath(ROOT))

@@ -8,6 +8,7 @@ pub mod attention;
 pub mod compare;
 pub mod error;
 pub mod init;
+pub mod interpolate;
 pub mod store;
 pub mod weights;
 

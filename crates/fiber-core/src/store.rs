@@ -89,6 +89,53 @@ impl TensorStore {
         })
     }
 
+    /// Reads the tensors of a PyTorch file (`.pth`, `.pt`, `.ckpt`, zip or legacy pickle).
+    /// Checkpoints often nest the weights under a key; `top_level_key` names it, and with
+    /// `None` the keys `state_dict` and `model` are tried before the file's top level.
+    pub fn read_pytorch(path: impl AsRef<Path>, top_level_key: Option<&str>) -> Result<Self, WeightError> {
+        use burn_store::pytorch::PytorchReader;
+        let path = path.as_ref();
+        if !path.exists() {
+            let source = std::io::Error::new(std::io::ErrorKind::NotFound, "file not found");
+            return Err(WeightError::Io { path: path.to_path_buf(), source });
+        }
+        let format = |message: String| WeightError::Format { path: path.to_path_buf(), message };
+        let reader = match top_level_key {
+            Some(key) => PytorchReader::with_top_level_key(path, key).map_err(|e| format(format!("reading `{key}`: {e}")))?,
+            None => ["state_dict", "model"]
+                .iter()
+                .find_map(|key| PytorchReader::with_top_level_key(path, key).ok().filter(|r| !r.is_empty()))
+                .map(Ok)
+                .unwrap_or_else(|| PytorchReader::new(path).map_err(|e| format(e.to_string())))?,
+        };
+        let mut store = Self::new();
+        for (name, snapshot) in reader.into_tensors() {
+            let data = snapshot.to_data().map_err(|e| format(format!("tensor `{name}`: {e:?}")))?;
+            let shape = data.shape.to_vec();
+            let values = if data.dtype.is_float() {
+                StoredValues::F32(data.convert::<f32>().into_vec::<f32>().map_err(|e| format(format!("tensor `{name}`: {e:?}")))?)
+            } else {
+                StoredValues::I64(data.convert::<i64>().into_vec::<i64>().map_err(|e| format(format!("tensor `{name}`: {e:?}")))?)
+            };
+            store.tensors.insert(name, StoredTensor { shape, values });
+        }
+        Ok(store)
+    }
+
+    /// Reads a weight file by extension: `.safetensors`, or a PyTorch file (`.pth`, `.pt`,
+    /// `.ckpt`, `.bin`) with [`Self::read_pytorch`]'s key search.
+    pub fn read_any(path: impl AsRef<Path>) -> Result<Self, WeightError> {
+        let path = path.as_ref();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("safetensors") => Self::read_safetensors(path),
+            Some("pth" | "pt" | "ckpt" | "bin") => Self::read_pytorch(path, None),
+            _ => Err(WeightError::Format {
+                path: path.to_path_buf(),
+                message: "unknown weight file type: expected .safetensors, .pth, .pt, .ckpt or .bin".into(),
+            }),
+        }
+    }
+
     /// Parses a safetensors buffer (errors carry an empty path; [`Self::read_safetensors`] fills it).
     pub fn from_safetensors_bytes(bytes: &[u8]) -> Result<Self, WeightError> {
         let format = |message: String| WeightError::Format { path: PathBuf::new(), message };

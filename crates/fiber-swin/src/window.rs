@@ -1,0 +1,139 @@
+//! Window plumbing of Swin: partition, reverse, cyclic-shift masks and relative-position
+//! indices (spec A.1). The masks and indices depend only on sizes and are built on the host.
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+
+/// `[batch, h, w, c]` → `[batch·(h/ws)·(w/ws), ws·ws, c]`; `h` and `w` must be multiples of `ws`.
+pub fn window_partition<B: Backend>(x: Tensor<B, 4>, ws: usize) -> Tensor<B, 3> {
+    let [b, h, w, c] = x.dims();
+    x.reshape([b, h / ws, ws, w / ws, ws, c]).swap_dims(2, 3).reshape([b * (h / ws) * (w / ws), ws * ws, c])
+}
+
+/// Inverse of [`window_partition`]: `[batch·nw, ws·ws, c]` → `[batch, h, w, c]`.
+pub fn window_reverse<B: Backend>(windows: Tensor<B, 3>, ws: usize, h: usize, w: usize) -> Tensor<B, 4> {
+    let [n, _, c] = windows.dims();
+    let b = n / ((h / ws) * (w / ws));
+    windows.reshape([b, h / ws, w / ws, ws, ws, c]).swap_dims(2, 3).reshape([b, h, w, c])
+}
+
+/// Cyclic shift of a `[batch, h, w, c]` grid by `shift` along both spatial axes with PyTorch's
+/// `torch.roll` convention: element `i` moves to `i + shift` (mod n). Burn 0.21's `roll` uses the
+/// opposite sign, so the shift is spelled out with slices here.
+pub fn roll_grid<B: Backend>(x: Tensor<B, 4>, shift: isize) -> Tensor<B, 4> {
+    let mut x = x;
+    for dim in [1, 2] {
+        let n = x.dims()[dim] as isize;
+        let split = (-shift).rem_euclid(n) as usize;
+        if split != 0 {
+            x = Tensor::cat(vec![x.clone().slice_dim(dim, split..), x.slice_dim(dim, ..split)], dim);
+        }
+    }
+    x
+}
+
+/// Value added to attention scores between tokens of different regions of a shifted window
+/// (−100, as the original Swin and HuggingFace).
+pub const SHIFT_MASK_VALUE: f32 = -100.0;
+
+/// Additive mask of shifted-window attention for a padded map of `h × w` tokens:
+/// `[num_windows, ws·ws, ws·ws]`, 0 within a region and [`SHIFT_MASK_VALUE`] across regions.
+/// Regions per axis: `[0, n−ws)`, `[n−ws, n−shift)`, `[n−shift, n)`.
+pub fn shifted_window_mask<B: Backend>(h: usize, w: usize, ws: usize, shift: usize, device: &B::Device) -> Tensor<B, 3> {
+    let region = |i: usize, n: usize| (i >= n - ws) as usize + (i >= n - shift) as usize;
+    let (nh, nw) = (h / ws, w / ws);
+    let area = ws * ws;
+    let mut labels = vec![0usize; nh * nw * area];
+    for y in 0..h {
+        for x in 0..w {
+            let window = (y / ws) * nw + x / ws;
+            let pos = (y % ws) * ws + x % ws;
+            labels[window * area + pos] = region(y, h) * 3 + region(x, w);
+        }
+    }
+    let mut mask = Vec::with_capacity(nh * nw * area * area);
+    for window in labels.chunks(area) {
+        for &a in window {
+            for &b in window {
+                mask.push(if a == b { 0.0 } else { SHIFT_MASK_VALUE });
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(mask, [nh * nw, area, area]), device)
+}
+
+/// Row indices into a relative-position table built for windows of side `table_window`, for
+/// every (query, key) pair of a window of side `ws ≤ table_window`: `ws⁴` indices, row-major
+/// over `[ws·ws, ws·ws]`. With `ws == table_window` this is Swin's `relative_position_index`.
+pub fn relative_position_index(ws: usize, table_window: usize) -> Vec<i64> {
+    let side = 2 * table_window - 1;
+    let coords: Vec<(usize, usize)> = (0..ws * ws).map(|p| (p / ws, p % ws)).collect();
+    let mut index = Vec::with_capacity(coords.len() * coords.len());
+    for &(qy, qx) in &coords {
+        for &(ky, kx) in &coords {
+            let dy = qy + table_window - 1 - ky;
+            let dx = qx + table_window - 1 - kx;
+            index.push((dy * side + dx) as i64);
+        }
+    }
+    index
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    type B = burn::backend::NdArray;
+
+    #[test]
+    fn partition_and_reverse_round_trip() {
+        let device = Default::default();
+        let x = Tensor::<B, 4>::random([2, 6, 4, 3], burn::tensor::Distribution::Default, &device);
+        let windows = window_partition(x.clone(), 2);
+        assert_eq!(windows.dims(), [2 * 3 * 2, 4, 3]);
+        assert_eq!(window_reverse(windows, 2, 6, 4).into_data(), x.into_data());
+    }
+
+    #[test]
+    fn partition_puts_a_windows_tokens_together_in_row_major_order() {
+        let device = Default::default();
+        // one channel whose value is y*10 + x
+        let values: Vec<f32> = (0..4).flat_map(|y| (0..4).map(move |x| (y * 10 + x) as f32)).collect();
+        let x = Tensor::<B, 4>::from_data(TensorData::new(values, [1, 4, 4, 1]), &device);
+        let w: Vec<f32> = window_partition(x, 2).into_data().into_vec().unwrap();
+        assert_eq!(&w[..8], &[0.0, 1.0, 10.0, 11.0, 2.0, 3.0, 12.0, 13.0]);
+    }
+
+    #[test]
+    fn roll_follows_the_pytorch_convention() {
+        let values: Vec<f32> = (0..3).flat_map(|y| (0..3).map(move |x| (y * 10 + x) as f32)).collect();
+        let x = Tensor::<B, 4>::from_data(TensorData::new(values, [1, 3, 3, 1]), &Default::default());
+        // torch.roll(x, shifts=(-1, -1), dims=(1, 2)): the element at (1, 1) moves to (0, 0).
+        let up: Vec<f32> = roll_grid(x.clone(), -1).into_data().into_vec().unwrap();
+        assert_eq!(up, vec![11.0, 12.0, 10.0, 21.0, 22.0, 20.0, 1.0, 2.0, 0.0]);
+        assert_eq!(roll_grid(roll_grid(x.clone(), -1), 1).into_data(), x.into_data());
+    }
+
+    #[test]
+    fn relative_index_matches_swin_for_a_full_window() {
+        // Swin's index for a 2×2 window: (dy+1)·3 + (dx+1) for query q and key k.
+        let index = relative_position_index(2, 2);
+        assert_eq!(&index[..4], &[4, 3, 1, 0]);
+        assert_eq!(&index[12..], &[8, 7, 5, 4]);
+        // A 1×1 window inside a table for 2×2 windows uses the centre entry (offset 0).
+        assert_eq!(relative_position_index(1, 2), vec![4]);
+    }
+
+    #[test]
+    fn shifted_mask_separates_the_wrapped_regions() {
+        let mask: Vec<f32> = shifted_window_mask::<B>(4, 4, 2, 1, &Default::default()).into_data().into_vec().unwrap();
+        // the first window holds one region only: nothing is masked
+        assert!(mask[..16].iter().all(|&m| m == 0.0));
+        // the last window mixes four regions: each token sees only itself
+        let last = &mask[48..];
+        for q in 0..4 {
+            for k in 0..4 {
+                assert_eq!(last[q * 4 + k], if q == k { 0.0 } else { SHIFT_MASK_VALUE });
+            }
+        }
+    }
+}
