@@ -3,7 +3,7 @@
 reference outputs. Every weight (LayerNorms and biases included) is randomised, so a bug cannot
 hide behind ones and zeros.
 
-    pip install torch transformers safetensors tokenizers
+    pip install torch transformers safetensors tokenizers pillow
     python3 scripts/make_fixtures.py
 
 Re-running it rewrites the fixtures deterministically (fixed seeds, CPU, float32).
@@ -204,9 +204,31 @@ def swin_fixtures():
     save_file({"table": resized.reshape(heads, 81).permute(1, 0).contiguous()}, os.path.join(out, "table_window5.safetensors"))
 
 
+def image_fixtures():
+    """A random RGB PNG and its PIL bicubic resizes (the filter of the original torchvision
+    pipeline), computed per channel in float ("F" mode) and in uint8 as torchvision does."""
+    import numpy as np
+    from PIL import Image
+
+    out = fresh_dir("image")
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 256, size=(29, 41, 3), dtype=np.uint8)
+    rgb[5:20, 10:30] = [200, 40, 90]  # a flat patch with sharp edges, where filters differ most
+    Image.fromarray(rgb).save(os.path.join(out, "photo.png"))
+    expected = {}
+    for name, (w, h) in {"down": (16, 12), "up": (60, 50)}.items():
+        channels = [np.asarray(Image.fromarray(rgb[:, :, c].astype(np.float32) / 255.0, mode="F").resize((w, h), Image.BICUBIC))
+                    for c in range(3)]
+        expected[f"{name}_float"] = torch.from_numpy(np.stack(channels).astype(np.float32))
+        u8 = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BICUBIC)).astype(np.float32) / 255.0
+        expected[f"{name}_uint8"] = torch.from_numpy(u8.transpose(2, 0, 1).copy())
+    save_file(expected, os.path.join(out, "expected_resize.safetensors"))
+
+
 if __name__ == "__main__":
     torch.manual_seed(0)
     roberta_fixtures()
     tokenizer_fixtures()
     swin_fixtures()
+    image_fixtures()
     print("fixtures written under", os.path.normpath(ROOT))

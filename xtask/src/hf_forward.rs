@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -12,6 +12,7 @@ use burn::tensor::TensorData;
 use clap::{Args, ValueEnum};
 use fiber_core::{StoredTensor, TensorStore};
 use fiber_roberta::{RobertaForMaskedLm, RobertaModel};
+use fiber_swin::SwinModel;
 use fiber_train::{run_on, BackendJob, BackendKind};
 
 /// Which model class the checkpoint holds.
@@ -21,7 +22,8 @@ pub enum Arch {
     Roberta,
     /// HuggingFace `RobertaForMaskedLM` (outputs `last_hidden_state`, `logits`).
     RobertaMlm,
-    /// HuggingFace `SwinModel`.
+    /// HuggingFace `SwinModel` (input `pixel_values` f32 `[batch, 3, H, W]`; outputs
+    /// `last_hidden_state`, `pooler_output`, `hidden_states.{i}`, `reshaped_hidden_states.{i}`).
     Swin,
 }
 
@@ -34,7 +36,8 @@ pub struct HfForwardArgs {
     /// Folder with config.json and model.safetensors.
     #[arg(long)]
     pub model_dir: PathBuf,
-    /// Safetensors file with the inputs (`input_ids` and `attention_mask`, int64 [batch, len]).
+    /// Safetensors file with the inputs: `input_ids` and `attention_mask` (int64 [batch, len])
+    /// for RoBERTa, `pixel_values` (f32 [batch, 3, H, W]) for Swin.
     #[arg(long)]
     pub input: PathBuf,
     /// Safetensors file to write the f32 outputs to.
@@ -82,10 +85,29 @@ impl BackendJob for HfForwardJob {
                     out.insert("logits", to_stored(logits));
                 }
             }
-            Arch::Swin => bail!("--arch swin is not implemented yet: the Swin backbone (fiber-swin) is still being written"),
+            Arch::Swin => {
+                let pixels = float_input::<B::InnerBackend, 4>(&inputs, "pixel_values", &device)?;
+                let (model, _) = SwinModel::<B>::from_pretrained(&args.model_dir, &device)
+                    .with_context(|| format!("loading {}", args.model_dir.display()))?;
+                let y = model.valid().forward(pixels);
+                out.insert("last_hidden_state", to_stored(y.last_hidden_state));
+                out.insert("pooler_output", to_stored(y.pooler_output));
+                for (i, map) in y.hidden_states.iter().enumerate() {
+                    out.insert(format!("hidden_states.{i}"), to_stored(map.tokens.clone()));
+                    out.insert(format!("reshaped_hidden_states.{i}"), to_stored(map.nchw()));
+                }
+            }
         }
         Ok(out)
     }
+}
+
+/// Reads a float input of rank `D` by name.
+fn float_input<B: Backend, const D: usize>(store: &TensorStore, name: &str, device: &B::Device) -> Result<Tensor<B, D>> {
+    let t = store.get(name).with_context(|| format!("input file has no `{name}` tensor"))?;
+    let values = t.as_f32().with_context(|| format!("`{name}` must be a float tensor"))?;
+    anyhow::ensure!(t.shape.len() == D, "`{name}` must have {D} dimensions, got {:?}", t.shape);
+    Ok(Tensor::from_data(TensorData::new(values.to_vec(), t.shape.clone()), device))
 }
 
 /// Reads an integer input `[batch, len]` by name.
