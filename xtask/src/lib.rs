@@ -2,6 +2,7 @@
 //! calls into the library crates; the functions are public so the end-to-end tests can run
 //! the commands in-process.
 
+pub mod bench;
 pub mod hf_forward;
 pub mod tokenizer;
 
@@ -24,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a HuggingFace-format checkpoint on inputs from a safetensors file (parity checks).
     HfForward(hf_forward::HfForwardArgs),
+    /// Time the forward pass of a backbone on a backend (random weights).
+    Bench(bench::BenchArgs),
     /// Train a byte-level BPE tokenizer on a text corpus and save it as tokenizer.json.
     TrainTokenizer(tokenizer::TrainTokenizerArgs),
     /// Train FIBER on the built-in data (the main job). Not available yet.
@@ -46,6 +49,7 @@ where
     })?;
     match cli.command {
         Command::HfForward(args) => hf_forward::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::TrainTokenizer(args) => tokenizer::run(args),
         Command::Train => bail!(
             "`train` is not implemented yet: it will generate the built-in shapes world, pre-train a tiny FIBER \

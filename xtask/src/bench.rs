@@ -1,0 +1,133 @@
+//! `cargo xtask bench`: forward-pass timings of the backbones on any compiled backend, with
+//! warm-up, repetitions, median and spread, printed as a table and optionally written as JSON.
+//! Weights are random: speed does not depend on their values.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::module::AutodiffModule;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Distribution;
+use clap::{Args, ValueEnum};
+use fiber_roberta::{RobertaConfig, RobertaModel};
+use fiber_swin::{SwinConfig, SwinModel};
+use fiber_train::{run_on, BackendJob, BackendKind};
+
+/// Which model to time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchModel {
+    /// Swin-B at 384 px, window 12 (FIBER's image backbone).
+    SwinBase384,
+    /// Swin-T at 224 px, window 7.
+    SwinTiny224,
+    /// RoBERTa-base on 40-token texts (FIBER's pre-training length).
+    RobertaBase,
+}
+
+/// Arguments of `bench`.
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// The model to time.
+    #[arg(long, value_enum, default_value = "swin-base384")]
+    pub model: BenchModel,
+    /// Batch size.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Untimed runs before measuring.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Timed runs.
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Compute backend.
+    #[arg(long, default_value = "ndarray")]
+    pub backend: BackendKind,
+    /// Also write the result as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Timing statistics in milliseconds.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Every timed run, sorted.
+    pub runs_ms: Vec<f64>,
+}
+
+impl Timing {
+    /// Median run.
+    pub fn median(&self) -> f64 {
+        let n = self.runs_ms.len();
+        if n % 2 == 1 {
+            self.runs_ms[n / 2]
+        } else {
+            (self.runs_ms[n / 2 - 1] + self.runs_ms[n / 2]) / 2.0
+        }
+    }
+}
+
+/// Runs the benchmark and prints (and optionally writes) the result.
+pub fn run(args: BenchArgs) -> Result<()> {
+    anyhow::ensure!(args.reps > 0 && args.batch > 0, "--reps and --batch must be positive");
+    let timing = run_on(args.backend, BenchJob(args.clone()))?;
+    let median = timing.median();
+    let (min, max) = (timing.runs_ms[0], *timing.runs_ms.last().unwrap_or(&median));
+    let name = format!("{:?}", args.model);
+    println!("| model | backend | batch | median ms | min ms | max ms | items/s |");
+    println!("|---|---|---|---|---|---|---|");
+    println!("| {name} | {} | {} | {median:.1} | {min:.1} | {max:.1} | {:.2} |", args.backend, args.batch, args.batch as f64 * 1000.0 / median);
+    if let Some(path) = &args.json {
+        let json = format!(
+            "{{\"model\": \"{name}\", \"backend\": \"{}\", \"batch\": {}, \"warmup\": {}, \"reps\": {}, \"median_ms\": {median:.3}, \"min_ms\": {min:.3}, \"max_ms\": {max:.3}, \"runs_ms\": {:?}}}\n",
+            args.backend, args.batch, args.warmup, args.reps, timing.runs_ms
+        );
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+struct BenchJob(BenchArgs);
+
+impl BackendJob for BenchJob {
+    type Output = Timing;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Timing {
+        let args = self.0;
+        match args.model {
+            BenchModel::SwinBase384 | BenchModel::SwinTiny224 => {
+                let config = if args.model == BenchModel::SwinBase384 { SwinConfig::swin_base_384() } else { SwinConfig::swin_tiny_224() };
+                let model = SwinModel::<B>::new(&config, &device).valid();
+                let size = config.image_size;
+                let pixels = Tensor::<B::InnerBackend, 4>::random([args.batch, 3, size, size], Distribution::Normal(0.0, 1.0), &device);
+                time_runs(&args, &device, || model.forward(pixels.clone()).pooler_output)
+            }
+            BenchModel::RobertaBase => {
+                let config = RobertaConfig::roberta_base();
+                let model = RobertaModel::<B>::new(&config, true, &device).valid();
+                let ids = Tensor::<B::InnerBackend, 2, Int>::random([args.batch, 40], Distribution::Uniform(3.0, 50000.0), &device);
+                let mask = Tensor::<B::InnerBackend, 2, Int>::ones([args.batch, 40], &device);
+                time_runs(&args, &device, || model.forward(ids.clone(), mask.clone(), false).last_hidden_state)
+            }
+        }
+    }
+}
+
+/// Times `forward` (synchronising the device, and reading one value back so lazy backends
+/// must finish the work).
+fn time_runs<B: Backend, const D: usize>(args: &BenchArgs, device: &B::Device, forward: impl Fn() -> Tensor<B, D>) -> Timing {
+    let once = || {
+        let start = Instant::now();
+        let out = forward();
+        let _ = out.sum().into_scalar();
+        let _ = B::sync(device);
+        start.elapsed().as_secs_f64() * 1000.0
+    };
+    for _ in 0..args.warmup {
+        once();
+    }
+    let mut runs_ms: Vec<f64> = (0..args.reps).map(|_| once()).collect();
+    runs_ms.sort_by(f64::total_cmp);
+    Timing { runs_ms }
+}
