@@ -225,10 +225,200 @@ def image_fixtures():
     save_file(expected, os.path.join(out, "expected_resize.safetensors"))
 
 
+def fusion_fixtures():
+    """A tiny FIBER fusion backbone written from spec B (not from the Rust code): HF Swin and
+    RoBERTa modules with gated co-attention in the last 3 blocks/layers. The image-to-text
+    cross-attention is computed per window inside the Swin block, as the original does.
+    Writes the weights in the original FIBER checkpoint layout (a Lightning-style `.ckpt` with
+    `state_dict`, queues, buffers and heads included), inputs, and reference outputs of the
+    first fused pair, the fused forward and the dual forward."""
+    import math
+    from safetensors.torch import load_file
+    from transformers import RobertaConfig, RobertaModel, SwinConfig, SwinModel
+    from transformers.models.swin.modeling_swin import window_partition, window_reverse
+
+    F = torch.nn.functional
+    swin_cfg = SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[2, 2, 2], num_heads=[2, 2, 4], window_size=2,
+                          mlp_ratio=2.0, layer_norm_eps=1e-5, drop_path_rate=0.0)
+    text_cfg = RobertaConfig(vocab_size=99, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=48,
+                             max_position_embeddings=24, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5)
+    out = fresh_dir("fusion", "tiny")
+    tmp = os.path.join(out, "tmp")
+    swin = randomise(SwinModel(swin_cfg), seed=21).eval()
+    swin.save_pretrained(os.path.join(tmp, "swin"), safe_serialization=True)
+    text = randomise(RobertaModel(text_cfg), seed=22).eval()
+    text.save_pretrained(os.path.join(tmp, "roberta"), safe_serialization=True)
+    swin_sd = load_file(os.path.join(tmp, "swin", "model.safetensors"))
+    text_sd = load_file(os.path.join(tmp, "roberta", "model.safetensors"))
+    shutil.rmtree(tmp)
+
+    g = torch.Generator().manual_seed(23)
+    rnd = lambda *shape, s=0.3: torch.randn(*shape, generator=g) * s
+    pairs = [(1, 1, 1), (2, 0, 2), (2, 1, 3)]  # (stage, block, text layer): the last 3 of each
+    dims = [16, 32, 64]
+    heads = [2, 2, 4]
+    fusion = {}
+    for s, b, i in pairs:
+        C = dims[s]
+        f = {
+            "qkv_text_i2t.weight": rnd(2 * C, 32), "qkv_text_i2t.bias": rnd(2 * C),
+            "qkv_i2t.weight": rnd(C, C, s=1 / math.sqrt(C)), "qkv_i2t.bias": rnd(C),
+            "proj_i2t.weight": rnd(C, C, s=1 / math.sqrt(C)), "proj_i2t.bias": rnd(C),
+            "norm_i2t_i.weight": 1 + rnd(C, s=0.2), "norm_i2t_i.bias": rnd(C, s=0.2),
+            "alpha_i2t": torch.tensor([0.5 + 0.5 * (b + s)]),
+        }
+        t = {
+            "crossattention_t2i.self.query.weight": rnd(32, 32, s=1 / math.sqrt(32)), "crossattention_t2i.self.query.bias": rnd(32),
+            "crossattention_t2i.self.key.weight": rnd(32, C, s=1 / math.sqrt(C)), "crossattention_t2i.self.key.bias": rnd(32),
+            "crossattention_t2i.self.value.weight": rnd(32, C, s=1 / math.sqrt(C)), "crossattention_t2i.self.value.bias": rnd(32),
+            "crossattention_t2i.output.dense.weight": rnd(32, 32, s=1 / math.sqrt(32)), "crossattention_t2i.output.dense.bias": rnd(32),
+            "crossattention_t2i.output.LayerNorm.weight": torch.ones(32), "crossattention_t2i.output.LayerNorm.bias": torch.zeros(32),
+            "alpha_t2i": torch.tensor([0.7 + 0.2 * i]),
+        }
+        fusion[(s, b, i)] = (f, t)
+
+    def linear(x, sd, key):
+        return F.linear(x, sd[key + ".weight"], sd.get(key + ".bias"))
+
+    def mha(q, k, v, n_heads, mask=None):
+        B, Lq, D = q.shape
+        d = D // n_heads
+        split = lambda x: x.view(B, -1, n_heads, d).transpose(1, 2)
+        scores = split(q) @ split(k).transpose(-1, -2) / math.sqrt(d)
+        if mask is not None:
+            scores = scores + mask
+        return (scores.softmax(-1) @ split(v)).transpose(1, 2).reshape(B, Lq, D)
+
+    def text_layer(h, i, mask, image=None, t2i=None, last_norm=True):
+        p = f"encoder.layer.{i}."
+        ctx = mha(linear(h, text_sd, p + "attention.self.query"), linear(h, text_sd, p + "attention.self.key"),
+                  linear(h, text_sd, p + "attention.self.value"), 4, mask)
+        a = linear(ctx, text_sd, p + "attention.output.dense")
+        if t2i is not None:
+            c = mha(linear(a, t2i, "crossattention_t2i.self.query"), linear(image, t2i, "crossattention_t2i.self.key"),
+                    linear(image, t2i, "crossattention_t2i.self.value"), 4)
+            a = a + t2i["alpha_t2i"] * linear(c, t2i, "crossattention_t2i.output.dense")
+        h = F.layer_norm(a + h, (32,), text_sd[p + "attention.output.LayerNorm.weight"], text_sd[p + "attention.output.LayerNorm.bias"], 1e-5)
+        y = linear(F.gelu(linear(h, text_sd, p + "intermediate.dense")), text_sd, p + "output.dense") + h
+        if last_norm:
+            y = F.layer_norm(y, (32,), text_sd[p + "output.LayerNorm.weight"], text_sd[p + "output.LayerNorm.bias"], 1e-5)
+        return y
+
+    def swin_block(x, H, W, s, b, text_h=None, text_mask=None, i2t=None):
+        """HF SwinLayer's computation, with FIBER's i2t inside the window attention (per window)."""
+        blk = swin.encoder.layers[s].blocks[b]
+        blk.set_shift_and_window_size((H, W))
+        B, _, C = x.shape
+        h = blk.layernorm_before(x).view(B, H, W, C)
+        h, pad = blk.maybe_pad(h, H, W)
+        Hp, Wp = h.shape[1], h.shape[2]
+        ws = blk.window_size
+        windows = window_partition(blk.cyclic_shift(h), ws).view(-1, ws * ws, C)
+        S = blk.attention(windows, blk.get_attn_mask(Hp, Wp, dtype=x.dtype, device=x.device))[0]
+        if i2t is not None:
+            n_windows = S.shape[0] // B
+            T = text_h.repeat_interleave(n_windows, 0)
+            M = text_mask.repeat_interleave(n_windows, 0)
+            q_in = F.layer_norm(S, (C,), i2t["norm_i2t_i.weight"], i2t["norm_i2t_i.bias"], 1e-5)
+            kv = linear(T, i2t, "qkv_text_i2t")
+            Y = linear(mha(linear(q_in, i2t, "qkv_i2t"), kv[..., :C], kv[..., C:], heads[s], M), i2t, "proj_i2t")
+            S = S + i2t["alpha_i2t"] * Y
+        S = blk.cyclic_shift(window_reverse(S.view(-1, ws, ws, C), ws, Hp, Wp), reverse=True)[:, :H, :W, :]
+        x = x + S.reshape(B, H * W, C)
+        return x + blk.mlp(blk.layernorm_after(x))
+
+    pixels = torch.randn(2, 3, 32, 32, generator=g)
+    ids = torch.full((2, 7), 1, dtype=torch.int64)
+    mask = torch.zeros((2, 7), dtype=torch.int64)
+    for row, n in enumerate([7, 4]):
+        ids[row, :n] = torch.randint(5, 99, (n,), generator=g)
+        ids[row, 0], ids[row, n - 1] = 0, 2
+        mask[row, :n] = 1
+    add_mask = ((1 - mask) * -10000.0).float()[:, None, None, :]
+
+    with torch.no_grad():
+        x, (H, W) = swin.embeddings(pixels)
+        x = swin_block(x, H, W, 0, 0)
+        x = swin_block(x, H, W, 0, 1)
+        x = swin.encoder.layers[0].downsample(x, (H, W))
+        H, W = (H + 1) // 2, (W + 1) // 2
+        x = swin_block(x, H, W, 1, 0)  # image prefix ends here (stage 1, before block 1)
+        t = text.embeddings(input_ids=ids)
+        t = text_layer(t, 0, add_mask)  # text prefix: layer 0
+        image_prefix, text_prefix, grid = x, t, (H, W)
+        expected = {}
+        for k, (s, b, i) in enumerate(pairs):
+            if s == 2 and pairs[k - 1][0] == 1:
+                x = swin.encoder.layers[1].downsample(x, (H, W))
+                H, W = (H + 1) // 2, (W + 1) // 2
+            f, tt = fusion[(s, b, i)]
+            new_x = swin_block(x, H, W, s, b, t, add_mask, f)
+            new_t = text_layer(t, i, add_mask, x, tt, last_norm=(k != len(pairs) - 1))
+            x, t = new_x, new_t
+            if k == 0:
+                expected["pair0_image"], expected["pair0_text"] = x.clone(), t.clone()
+        expected["fused_image"], expected["fused_text"] = x, t
+        # dual: image-only with the final norm; text-only through every layer with LNs
+        x, (H, W) = image_prefix, grid
+        x = swin_block(x, H, W, 1, 1)
+        x = swin.encoder.layers[1].downsample(x, (H, W))
+        H, W = (H + 1) // 2, (W + 1) // 2
+        x = swin_block(swin_block(x, H, W, 2, 0), H, W, 2, 1)
+        expected["dual_image"] = swin.layernorm(x)
+        t = text_prefix
+        for i in range(1, 4):
+            t = text_layer(t, i, add_mask)
+        expected["dual_text"] = t
+        expected["prefix_image"], expected["prefix_text"] = image_prefix, text_prefix
+
+    # The original coarse checkpoint layout (spec F.2).
+    sd = {}
+    for k, v in swin_to_original(swin_sd).items():
+        sd["vit_model." + k] = v
+    for k, v in text_sd.items():
+        sd["text_transformer." + k] = v
+    for i in range(4):
+        sd[f"text_transformer.encoder.layer.{i}.alpha_t2i"] = torch.zeros(1)
+    for (s, b, i), (f, tt) in fusion.items():
+        for k, v in f.items():
+            sd[f"vit_model.layers.{s}.blocks.{b}.attn.{k}"] = v
+        for k, v in tt.items():
+            sd[f"text_transformer.encoder.layer.{i}.{k}"] = v
+    sd["vit_model.layers.0.blocks.1.attn_mask"] = torch.zeros(16, 4, 4)
+    sd["vit_model.layers.0.blocks.0.attn.relative_position_index"] = torch.zeros(4, 4, dtype=torch.int64)
+    sd["text_transformer.embeddings.position_ids"] = torch.arange(24)[None]
+    sd["itm_score.fc.weight"] = rnd(2, 64)
+    sd["itm_score.fc.bias"] = rnd(2)
+    sd["rank_output.weight"] = sd["itm_score.fc.weight"][1:].clone() + 0.25
+    sd["rank_output.bias"] = sd["itm_score.fc.bias"][1:].clone()
+    sd["temp"] = torch.tensor(0.07)
+    sd["image_queue"] = rnd(32, 8)
+    sd["text_queue"] = rnd(32, 8)
+    sd["queue_ptr"] = torch.zeros(1, dtype=torch.int64)
+    torch.save({"state_dict": sd, "epoch": 1}, os.path.join(out, "fiber_tiny.ckpt"))
+    # The sizes in the project's config format (what `cargo xtask convert` writes), because head
+    # counts cannot be read from tensor shapes.
+    config = {
+        "swin": {"image_size": 32, "patch_size": 4, "num_channels": 3, "embed_dim": 16, "depths": [2, 2, 2], "num_heads": heads,
+                 "window_size": 2, "mlp_ratio": 2.0, "qkv_bias": True, "layer_norm_eps": 1e-5, "hidden_dropout_prob": 0.0,
+                 "attention_probs_dropout_prob": 0.0, "drop_path_rate": 0.0, "hidden_act": "gelu"},
+        "roberta": {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 48,
+                    "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+                    "max_position_embeddings": 24, "type_vocab_size": 1, "layer_norm_eps": 1e-5, "pad_token_id": 1,
+                    "initializer_range": 0.02},
+        "num_fuse_block": 3, "fusion_version": "v1", "original_fused_quirks": True, "initializer_range": 0.02,
+    }
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(config, f, indent=1)
+    save_file({"pixel_values": pixels, "input_ids": ids, "attention_mask": mask}, os.path.join(out, "input.safetensors"))
+    save_file({k: v.contiguous() for k, v in expected.items()}, os.path.join(out, "expected.safetensors"))
+
+
 if __name__ == "__main__":
     torch.manual_seed(0)
     roberta_fixtures()
     tokenizer_fixtures()
     swin_fixtures()
     image_fixtures()
+    fusion_fixtures()
     print("fixtures written under", os.path.normpath(ROOT))

@@ -15,4 +15,4 @@ pub mod weights;
 pub use activation::Activation;
 pub use error::{KeyProblems, ShapeMismatch, WeightError};
 pub use store::{StoredTensor, StoredValues, TensorStore};
-pub use weights::{LoadReport, WeightCollector, WeightLoader, WeightVisitor};
+pub use weights::{LoadReport, SkippedKey, WeightCollector, WeightLoader, WeightVisitor};

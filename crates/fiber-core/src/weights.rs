@@ -77,8 +77,25 @@ pub struct LoadReport {
     /// Keys absent from the checkpoint that were allowed to be missing; these parameters keep
     /// the initialisation they were built with.
     pub initialised: Vec<String>,
-    /// Checkpoint keys deliberately skipped (buffers the model recomputes, unused heads).
-    pub skipped: Vec<String>,
+    /// Checkpoint keys deliberately skipped, each with the reason (buffers the model
+    /// recomputes, modules of other tasks).
+    pub skipped: Vec<SkippedKey>,
+}
+
+/// A checkpoint key that was not loaded on purpose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedKey {
+    /// The key.
+    pub key: String,
+    /// Why it was skipped.
+    pub reason: String,
+}
+
+impl LoadReport {
+    /// The skipped keys alone.
+    pub fn skipped_keys(&self) -> Vec<&str> {
+        self.skipped.iter().map(|s| s.key.as_str()).collect()
+    }
 }
 
 type KeyFilter = Box<dyn Fn(&str) -> bool>;
@@ -95,7 +112,7 @@ pub struct WeightLoader {
     problems: KeyProblems,
     report: LoadReport,
     allow_missing: Vec<KeyFilter>,
-    skip_unused: Vec<KeyFilter>,
+    skip_unused: Vec<(String, KeyFilter)>,
 }
 
 impl WeightLoader {
@@ -120,9 +137,9 @@ impl WeightLoader {
 
     /// Skips checkpoint keys for which `filter` is true when they are not used by the model
     /// (buffers that are recomputed, heads of another task); they are listed in
-    /// [`LoadReport::skipped`].
-    pub fn skip_unused(mut self, filter: impl Fn(&str) -> bool + 'static) -> Self {
-        self.skip_unused.push(Box::new(filter));
+    /// [`LoadReport::skipped`] with `reason`.
+    pub fn skip_unused(mut self, reason: &str, filter: impl Fn(&str) -> bool + 'static) -> Self {
+        self.skip_unused.push((reason.to_string(), Box::new(filter)));
         self
     }
 
@@ -137,8 +154,8 @@ impl WeightLoader {
             if self.used.contains(name) {
                 continue;
             }
-            if self.skip_unused.iter().any(|f| f(name)) {
-                self.report.skipped.push(name.to_string());
+            if let Some((reason, _)) = self.skip_unused.iter().find(|(_, f)| f(name)) {
+                self.report.skipped.push(SkippedKey { key: name.to_string(), reason: reason.clone() });
             } else {
                 let shape = self.store.get(name).map(|t| t.shape.clone()).unwrap_or_default();
                 self.problems.unexpected.push((name.to_string(), shape));
@@ -313,11 +330,11 @@ mod tests {
         store.remove("norm.bias");
         store.insert("buffer.position_ids", StoredTensor::i64(vec![1], vec![0]));
         let mut b = Tiny::new();
-        let mut loader = WeightLoader::new(store).allow_missing(|k| k.starts_with("norm.")).skip_unused(|k| k.ends_with("position_ids"));
+        let mut loader = WeightLoader::new(store).allow_missing(|k| k.starts_with("norm.")).skip_unused("recomputed buffer", |k| k.ends_with("position_ids"));
         b.visit(&mut loader);
         let report = loader.finish().unwrap();
         assert_eq!(report.initialised, vec!["norm.weight", "norm.bias"]);
-        assert_eq!(report.skipped, vec!["buffer.position_ids"]);
+        assert_eq!(report.skipped, vec![SkippedKey { key: "buffer.position_ids".into(), reason: "recomputed buffer".into() }]);
         let gamma: Vec<f32> = b.norm.gamma.val().into_data().into_vec().unwrap();
         assert_eq!(gamma, vec![1.0, 1.0]);
     }

@@ -1,1 +1,17 @@
-//! fiber-fusion
+//! FIBER's fusion in the backbone (spec B): Swin and RoBERTa with gated co-attention in their
+//! last blocks and layers, run in lock-step pairs, as a fusion encoder, a dual encoder and a
+//! captioning decoder on one set of weights.
+
+pub mod backbone;
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod image_to_text;
+pub mod text_to_image;
+
+pub use backbone::{BackboneOutput, FiberBackbone, ImageState, TextState};
+pub use checkpoint::{infer_config, FiberCheckpoint};
+pub use config::{FiberConfig, FusedPair, FusionVersion};
+pub use error::FusionError;
+pub use image_to_text::ImageToTextAttention;
+pub use text_to_image::TextToImageAttention;

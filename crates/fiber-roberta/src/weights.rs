@@ -31,9 +31,9 @@ pub fn strip_roberta_prefix(mut store: TensorStore) -> TensorStore {
 /// `with_pooler` is false. Callers add `allow_missing` rules for new modules (fusion).
 pub fn model_loader(store: TensorStore, with_pooler: bool) -> WeightLoader {
     WeightLoader::new(strip_roberta_prefix(store))
-        .skip_unused(is_buffer)
-        .skip_unused(|k| k.starts_with("lm_head."))
-        .skip_unused(move |k| !with_pooler && k.starts_with("pooler."))
+        .skip_unused("buffer, recomputed", is_buffer)
+        .skip_unused("masked-LM head, not part of the encoder", |k| k.starts_with("lm_head."))
+        .skip_unused("pooler, not part of this model", move |k| !with_pooler && k.starts_with("pooler."))
 }
 
 /// A loader over a HuggingFace checkpoint for [`RobertaForMaskedLm`]: encoder keys get the
@@ -58,8 +58,9 @@ pub fn masked_lm_loader(store: TensorStore) -> WeightLoader {
         }
     }
     WeightLoader::new(store)
-        .skip_unused(is_buffer)
-        .skip_unused(|k| k.starts_with("roberta.pooler.") || k == "lm_head.decoder.bias")
+        .skip_unused("buffer, recomputed", is_buffer)
+        .skip_unused("pooler, not part of the masked-LM model", |k| k.starts_with("roberta.pooler."))
+        .skip_unused("tied alias of lm_head.bias", |k| k == "lm_head.decoder.bias")
 }
 
 fn read_dir_files(dir: &Path) -> Result<(RobertaConfig, TensorStore), RobertaError> {
@@ -138,7 +139,7 @@ mod tests {
         let store = collector.into_store();
         let mut without_pooler = RobertaModel::<B>::new(&tiny(), false, &device);
         let report = without_pooler.load_hf(store.clone()).unwrap();
-        assert!(report.skipped.iter().any(|k| k == "lm_head.bias"));
+        assert!(report.skipped_keys().contains(&"lm_head.bias"));
         let mut with_pooler = RobertaModel::<B>::new(&tiny(), true, &device);
         let err = with_pooler.load_hf(store).unwrap_err().to_string();
         assert!(err.contains("missing:     pooler.dense.weight expected [8, 8]"), "{err}");

@@ -100,9 +100,9 @@ pub fn hf_to_original(store: TensorStore) -> TensorStore {
     out
 }
 
-/// Keys no model reads: recomputed buffers and the ImageNet classifier.
-fn is_skippable(key: &str) -> bool {
-    key.ends_with("relative_position_index") || key.ends_with("attn_mask") || key.starts_with("head.") || key.starts_with("classifier.")
+/// Buffers every Swin checkpoint may carry that the model recomputes from its sizes.
+pub fn is_swin_buffer(key: &str) -> bool {
+    key.ends_with("relative_position_index") || key.ends_with("attn_mask")
 }
 
 /// Resizes every relative-position table of `store` (original layout) whose window differs
@@ -139,7 +139,9 @@ impl<B: Backend> SwinModel<B> {
     pub fn load_store(&mut self, store: TensorStore) -> Result<LoadReport, WeightError> {
         let mut store = if is_hf_layout(&store) { hf_to_original(store) } else { store };
         resize_position_tables(&mut store, self, "");
-        let mut loader = WeightLoader::new(store).skip_unused(is_skippable);
+        let mut loader = WeightLoader::new(store)
+            .skip_unused("buffer, recomputed from the window size", is_swin_buffer)
+            .skip_unused("image-classification head, not part of the backbone", |k| k.starts_with("head.") || k.starts_with("classifier."));
         self.visit_weights(&mut loader, "");
         loader.finish()
     }

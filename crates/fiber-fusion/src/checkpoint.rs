@@ -1,0 +1,226 @@
+//! FIBER weights (spec F.2–F.3): the original coarse checkpoint layout (Lightning `.ckpt`,
+//! tensors under `state_dict`), the project's converted folder (`config.json` +
+//! `model.safetensors` with the same keys), and initialisation from HuggingFace RoBERTa plus
+//! HuggingFace or original Swin weights with the fusion modules new.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use fiber_core::{LoadReport, StoredTensor, TensorStore, WeightLoader};
+use fiber_roberta::RobertaConfig;
+use fiber_swin::weights::{hf_to_original, is_hf_layout, is_swin_buffer, resize_position_tables};
+use fiber_swin::SwinConfig;
+
+use crate::backbone::FiberBackbone;
+use crate::config::{FiberConfig, FusionVersion};
+use crate::error::FusionError;
+
+/// Top-level names of the original model's task heads (loaded by fiber-heads, not here).
+pub const HEAD_PREFIXES: [&str; 10] = [
+    "cross_modal_text_transform",
+    "cross_modal_image_transform",
+    "cross_modal_text_pooler",
+    "cross_modal_image_pooler",
+    "mlm_score.",
+    "itm_score.",
+    "rank_output.",
+    "vqa_classifier.",
+    "nlvr2_classifier.",
+    "temp",
+];
+
+/// Buffers of the pre-training module: ITC/ITM queues and their pointers.
+pub const QUEUE_BUFFERS: [&str; 7] = ["image_queue", "text_queue", "image_input_queue", "text_input_queue", "text_input_mask_queue", "queue_ptr", "queue_total"];
+
+/// Whether `key` belongs to a task head.
+pub fn is_head_key(key: &str) -> bool {
+    HEAD_PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
+/// Whether a key is a fusion module of this backbone (new when starting from uni-modal weights).
+fn is_fusion_key(key: &str) -> bool {
+    key.contains("_i2t") || key.contains("crossattention_t2i.") || key.contains("alpha_t2i") || key.starts_with("cross_modal_att_layers.")
+}
+
+impl<B: Backend> FiberBackbone<B> {
+    /// A loader over a store in the FIBER layout with every skip rule of the original
+    /// checkpoint, each with its reason.
+    fn fiber_loader(&self, store: TensorStore) -> WeightLoader {
+        let fused_layers: Vec<usize> = self.pairs.iter().map(|p| p.layer).collect();
+        let has_norm_i2t = self.i2t.iter().all(|m| m.norm_i2t_i.is_some());
+        let has_adapters: Vec<usize> = self.pairs.iter().zip(&self.caption_adapters).filter(|(_, a)| a.is_some()).map(|(p, _)| p.layer).collect();
+        WeightLoader::new(store)
+            .skip_unused("ITC/ITM queue buffer, not a model weight", |k| QUEUE_BUFFERS.contains(&k))
+            .skip_unused("buffer, recomputed from the window size", is_swin_buffer)
+            .skip_unused("buffer, recomputed", |k| k.ends_with("embeddings.position_ids"))
+            .skip_unused("task head, loaded with the heads", is_head_key)
+            .skip_unused("cross-attention LayerNorm the original forward never uses (spec B.4)", |k| k.contains("crossattention_t2i.output.LayerNorm"))
+            .skip_unused("gate of an unfused text layer, never used (spec B.4)", move |k| {
+                k.strip_prefix("text_transformer.encoder.layer.")
+                    .and_then(|rest| rest.strip_suffix(".alpha_t2i"))
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .is_some_and(|i| !fused_layers.contains(&i))
+            })
+            .skip_unused("query LayerNorm of fusion v1; this backbone uses v2 (spec B.3)", move |k| !has_norm_i2t && k.contains("norm_i2t_i"))
+            .skip_unused("captioning adapter; this backbone has none", move |k| {
+                k.strip_prefix("cross_modal_att_layers.")
+                    .and_then(|rest| rest.split('.').next())
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .is_some_and(|i| !has_adapters.contains(&i))
+            })
+    }
+
+    /// Loads a store in the FIBER layout (an original coarse checkpoint's `state_dict`, or a
+    /// converted `model.safetensors`). Relative-position tables are resized to this model's
+    /// windows; queues, buffers, unused modules and task heads are skipped with their reason.
+    /// With `allow_new_modules`, absent fusion modules keep their fresh initialisation.
+    pub fn load_fiber_store(&mut self, store: TensorStore, allow_new_modules: bool) -> Result<LoadReport, FusionError> {
+        let mut store = store;
+        store.rename_prefix("module.", "");
+        resize_position_tables(&mut store, &self.vit_model, "vit_model");
+        let mut loader = self.fiber_loader(store);
+        if allow_new_modules {
+            loader = loader.allow_missing(is_fusion_key);
+        }
+        self.visit_weights(&mut loader, "");
+        Ok(loader.finish()?)
+    }
+
+    /// Builds the backbone from uni-modal weights: a HuggingFace RoBERTa checkpoint store
+    /// (`RobertaModel` or `RobertaForMaskedLM` layout) and a Swin store (HuggingFace or
+    /// original layout). The fusion modules (and the unused text pooler when the RoBERTa file
+    /// has none) start from spec F.3's initialisation.
+    pub fn from_unimodal(config: &FiberConfig, roberta: TensorStore, swin: TensorStore, caption_adapters: bool, device: &B::Device) -> Result<(Self, LoadReport), FusionError> {
+        let mut model = Self::new(config, caption_adapters, device)?;
+        let mut roberta = fiber_roberta::weights::strip_roberta_prefix(roberta);
+        roberta.rename_prefix("", "text_transformer.");
+        let mut swin = if is_hf_layout(&swin) { hf_to_original(swin) } else { swin };
+        swin.rename_prefix("", "vit_model.");
+        let mut store = roberta;
+        for (key, tensor) in swin.into_iter_sorted() {
+            store.insert(key, tensor);
+        }
+        resize_position_tables(&mut store, &model.vit_model, "vit_model");
+        let mut loader = model
+            .fiber_loader(store)
+            .allow_missing(is_fusion_key)
+            .allow_missing(|k| k.starts_with("text_transformer.pooler."))
+            .skip_unused("masked-LM head of the RoBERTa file, not used by FIBER (spec C.1)", |k| k.starts_with("text_transformer.lm_head."))
+            .skip_unused("image-classification head, not part of the backbone", |k| k.starts_with("vit_model.head.") || k.starts_with("vit_model.classifier."));
+        model.visit_weights(&mut loader, "");
+        let report = loader.finish()?;
+        Ok((model, report))
+    }
+}
+
+/// Infers the configuration from the tensor shapes of a FIBER-layout store. Head counts are
+/// not visible in shapes: Swin heads come from the relative-position tables, RoBERTa heads are
+/// taken as `hidden / 64` (roberta-base); pass an explicit config when that does not hold.
+/// The image size follows the original code's `window = image_size / 32`.
+pub fn infer_config(store: &TensorStore) -> Result<FiberConfig, FusionError> {
+    let shape = |key: &str| -> Result<Vec<usize>, FusionError> {
+        store.get(key).map(|t| t.shape.clone()).ok_or_else(|| FusionError::InvalidConfig(format!("cannot infer the configuration: the checkpoint has no `{key}`")))
+    };
+    let patch = shape("vit_model.patch_embed.proj.weight")?; // [embed, channels, p, p]
+    let mut depths = Vec::new();
+    let mut heads = Vec::new();
+    while store.contains(&format!("vit_model.layers.{}.blocks.0.norm1.weight", depths.len())) {
+        let s = depths.len();
+        let mut d = 0;
+        while store.contains(&format!("vit_model.layers.{s}.blocks.{d}.norm1.weight")) {
+            d += 1;
+        }
+        heads.push(shape(&format!("vit_model.layers.{s}.blocks.0.attn.relative_position_bias_table"))?[1]);
+        depths.push(d);
+    }
+    if depths.is_empty() {
+        return Err(FusionError::InvalidConfig("cannot infer the configuration: no Swin blocks under vit_model.layers".into()));
+    }
+    let table_rows = shape("vit_model.layers.0.blocks.0.attn.relative_position_bias_table")?[0];
+    let window = (((table_rows as f64).sqrt().round() as usize) + 1) / 2;
+    let embed_dim = patch[0];
+    let mlp_hidden = shape("vit_model.layers.0.blocks.0.mlp.fc1.weight")?[0];
+    let mut swin = SwinConfig::new(window * 32, embed_dim, depths, heads, window)
+        .with_patch_size(patch[2])
+        .with_num_channels(patch[1])
+        .with_mlp_ratio(mlp_hidden as f64 / embed_dim as f64);
+    swin.qkv_bias = store.contains("vit_model.layers.0.blocks.0.attn.qkv.bias");
+
+    let words = shape("text_transformer.embeddings.word_embeddings.weight")?;
+    let mut layers = 0;
+    while store.contains(&format!("text_transformer.encoder.layer.{layers}.attention.self.query.weight")) {
+        layers += 1;
+    }
+    let intermediate = shape("text_transformer.encoder.layer.0.intermediate.dense.weight")?[0];
+    let hidden = words[1];
+    let roberta = RobertaConfig::new(words[0], hidden, layers, (hidden / 64).max(1), intermediate)
+        .with_max_position_embeddings(shape("text_transformer.embeddings.position_embeddings.weight")?[0])
+        .with_type_vocab_size(shape("text_transformer.embeddings.token_type_embeddings.weight")?[0]);
+
+    let num_fuse_block = store.names().filter(|k| k.ends_with("attn.alpha_i2t")).count();
+    let version = if store.names().any(|k| k.contains("norm_i2t_i")) { FusionVersion::V1 } else { FusionVersion::V2 };
+    let config = FiberConfig::new(swin, roberta).with_num_fuse_block(num_fuse_block).with_fusion_version(version);
+    config.validate()?;
+    Ok(config)
+}
+
+/// Whether the store holds captioning adapters (`cross_modal_att_layers.*`).
+pub fn has_caption_adapters(store: &TensorStore) -> bool {
+    store.names().any(|k| k.starts_with("cross_modal_att_layers."))
+}
+
+/// Spec D.3: `rank_output` should equal row 1 of `itm_score.fc`; returns a warning naming the
+/// largest difference when it does not (the original's parameter sharing can break on `.to()`).
+pub fn rank_output_warning(store: &TensorStore) -> Option<String> {
+    let itm = store.get("itm_score.fc.weight")?;
+    let rank = store.get("rank_output.weight")?;
+    let (itm_w, rank_w) = (itm.as_f32()?, rank.as_f32()?);
+    let width = *itm.shape.get(1)?;
+    if itm.shape.first() != Some(&2) || rank_w.len() != width {
+        return Some(format!("rank_output.weight {:?} does not fit itm_score.fc.weight {:?}", rank.shape, itm.shape));
+    }
+    let mut diff = fiber_core::compare::max_abs_diff(&itm_w[width..], rank_w);
+    if let (Some(ib), Some(rb)) = (store.get("itm_score.fc.bias").and_then(StoredTensor::as_f32), store.get("rank_output.bias").and_then(StoredTensor::as_f32)) {
+        if ib.len() == 2 && rb.len() == 1 {
+            diff = diff.max((ib[1] - rb[0]).abs());
+        }
+    }
+    (diff > 0.0).then(|| format!("rank_output differs from row 1 of itm_score.fc by up to {diff:.3e}; the ITM score uses itm_score (spec D.3)"))
+}
+
+/// A FIBER model on disk: an original checkpoint file or a converted folder.
+#[derive(Debug, Clone)]
+pub struct FiberCheckpoint {
+    /// The configuration (from the folder, the explicit config file, or inferred).
+    pub config: FiberConfig,
+    /// Every tensor of the checkpoint.
+    pub store: TensorStore,
+}
+
+impl FiberCheckpoint {
+    /// Reads `path`: a converted folder (`config.json` + `model.safetensors`), or an original
+    /// `.ckpt`/`.pt`/`.pth` (tensors under `state_dict` or `model`) or `.safetensors` file.
+    /// `config` overrides the folder's or the inferred configuration.
+    pub fn read(path: impl AsRef<Path>, config: Option<&Path>) -> Result<Self, FusionError> {
+        let path = path.as_ref();
+        let (store, folder_config): (TensorStore, Option<PathBuf>) = if path.is_dir() {
+            (TensorStore::read_safetensors(path.join("model.safetensors"))?, Some(path.join("config.json")))
+        } else {
+            (TensorStore::read_any(path)?, None)
+        };
+        let mut store = store;
+        store.rename_prefix("module.", "");
+        let config = match config.map(Path::to_path_buf).or(folder_config) {
+            Some(file) => FiberConfig::load_json(file)?,
+            None => infer_config(&store)?,
+        };
+        Ok(Self { config, store })
+    }
+
+    /// Builds the backbone and loads every tensor it needs (strict: nothing may be missing).
+    pub fn backbone<B: Backend>(&self, device: &B::Device) -> Result<(FiberBackbone<B>, LoadReport), FusionError> {
+        let mut model = FiberBackbone::new(&self.config, has_caption_adapters(&self.store), device)?;
+        let report = model.load_fiber_store(self.store.clone(), false)?;
+        Ok((model, report))
+    }
+}
