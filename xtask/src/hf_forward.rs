@@ -103,7 +103,7 @@ impl BackendJob for HfForwardJob {
 }
 
 /// Reads a float input of rank `D` by name.
-fn float_input<B: Backend, const D: usize>(store: &TensorStore, name: &str, device: &B::Device) -> Result<Tensor<B, D>> {
+pub fn float_input<B: Backend, const D: usize>(store: &TensorStore, name: &str, device: &B::Device) -> Result<Tensor<B, D>> {
     let t = store.get(name).with_context(|| format!("input file has no `{name}` tensor"))?;
     let values = t.as_f32().with_context(|| format!("`{name}` must be a float tensor"))?;
     anyhow::ensure!(t.shape.len() == D, "`{name}` must have {D} dimensions, got {:?}", t.shape);
@@ -111,7 +111,7 @@ fn float_input<B: Backend, const D: usize>(store: &TensorStore, name: &str, devi
 }
 
 /// Reads an integer input `[batch, len]` by name.
-fn int_input<B: Backend>(store: &TensorStore, name: &str, device: &B::Device) -> Result<Tensor<B, 2, Int>> {
+pub fn int_input<B: Backend>(store: &TensorStore, name: &str, device: &B::Device) -> Result<Tensor<B, 2, Int>> {
     let t = store.get(name).with_context(|| format!("input file has no `{name}` tensor"))?;
     let values = t.as_i64().with_context(|| format!("`{name}` must be an integer tensor"))?;
     anyhow::ensure!(t.shape.len() == 2, "`{name}` must be [batch, len], got {:?}", t.shape);
@@ -119,7 +119,7 @@ fn int_input<B: Backend>(store: &TensorStore, name: &str, device: &B::Device) ->
 }
 
 /// A float tensor as a stored f32 tensor.
-fn to_stored<B: Backend, const D: usize>(t: Tensor<B, D>) -> StoredTensor {
+pub fn to_stored<B: Backend, const D: usize>(t: Tensor<B, D>) -> StoredTensor {
     let shape = t.dims().to_vec();
     let values = t.into_data().convert::<f32>().into_vec::<f32>().expect("float tensor converted to f32");
     StoredTensor::f32(shape, values)

@@ -3,6 +3,7 @@
 //! the commands in-process.
 
 pub mod bench;
+pub mod fiber;
 pub mod hf_forward;
 pub mod tokenizer;
 
@@ -25,6 +26,10 @@ pub struct Cli {
 pub enum Command {
     /// Run a HuggingFace-format checkpoint on inputs from a safetensors file (parity checks).
     HfForward(hf_forward::HfForwardArgs),
+    /// Convert an original FIBER checkpoint (or HF RoBERTa + Swin weights) to the project's format.
+    Convert(fiber::ConvertArgs),
+    /// Run the FIBER fused or dual encoder on inputs from a safetensors file (parity checks).
+    FiberForward(fiber::FiberForwardArgs),
     /// Time the forward pass of a backbone on a backend (random weights).
     Bench(bench::BenchArgs),
     /// Train a byte-level BPE tokenizer on a text corpus and save it as tokenizer.json.
@@ -50,6 +55,8 @@ where
     match cli.command {
         Command::HfForward(args) => hf_forward::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Convert(args) => fiber::convert(args),
+        Command::FiberForward(args) => fiber::forward(args),
         Command::TrainTokenizer(args) => tokenizer::run(args),
         Command::Train => bail!(
             "`train` is not implemented yet: it will generate the built-in shapes world, pre-train a tiny FIBER \

@@ -1,0 +1,172 @@
+//! `cargo xtask convert` and `cargo xtask fiber-forward`: FIBER checkpoints.
+//!
+//! `convert` turns an original FIBER checkpoint (or HuggingFace RoBERTa + Swin weights, with
+//! new fusion modules) into the project's format — `config.json` + `model.safetensors` with the
+//! original key names — once, so users never need Python. `fiber-forward` runs the fused or
+//! dual encoder on inputs from a safetensors file; its interface is kept stable for outside
+//! parity checks.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use clap::{Args, ValueEnum};
+use fiber_core::{LoadReport, TensorStore, WeightCollector};
+use fiber_fusion::checkpoint::{is_head_key, rank_output_warning};
+use fiber_fusion::{FiberBackbone, FiberCheckpoint, FiberConfig};
+use fiber_train::{run_on, BackendJob, BackendKind};
+
+use crate::hf_forward::{float_input, int_input, to_stored};
+
+/// Arguments of `convert`.
+#[derive(Args, Debug, Clone)]
+pub struct ConvertArgs {
+    /// An original FIBER checkpoint (`.ckpt`/`.pt`/`.pth`, tensors under `state_dict` or `model`).
+    #[arg(long, conflicts_with_all = ["roberta", "swin"])]
+    pub from: Option<PathBuf>,
+    /// Instead of --from: a HuggingFace RoBERTa folder (config.json + model.safetensors)…
+    #[arg(long, requires = "swin")]
+    pub roberta: Option<PathBuf>,
+    /// …and a Swin weight file (HuggingFace `model.safetensors` or original `.pth`); the fusion
+    /// modules are new (spec F.3).
+    #[arg(long, requires = "roberta")]
+    pub swin: Option<PathBuf>,
+    /// Configuration file (the JSON format this command writes); required with --roberta/--swin,
+    /// optional with --from (sizes are otherwise inferred from the tensor shapes).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Add the captioning adapters (new, when the checkpoint has none).
+    #[arg(long)]
+    pub caption_adapters: bool,
+    /// Output folder.
+    #[arg(long)]
+    pub to: PathBuf,
+}
+
+fn print_report(report: &LoadReport) {
+    println!("loaded {} tensors", report.loaded.len());
+    if !report.initialised.is_empty() {
+        println!("initialised {} new tensors (spec F.3), e.g. {}", report.initialised.len(), report.initialised[0]);
+    }
+    let mut reasons: Vec<&str> = report.skipped.iter().map(|s| s.reason.as_str()).collect();
+    reasons.sort();
+    reasons.dedup();
+    for reason in reasons {
+        let keys: Vec<&str> = report.skipped.iter().filter(|s| s.reason == reason).map(|s| s.key.as_str()).collect();
+        println!("skipped {} ({reason}): {}{}", keys.len(), keys.iter().take(4).cloned().collect::<Vec<_>>().join(", "), if keys.len() > 4 { ", …" } else { "" });
+    }
+}
+
+/// Runs `convert`.
+pub fn convert(args: ConvertArgs) -> Result<()> {
+    type B = burn::backend::NdArray<f32>;
+    let device = Default::default();
+    let (mut model, config, report, heads) = if let Some(from) = &args.from {
+        let ckpt = FiberCheckpoint::read(from, args.config.as_deref()).with_context(|| format!("reading {}", from.display()))?;
+        if let Some(warning) = rank_output_warning(&ckpt.store) {
+            eprintln!("warning: {warning}");
+        }
+        let caption = args.caption_adapters || fiber_fusion::checkpoint::has_caption_adapters(&ckpt.store);
+        let mut model = FiberBackbone::<B>::new(&ckpt.config, caption, &device)?;
+        let report = model.load_fiber_store(ckpt.store.clone(), args.caption_adapters)?;
+        let mut heads = TensorStore::new();
+        for (key, tensor) in ckpt.store.into_iter_sorted().filter(|(k, _)| is_head_key(k)) {
+            heads.insert(key, tensor);
+        }
+        (model, ckpt.config, report, heads)
+    } else {
+        let (roberta_dir, swin_file) = match (&args.roberta, &args.swin) {
+            (Some(r), Some(s)) => (r, s),
+            _ => anyhow::bail!("give either --from CHECKPOINT, or --roberta DIR and --swin FILE"),
+        };
+        let config_path = args.config.as_ref().context("--config is required with --roberta/--swin (e.g. the FIBER-Base configuration)")?;
+        let config = FiberConfig::load_json(config_path)?;
+        let roberta = TensorStore::read_safetensors(roberta_dir.join("model.safetensors"))?;
+        let swin = TensorStore::read_any(swin_file)?;
+        let (model, report) = FiberBackbone::<B>::from_unimodal(&config, roberta, swin, args.caption_adapters, &device)?;
+        (model, config, report, TensorStore::new())
+    };
+    print_report(&report);
+    let mut collector = WeightCollector::new();
+    model.visit_weights(&mut collector, "");
+    let mut store = collector.into_store();
+    for (key, tensor) in heads.into_iter_sorted() {
+        store.insert(key, tensor);
+    }
+    std::fs::create_dir_all(&args.to).with_context(|| format!("creating {}", args.to.display()))?;
+    store.write_safetensors(args.to.join("model.safetensors"))?;
+    config.save_json(args.to.join("config.json"))?;
+    println!("wrote {} tensors to {}", store.len(), args.to.display());
+    Ok(())
+}
+
+/// Which path of the backbone to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Fusion encoder (with the original quirks unless the config turns them off).
+    Fused,
+    /// Dual encoder: image-only (with the final Swin norm) and text-only.
+    Dual,
+}
+
+/// Arguments of `fiber-forward`.
+#[derive(Args, Debug, Clone)]
+pub struct FiberForwardArgs {
+    /// An original checkpoint file or a converted folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Configuration file (format written by `convert`) when the checkpoint carries none.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Fused or dual.
+    #[arg(long, value_enum)]
+    pub mode: Mode,
+    /// Inputs: `pixel_values` f32 [batch, 3, H, W], `input_ids` and `attention_mask` int64 [batch, len].
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Outputs: `text_hidden` [batch, len, text_width] and `image_hidden` [batch, tokens, image_width].
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Compute backend.
+    #[arg(long, default_value = "ndarray")]
+    pub backend: BackendKind,
+}
+
+/// Runs `fiber-forward`.
+pub fn forward(args: FiberForwardArgs) -> Result<()> {
+    let ckpt = FiberCheckpoint::read(&args.model, args.config.as_deref()).with_context(|| format!("reading {}", args.model.display()))?;
+    let inputs = TensorStore::read_safetensors(&args.input).with_context(|| format!("reading inputs {}", args.input.display()))?;
+    let output = args.output.clone();
+    let store = run_on(args.backend, ForwardJob { ckpt, inputs, mode: args.mode })??;
+    store.write_safetensors(&output).with_context(|| format!("writing {}", output.display()))?;
+    Ok(())
+}
+
+struct ForwardJob {
+    ckpt: FiberCheckpoint,
+    inputs: TensorStore,
+    mode: Mode,
+}
+
+impl BackendJob for ForwardJob {
+    type Output = Result<TensorStore>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<TensorStore> {
+        let (model, _) = self.ckpt.backbone::<B>(&device)?;
+        let model = model.valid();
+        let pixels = float_input::<B::InnerBackend, 4>(&self.inputs, "pixel_values", &device)?;
+        let ids = int_input::<B::InnerBackend>(&self.inputs, "input_ids", &device)?;
+        let mask = int_input::<B::InnerBackend>(&self.inputs, "attention_mask", &device)?;
+        anyhow::ensure!(ids.dims() == mask.dims(), "input_ids {:?} and attention_mask {:?} differ in shape", ids.dims(), mask.dims());
+        anyhow::ensure!(pixels.dims()[0] == ids.dims()[0], "pixel_values and input_ids differ in batch size");
+        let out = match self.mode {
+            Mode::Fused => model.forward_fused(pixels, ids, mask),
+            Mode::Dual => model.forward_dual(pixels, ids, mask),
+        };
+        let mut store = TensorStore::new();
+        store.insert("text_hidden", to_stored(out.text));
+        store.insert("image_hidden", to_stored(out.image.tokens));
+        Ok(store)
+    }
+}
