@@ -11,6 +11,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
 use clap::{Args, ValueEnum};
+use fiber_fusion::{FiberBackbone, FiberConfig};
 use fiber_roberta::{RobertaConfig, RobertaModel};
 use fiber_swin::{SwinConfig, SwinModel};
 use fiber_train::{run_on, BackendJob, BackendKind};
@@ -24,6 +25,11 @@ pub enum BenchModel {
     SwinTiny224,
     /// RoBERTa-base on 40-token texts (FIBER's pre-training length).
     RobertaBase,
+    /// FIBER-Base fused forward from pixels and 40-token texts (Swin-B/384 + RoBERTa-base,
+    /// 6 fused pairs).
+    FiberBase384Fused,
+    /// FIBER-Base dual-encoder forward (image-only and text-only paths).
+    FiberBase384Dual,
 }
 
 /// Arguments of `bench`.
@@ -102,6 +108,19 @@ impl BackendJob for BenchJob {
                 let size = config.image_size;
                 let pixels = Tensor::<B::InnerBackend, 4>::random([args.batch, 3, size, size], Distribution::Normal(0.0, 1.0), &device);
                 time_runs(&args, &device, || model.forward(pixels.clone()).pooler_output)
+            }
+            BenchModel::FiberBase384Fused | BenchModel::FiberBase384Dual => {
+                let config = FiberConfig::fiber_base_384();
+                let model = FiberBackbone::<B>::new(&config, false, &device).expect("the FIBER-Base preset is valid").valid();
+                let size = config.swin.image_size;
+                let pixels = Tensor::<B::InnerBackend, 4>::random([args.batch, 3, size, size], Distribution::Normal(0.0, 1.0), &device);
+                let ids = Tensor::<B::InnerBackend, 2, Int>::random([args.batch, 40], Distribution::Uniform(3.0, 50000.0), &device);
+                let mask = Tensor::<B::InnerBackend, 2, Int>::ones([args.batch, 40], &device);
+                let fused = args.model == BenchModel::FiberBase384Fused;
+                time_runs(&args, &device, || {
+                    let out = if fused { model.forward_fused(pixels.clone(), ids.clone(), mask.clone()) } else { model.forward_dual(pixels.clone(), ids.clone(), mask.clone()) };
+                    out.text.sum() + out.image.tokens.sum()
+                })
             }
             BenchModel::RobertaBase => {
                 let config = RobertaConfig::roberta_base();
