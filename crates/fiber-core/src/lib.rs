@@ -9,6 +9,7 @@ pub mod compare;
 pub mod error;
 pub mod init;
 pub mod interpolate;
+pub mod json;
 pub mod store;
 pub mod weights;
 

@@ -100,14 +100,7 @@ impl FiberConfig {
 
     /// Reads the project's configuration file (JSON written by [`Self::save_json`]).
     pub fn load_json(path: impl AsRef<Path>) -> Result<Self, FusionError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| FusionError::Io { path: path.to_path_buf(), source })?;
-        let config: Self = serde_json::from_str(&text).map_err(|e| FusionError::Config {
-            path: path.to_path_buf(),
-            line: e.line(),
-            column: e.column(),
-            message: e.to_string(),
-        })?;
+        let config: Self = fiber_core::json::read_json(path.as_ref())?;
         config.validate()?;
         Ok(config)
     }

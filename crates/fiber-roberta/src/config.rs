@@ -7,6 +7,7 @@ use fiber_core::Activation;
 use serde::Deserialize;
 
 use crate::error::RobertaError;
+use fiber_core::json::{parse_json, read_json};
 
 /// RoBERTa hyper-parameters; field names follow HuggingFace's `RobertaConfig`.
 #[derive(Config, Debug, PartialEq)]
@@ -103,22 +104,15 @@ impl RobertaConfig {
 
     /// Parses a HuggingFace `config.json` (errors give file, line and column).
     pub fn from_hf_json_file(path: impl AsRef<Path>) -> Result<Self, RobertaError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| RobertaError::Io { path: path.to_path_buf(), source })?;
-        Self::from_hf_json_str(&text).map_err(|e| match e {
-            RobertaError::Config { line, column, message, .. } => RobertaError::Config { path: path.to_path_buf(), line, column, message },
-            other => other,
-        })
+        Self::from_hf(read_json(path.as_ref())?)
     }
 
     /// Parses the text of a HuggingFace `config.json`.
     pub fn from_hf_json_str(text: &str) -> Result<Self, RobertaError> {
-        let hf: HfRobertaConfig = serde_json::from_str(text).map_err(|e| RobertaError::Config {
-            path: Default::default(),
-            line: e.line(),
-            column: e.column(),
-            message: e.to_string(),
-        })?;
+        Self::from_hf(parse_json(text, Path::new(""))?)
+    }
+
+    fn from_hf(hf: HfRobertaConfig) -> Result<Self, RobertaError> {
         let config = Self {
             vocab_size: hf.vocab_size,
             hidden_size: hf.hidden_size,
@@ -200,7 +194,7 @@ mod tests {
     #[test]
     fn malformed_json_reports_line_and_column() {
         let err = RobertaConfig::from_hf_json_str("{\n  \"hidden_size\": 768,\n  oops\n}").unwrap_err();
-        let RobertaError::Config { line, .. } = err else { panic!("{err}") };
+        let RobertaError::Config(fiber_core::json::ConfigFileError::Parse { line, .. }) = err else { panic!("{err}") };
         assert_eq!(line, 3);
         let err = RobertaConfig::from_hf_json_str(r#"{"hidden_size": 768}"#).unwrap_err();
         assert!(err.to_string().contains("missing field"), "{err}");

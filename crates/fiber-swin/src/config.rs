@@ -7,6 +7,7 @@ use fiber_core::Activation;
 use serde::Deserialize;
 
 use crate::error::SwinError;
+use fiber_core::json::{parse_json, read_json};
 
 /// Swin hyper-parameters; field names follow HuggingFace's `SwinConfig`.
 #[derive(Config, Debug, PartialEq)]
@@ -121,22 +122,15 @@ impl SwinConfig {
 
     /// Parses a HuggingFace `config.json` (errors give file, line and column).
     pub fn from_hf_json_file(path: impl AsRef<Path>) -> Result<Self, SwinError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| SwinError::Io { path: path.to_path_buf(), source })?;
-        Self::from_hf_json_str(&text).map_err(|e| match e {
-            SwinError::Config { line, column, message, .. } => SwinError::Config { path: path.to_path_buf(), line, column, message },
-            other => other,
-        })
+        Self::from_hf(read_json(path.as_ref())?)
     }
 
     /// Parses the text of a HuggingFace `config.json`.
     pub fn from_hf_json_str(text: &str) -> Result<Self, SwinError> {
-        let hf: HfSwinConfig = serde_json::from_str(text).map_err(|e| SwinError::Config {
-            path: Default::default(),
-            line: e.line(),
-            column: e.column(),
-            message: e.to_string(),
-        })?;
+        Self::from_hf(parse_json(text, Path::new(""))?)
+    }
+
+    fn from_hf(hf: HfSwinConfig) -> Result<Self, SwinError> {
         if hf.use_absolute_embeddings {
             return Err(SwinError::InvalidConfig("absolute position embeddings (use_absolute_embeddings) are not supported".into()));
         }
