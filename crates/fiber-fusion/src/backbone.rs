@@ -38,6 +38,40 @@ pub struct ImageState<B: Backend> {
     pub stage: usize,
 }
 
+fn index_tensor<B: Backend>(indices: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    let values: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(burn::tensor::TensorData::new(values, [indices.len()]), device)
+}
+
+impl<B: Backend> TextState<B> {
+    /// Rows `indices` of the batch (repeats allowed), e.g. hard-negative texts.
+    pub fn select(&self, indices: &[usize]) -> Self {
+        let idx = index_tensor::<B>(indices, &self.hidden.device());
+        Self { hidden: self.hidden.clone().select(0, idx.clone()), mask: self.mask.clone().select(0, idx) }
+    }
+
+    /// Concatenates batches of equal text length.
+    pub fn cat(parts: Vec<Self>) -> Self {
+        let (hidden, mask): (Vec<_>, Vec<_>) = parts.into_iter().map(|p| (p.hidden, p.mask)).unzip();
+        Self { hidden: Tensor::cat(hidden, 0), mask: Tensor::cat(mask, 0) }
+    }
+}
+
+impl<B: Backend> ImageState<B> {
+    /// Rows `indices` of the batch (repeats allowed), e.g. hard-negative images.
+    pub fn select(&self, indices: &[usize]) -> Self {
+        let idx = index_tensor::<B>(indices, &self.map.tokens.device());
+        Self { map: FeatureMap { tokens: self.map.tokens.clone().select(0, idx), ..self.map.clone() }, stage: self.stage }
+    }
+
+    /// Concatenates batches on the same grid and stage.
+    pub fn cat(parts: Vec<Self>) -> Self {
+        let first = parts[0].clone();
+        let tokens = Tensor::cat(parts.into_iter().map(|p| p.map.tokens).collect(), 0);
+        Self { map: FeatureMap { tokens, ..first.map }, stage: first.stage }
+    }
+}
+
 /// Outputs of a two-modality forward.
 #[derive(Debug, Clone)]
 pub struct BackboneOutput<B: Backend> {

@@ -44,12 +44,14 @@ fn is_fusion_key(key: &str) -> bool {
 
 impl<B: Backend> FiberBackbone<B> {
     /// A loader over a store in the FIBER layout with every skip rule of the original
-    /// checkpoint, each with its reason.
-    fn fiber_loader(&self, store: TensorStore) -> WeightLoader {
+    /// checkpoint, each with its reason. Keys a model visits are loaded whatever the rules say
+    /// (a model with heads loads the head keys this backbone alone would skip).
+    pub fn fiber_loader(&self, store: TensorStore) -> WeightLoader {
         let fused_layers: Vec<usize> = self.pairs.iter().map(|p| p.layer).collect();
         let has_norm_i2t = self.i2t.iter().all(|m| m.norm_i2t_i.is_some());
         let has_adapters: Vec<usize> = self.pairs.iter().zip(&self.caption_adapters).filter(|(_, a)| a.is_some()).map(|(p, _)| p.layer).collect();
         WeightLoader::new(store)
+            .skip_unused("copy of row 1 of itm_score.fc; the ITM score is computed from itm_score (spec D.3)", |k| k.starts_with("rank_output."))
             .skip_unused("ITC/ITM queue buffer, not a model weight", |k| QUEUE_BUFFERS.contains(&k))
             .skip_unused("buffer, recomputed from the window size", is_swin_buffer)
             .skip_unused("buffer, recomputed", |k| k.ends_with("embeddings.position_ids"))

@@ -1,0 +1,194 @@
+//! The coarse-grained FIBER model: the fusion backbone with the shared projections and the
+//! pre-training heads (spec C), and the coarse pre-training step (ITC + ITM + MLM) that reuses
+//! each image's and text's uni-modal prefix across every forward that needs it.
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use fiber_core::weights::{Layout, WeightVisitor};
+use fiber_core::{LoadReport, TensorStore};
+use fiber_fusion::{BackboneOutput, FiberBackbone, FiberConfig, FusionError, ImageState, TextState};
+use rand::Rng;
+
+use crate::itc::{itc_loss, FeatureQueue, Temperature};
+use crate::itm::{sample_hard_negatives, ItmHead};
+use crate::mlm::MlmHead;
+use crate::projections::{l2_normalize, ModalityProjections};
+
+/// FIBER with its coarse pre-training heads; keys as the original checkpoint (spec F.2).
+#[derive(Module, Debug)]
+pub struct FiberModel<B: Backend> {
+    /// The fused backbone.
+    pub backbone: FiberBackbone<B>,
+    /// `cross_modal_*`: projections and poolers of the fused path.
+    pub fused: ModalityProjections<B>,
+    /// `cross_modal_*_itc`: projections and poolers of the dual path.
+    pub itc: ModalityProjections<B>,
+    /// `mlm_score`.
+    pub mlm_score: MlmHead<B>,
+    /// `itm_score`.
+    pub itm_score: ItmHead<B>,
+    /// `temp`.
+    pub temperature: Temperature<B>,
+}
+
+/// The inputs of one coarse pre-training step.
+#[derive(Debug, Clone)]
+pub struct PretrainBatch<B: Backend> {
+    /// `[batch, 3, H, W]`.
+    pub pixels: Tensor<B, 4>,
+    /// `[batch, len]`.
+    pub input_ids: Tensor<B, 2, Int>,
+    /// `[batch, len]`.
+    pub attention_mask: Tensor<B, 2, Int>,
+    /// MLM inputs `[batch, len]` (see [`crate::mlm::MlmMasker`]).
+    pub masked_ids: Tensor<B, 2, Int>,
+    /// MLM labels `[batch, len]`, −100 where no loss is taken.
+    pub mlm_labels: Tensor<B, 2, Int>,
+    /// Dataset index of each sample (kept in the queue for hard-negative mining).
+    pub indices: Vec<usize>,
+}
+
+/// Losses of one step, each `[1]`.
+#[derive(Debug, Clone)]
+pub struct PretrainLosses<B: Backend> {
+    /// `L_itc + L_itm + L_mlm` (weights 1, 1, 1; spec C.5).
+    pub total: Tensor<B, 1>,
+    /// Contrastive loss.
+    pub itc: Tensor<B, 1>,
+    /// Matching loss.
+    pub itm: Tensor<B, 1>,
+    /// Masked-LM loss.
+    pub mlm: Tensor<B, 1>,
+    /// MLM logits `[batch, len, vocab]` (for accuracy).
+    pub mlm_logits: Tensor<B, 3>,
+    /// L2-normalised ITC features of this batch, to push into the queue after the step.
+    pub itc_features: (Tensor<B, 2>, Tensor<B, 2>),
+}
+
+impl<B: Backend> FiberModel<B> {
+    /// A fresh model: the backbone as [`FiberBackbone::new`] (with the captioning adapters
+    /// when `caption_adapters`), heads initialised as spec C.1.
+    pub fn new(config: &FiberConfig, caption_adapters: bool, device: &B::Device) -> Result<Self, FusionError> {
+        let backbone = FiberBackbone::new(config, caption_adapters, device)?;
+        let (text_width, image_width) = (config.roberta.hidden_size, config.swin.num_features());
+        let hidden = text_width;
+        Ok(Self {
+            backbone,
+            fused: ModalityProjections::new(text_width, image_width, hidden, device),
+            itc: ModalityProjections::new(text_width, image_width, hidden, device),
+            mlm_score: MlmHead::new(hidden, config.roberta.vocab_size, device),
+            itm_score: ItmHead::new(2 * hidden, device),
+            temperature: Temperature::new(0.07, device),
+        })
+    }
+
+    /// `cls_feats` `[n, 2H]`: pooled fused text (token 0) and pooled fused image (mean).
+    pub fn cls_feats(&self, out: &BackboneOutput<B>) -> Tensor<B, 2> {
+        Tensor::cat(vec![self.fused.pooled_text(out.text.clone()), self.fused.pooled_image(out.image.tokens.clone())], 1)
+    }
+
+    /// L2-normalised dual-encoder features `[n, H]` of images and texts from their prefixes.
+    pub fn itc_features(&self, image: &ImageState<B>, text: &TextState<B>) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let image = self.backbone.image_only_suffix(image).tokens;
+        let text = self.backbone.text_only_suffix(text);
+        (l2_normalize(self.itc.pooled_image(image)), l2_normalize(self.itc.pooled_text(text)))
+    }
+
+    /// MLM logits `[n, len, vocab]` from a fused output.
+    pub fn mlm_logits(&self, out: &BackboneOutput<B>) -> Tensor<B, 3> {
+        self.mlm_score.forward(self.fused.text_transform.forward(out.text.clone()))
+    }
+
+    /// One coarse pre-training step's losses (spec C.2–C.4). Uni-modal prefixes are computed
+    /// once per image and text and shared by the dual path, the 3·batch ITM forwards and the
+    /// MLM forward. Hard negatives are drawn over the batch and the queue; a queued candidate's
+    /// inputs are fetched again through `fetch` (dataset index → pixels `[1, 3, H, W]`, ids and
+    /// mask `[1, len]`). With `fetch = None` mining is restricted to the batch.
+    pub fn pretrain_losses(
+        &self,
+        batch: &PretrainBatch<B>,
+        queue: &FeatureQueue<B>,
+        fetch: Option<&dyn Fn(&[usize]) -> (Tensor<B, 4>, Tensor<B, 2, Int>, Tensor<B, 2, Int>)>,
+        rng: &mut impl Rng,
+    ) -> PretrainLosses<B> {
+        let n = batch.indices.len();
+        let image = self.backbone.image_prefix(batch.pixels.clone());
+        let text = self.backbone.text_prefix(batch.input_ids.clone(), batch.attention_mask.clone());
+
+        // ITC over the batch and the queue.
+        let (image_feats, text_feats) = self.itc_features(&image, &text);
+        let usable_queue = if fetch.is_some() { queue.clone() } else { FeatureQueue::new(0) };
+        let itc = itc_loss(image_feats.clone(), text_feats.clone(), &usable_queue, self.temperature.value());
+
+        // Hard negatives from the (detached) similarities: a text for each image, an image for
+        // each text.
+        let columns = itc.logits_i2t.dims()[1];
+        let i2t: Vec<f32> = itc.logits_i2t.clone().detach().into_data().convert::<f32>().into_vec().unwrap_or_default();
+        let t2i: Vec<f32> = itc.logits_t2i.clone().detach().into_data().convert::<f32>().into_vec().unwrap_or_default();
+        let own: Vec<usize> = (0..n).collect();
+        let neg_text_cols = sample_hard_negatives(&i2t, columns, &own, rng);
+        let neg_image_cols = sample_hard_negatives(&t2i, columns, &own, rng);
+
+        // Candidates beyond the batch come from the queue: fetch their inputs and prefixes.
+        let mut image_pool = image.clone();
+        let mut text_pool = text.clone();
+        let queued: Vec<usize> = neg_text_cols.iter().chain(&neg_image_cols).filter(|&&c| c >= n).map(|&c| c - n).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let mut remap = std::collections::HashMap::new();
+        if let (Some(fetch), false) = (fetch, queued.is_empty()) {
+            let dataset_indices: Vec<usize> = queued.iter().map(|&q| usable_queue.indices()[q]).collect();
+            let (pixels, ids, mask) = fetch(&dataset_indices);
+            image_pool = ImageState::cat(vec![image_pool, self.backbone.image_prefix(pixels)]);
+            text_pool = TextState::cat(vec![text_pool, self.backbone.text_prefix(ids, mask)]);
+            for (k, &q) in queued.iter().enumerate() {
+                remap.insert(q + n, n + k);
+            }
+        }
+        let row = |c: usize| if c < n { c } else { remap[&c] };
+        let neg_texts = text_pool.select(&neg_text_cols.iter().map(|&c| row(c)).collect::<Vec<_>>());
+        let neg_images = image_pool.select(&neg_image_cols.iter().map(|&c| row(c)).collect::<Vec<_>>());
+
+        // ITM: (image, text) matching; (image, hard text) and (hard image, text) not.
+        let itm_images = ImageState::cat(vec![image.clone(), image.clone(), neg_images]);
+        let itm_texts = TextState::cat(vec![text.clone(), neg_texts, text.clone()]);
+        let fused = self.backbone.fused_suffix(&itm_images, &itm_texts);
+        let itm_logits = self.itm_score.forward(self.cls_feats(&fused));
+        let itm = self.itm_score.loss(itm_logits, n);
+
+        // MLM: masked text fused with the (unmasked) image prefix.
+        let masked = self.backbone.text_prefix(batch.masked_ids.clone(), batch.attention_mask.clone());
+        let mlm_out = self.backbone.fused_suffix(&image, &masked);
+        let mlm_logits = self.mlm_logits(&mlm_out);
+        let mlm = self.mlm_score.loss(mlm_logits.clone(), batch.mlm_labels.clone());
+
+        let total = itc.loss.clone() + itm.clone() + mlm.clone();
+        PretrainLosses { total, itc: itc.loss, itm, mlm, mlm_logits, itc_features: (image_feats, text_feats) }
+    }
+
+    /// Walks every parameter under the original checkpoint keys.
+    pub fn visit_weights<V: WeightVisitor<B>>(&mut self, v: &mut V) {
+        self.backbone.visit_weights(v, "");
+        self.fused.visit_weights(v, "");
+        self.itc.visit_weights(v, "_itc");
+        self.mlm_score.visit_weights(v);
+        self.itm_score.visit_weights(v);
+        v.visit("temp", &mut self.temperature.temp, Layout::Same);
+    }
+
+    /// Loads an original coarse checkpoint's (or a converted) store: backbone and heads.
+    /// `rank_output` is skipped (the ITM score is row 1 of `itm_score`, spec D.3).
+    pub fn load_store(&mut self, store: TensorStore) -> Result<LoadReport, FusionError> {
+        let mut store = store;
+        store.rename_prefix("module.", "");
+        if let Some(temp) = store.get("temp").filter(|t| t.shape.is_empty()).cloned() {
+            store.insert("temp", fiber_core::StoredTensor { shape: vec![1], values: temp.values });
+        }
+        let mut loader = self.backbone.fiber_loader(store);
+        self.visit_weights(&mut loader);
+        Ok(loader.finish()?)
+    }
+}
+
+/// Token ids `[n, len]` from row-major values.
+pub fn ids_tensor<B: Backend>(values: Vec<i64>, rows: usize, len: usize, device: &B::Device) -> Tensor<B, 2, Int> {
+    Tensor::from_data(TensorData::new(values, [rows, len]), device)
+}
