@@ -93,7 +93,7 @@ impl<B: Backend> FiberModel<B> {
         // live beams: (tokens with <s>, summed log-probability)
         let mut live: Vec<(Vec<i64>, f64)> = vec![(vec![config.bos], 0.0)];
         let mut finished: Vec<Caption> = Vec::new();
-        let rank = |log_prob: f64, generated: usize| if config.length_normalized { log_prob / generated.max(1) as f64 } else { log_prob };
+        let rank_score = |log_prob: f64, generated: usize| if config.length_normalized { log_prob / generated.max(1) as f64 } else { log_prob };
         for _ in 0..config.max_len {
             let prefixes: Vec<Vec<i64>> = live.iter().map(|(t, _)| t.clone()).collect();
             let (log_probs, vocab) = self.next_token_log_probs(image, &prefixes, config.mask)?;
@@ -110,31 +110,47 @@ impl<B: Backend> FiberModel<B> {
                 }
             }
             candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+            // Among the best `beam` candidates, those ending in </s> or <pad> are finished;
+            // the best `beam` others stay alive.
             let mut next = Vec::new();
-            for (score, b, token) in candidates {
+            for (rank, (score, b, token)) in candidates.into_iter().enumerate() {
                 let mut tokens = live[b].0.clone();
                 tokens.push(token);
                 if token == config.eos || token == config.pad {
-                    let generated = tokens.len() - 1;
-                    finished.push(Caption { tokens: tokens[1..].to_vec(), log_prob: score, score: rank(score, generated) });
-                    if finished.len() >= beam {
-                        break;
+                    if rank < beam {
+                        let generated = tokens.len() - 1;
+                        finished.push(Caption { tokens: tokens[1..].to_vec(), log_prob: score, score: rank_score(score, generated) });
                     }
                 } else if next.len() < beam {
                     next.push((tokens, score));
                 }
-                if next.len() >= beam && finished.len() + next.len() >= beam {
+                if next.len() >= beam && rank + 1 >= beam {
                     break;
                 }
             }
             live = next;
-            if finished.len() >= beam || live.is_empty() {
+            // One beam is greedy decoding: it ends at the first </s> or <pad>.
+            if beam == 1 && !finished.is_empty() {
+                live.clear();
+                break;
+            }
+            // Stop once `beam` captions are finished and no live one ranks above the worst of them.
+            if finished.len() >= beam {
+                let mut scores: Vec<f64> = finished.iter().map(|c| c.score).collect();
+                scores.sort_by(|a, b| b.total_cmp(a));
+                let worst_kept = scores[beam - 1];
+                let best_live = live.iter().map(|(t, s)| rank_score(*s, t.len() - 1)).fold(f64::NEG_INFINITY, f64::max);
+                if best_live <= worst_kept {
+                    break;
+                }
+            }
+            if live.is_empty() {
                 break;
             }
         }
         for (tokens, score) in live {
             let generated = tokens.len() - 1;
-            finished.push(Caption { tokens: tokens[1..].to_vec(), log_prob: score, score: rank(score, generated) });
+            finished.push(Caption { tokens: tokens[1..].to_vec(), log_prob: score, score: rank_score(score, generated) });
         }
         finished.into_iter().max_by(|a, b| a.score.total_cmp(&b.score)).ok_or_else(|| FusionError::InvalidConfig("decoding produced no caption (max_len is 0)".into()))
     }
