@@ -27,6 +27,17 @@ impl<B: Backend> Temperature<B> {
     pub fn value(&self) -> Tensor<B, 1> {
         self.temp.val().clamp(TEMPERATURE_RANGE.0, TEMPERATURE_RANGE.1)
     }
+
+    /// Clamps the stored value into [`TEMPERATURE_RANGE`], as the original does before every
+    /// step: a value left outside the range would get no gradient through the clamp in
+    /// [`Self::value`] and stay stuck at the bound.
+    pub fn clamp_in_place(self) -> Self {
+        let temp = self.temp.map(|t| {
+            let trainable = t.is_require_grad();
+            t.clamp(TEMPERATURE_RANGE.0, TEMPERATURE_RANGE.1).detach().set_require_grad(trainable)
+        });
+        Self { temp }
+    }
 }
 
 /// FIFO queue of past L2-normalised features and the dataset indices they came from (the
@@ -166,9 +177,11 @@ mod tests {
     }
 
     #[test]
-    fn temperature_is_clamped() {
+    fn temperature_is_clamped_when_used_and_in_place() {
         let device = Default::default();
         assert_eq!(Temperature::<B>::new(5.0, &device).value().into_scalar(), 1.0);
         assert_eq!(Temperature::<B>::new(1e-5, &device).value().into_scalar(), 0.001);
+        let stored = Temperature::<B>::new(5.0, &device).clamp_in_place().temp.val().into_scalar();
+        assert_eq!(stored, 1.0);
     }
 }

@@ -82,6 +82,12 @@ impl<B: Backend> FiberModel<B> {
         })
     }
 
+    /// Clamps the ITC temperature into its range (call before every training step, spec C.2).
+    pub fn clamp_temperature(mut self) -> Self {
+        self.temperature = self.temperature.clamp_in_place();
+        self
+    }
+
     /// `cls_feats` `[n, 2H]`: pooled fused text (token 0) and pooled fused image (mean).
     pub fn cls_feats(&self, out: &BackboneOutput<B>) -> Tensor<B, 2> {
         Tensor::cat(vec![self.fused.pooled_text(out.text.clone()), self.fused.pooled_image(out.image.tokens.clone())], 1)
@@ -92,6 +98,15 @@ impl<B: Backend> FiberModel<B> {
         let image = self.backbone.image_only_suffix(image).tokens;
         let text = self.backbone.text_only_suffix(text);
         (l2_normalize(self.itc.pooled_image(image)), l2_normalize(self.itc.pooled_text(text)))
+    }
+
+    /// NLVR2 features (spec D.2): two fused forwards, (left image, sentence) and (right image,
+    /// sentence), sharing the sentence's prefix; their `cls_feats` concatenated → `[n, 4H]`.
+    pub fn nlvr2_features(&self, left: Tensor<B, 4>, right: Tensor<B, 4>, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+        let text = self.backbone.text_prefix(input_ids, attention_mask);
+        let left = self.backbone.fused_suffix(&self.backbone.image_prefix(left), &text);
+        let right = self.backbone.fused_suffix(&self.backbone.image_prefix(right), &text);
+        Tensor::cat(vec![self.cls_feats(&left), self.cls_feats(&right)], 1)
     }
 
     /// MLM logits `[n, len, vocab]` from a fused output.

@@ -21,6 +21,16 @@ const BATCH: usize = 4;
 const LEN: usize = 8;
 const VOCAB: usize = 40;
 
+/// The backend's random generator is global: tests that seed it run one at a time.
+static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Seeds the backend and holds the lock for the rest of the test.
+fn seeded(device: &burn::tensor::Device<A>) -> std::sync::MutexGuard<'static, ()> {
+    let guard = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
+    <A as burn::tensor::backend::Backend>::seed(device, 7);
+    guard
+}
+
 fn config() -> FiberConfig {
     let swin = SwinConfig::new(32, 16, vec![1, 1, 2], vec![2, 2, 4], 2).with_mlp_ratio(2.0).with_drop_path_rate(0.0);
     let roberta = RobertaConfig::new(VOCAB, 32, 3, 4, 48)
@@ -71,11 +81,17 @@ fn pretrain_batch(device: &burn::tensor::Device<A>) -> PretrainBatch<A> {
 }
 
 /// Trains `model` on `loss_of` for `steps` AdamW steps; returns the first and last loss.
-fn overfit<M: AutodiffModule<A>>(mut model: M, steps: usize, lr: f64, mut loss_of: impl FnMut(&M, usize) -> Tensor<A, 1>) -> (f32, f32, M) {
+fn overfit<M: AutodiffModule<A>>(model: M, steps: usize, lr: f64, loss_of: impl FnMut(&M, usize) -> Tensor<A, 1>) -> (f32, f32, M) {
+    overfit_with(model, steps, lr, loss_of, |m| m)
+}
+
+/// [`overfit`] with `before_step` applied to the model before each step.
+fn overfit_with<M: AutodiffModule<A>>(mut model: M, steps: usize, lr: f64, mut loss_of: impl FnMut(&M, usize) -> Tensor<A, 1>, before_step: impl Fn(M) -> M) -> (f32, f32, M) {
     let mut optimizer = AdamWConfig::new().with_beta_2(0.98).with_epsilon(1e-8).with_weight_decay(0.0).init::<A, M>();
     let mut first = f32::NAN;
     let mut last = f32::NAN;
     for step in 0..steps {
+        model = before_step(model);
         let loss = loss_of(&model, step);
         last = loss.clone().into_scalar();
         if step == 0 {
@@ -90,6 +106,7 @@ fn overfit<M: AutodiffModule<A>>(mut model: M, steps: usize, lr: f64, mut loss_o
 #[test]
 fn every_parameter_but_the_unused_text_pooler_gets_a_gradient_from_the_coarse_step() {
     let device = Default::default();
+    let _seeded = seeded(&device);
     let mut model = FiberModel::<A>::new(&config(), false, &device).unwrap();
     // open the gates so the fusion modules matter
     model.backbone.visit_fusion_weights(&mut SetGates(0.5), "");
@@ -129,11 +146,12 @@ impl WeightVisitor<A> for SetGates {
 #[test]
 fn a_tiny_model_overfits_one_batch_with_itc_itm_and_mlm() {
     let device = Default::default();
+    let _seeded = seeded(&device);
     let batch = pretrain_batch(&device);
     let model = FiberModel::<A>::new(&config(), false, &device).unwrap();
     let rng = std::cell::RefCell::new(rand::rngs::StdRng::seed_from_u64(3));
     let queue = FeatureQueue::new(0);
-    let (first, last, model) = overfit(model, 150, 3e-3, |m, _| m.pretrain_losses(&batch, &queue, None, &mut *rng.borrow_mut()).total);
+    let (first, last, model) = overfit_with(model, 300, 1e-3, |m, _| m.pretrain_losses(&batch, &queue, None, &mut *rng.borrow_mut()).total, FiberModel::clamp_temperature);
     let losses = model.pretrain_losses(&batch, &queue, None, &mut *rng.borrow_mut());
     let (itc, itm, mlm) = (losses.itc.into_scalar(), losses.itm.into_scalar(), losses.mlm.into_scalar());
     println!("coarse step: total {first:.3} -> {last:.3}; final ITC {itc:.4}, ITM {itm:.4}, MLM {mlm:.4}");
@@ -146,6 +164,7 @@ fn a_tiny_model_overfits_one_batch_with_itc_itm_and_mlm() {
 #[test]
 fn a_tiny_model_overfits_vqa_soft_scores() {
     let device = Default::default();
+    let _seeded = seeded(&device);
     let (pixels, ids, mask) = data(&device);
     let (ids, mask) = (ints(&ids, &device), ints(&mask, &device));
     let answers = 6;
@@ -180,6 +199,7 @@ fn decode_config(beam: usize) -> DecodeConfig {
 #[test]
 fn a_tiny_captioner_overfits_and_greedy_decoding_reproduces_the_captions() {
     let device = Default::default();
+    let _seeded = seeded(&device);
     let (pixels, ids_v, mask_v) = data(&device);
     let (ids, mask) = (ints(&ids_v, &device), ints(&mask_v, &device));
     let model = FiberModel::<A>::new(&config(), true, &device).unwrap();
@@ -223,6 +243,7 @@ fn a_tiny_captioner_overfits_and_greedy_decoding_reproduces_the_captions() {
 #[test]
 fn weights_round_trip_through_the_original_key_names() {
     let device = Default::default();
+    let _seeded = seeded(&device);
     let mut model = FiberModel::<A>::new(&config(), false, &device).unwrap();
     let mut collector = WeightCollector::new();
     model.visit_weights(&mut collector);
@@ -241,4 +262,48 @@ fn weights_round_trip_through_the_original_key_names() {
     let b = fresh.backbone.forward_dual(pixels, ints(&ids, &device), ints(&mask, &device)).text;
     assert_eq!(a.into_data(), b.into_data());
     assert!((fresh.temperature.value().into_scalar() - 0.07).abs() < 1e-7);
+}
+
+#[test]
+fn hard_negatives_from_the_queue_are_fetched_again_through_the_dataset() {
+    let device = Default::default();
+    let _seeded = seeded(&device);
+    let model = FiberModel::<A>::new(&config(), false, &device).unwrap();
+    let batch = pretrain_batch(&device);
+    // A queue holding the features of four other samples (dataset indices 100..104), whose
+    // inputs the "dataset" returns on request.
+    let (pixels, ids, mask) = data(&device);
+    let mut queue = FeatureQueue::new(16);
+    let image = model.backbone.image_prefix(pixels.clone());
+    let text = model.backbone.text_prefix(ints(&ids, &device), ints(&mask, &device));
+    let (fi, ft) = model.itc_features(&image, &text);
+    queue.push(fi, ft, &[100, 101, 102, 103]);
+    let requested = std::cell::RefCell::new(Vec::new());
+    let fetch = |indices: &[usize]| {
+        requested.borrow_mut().extend_from_slice(indices);
+        let rows: Vec<usize> = indices.iter().map(|i| i - 100).collect();
+        let idx = Tensor::<A, 1, Int>::from_data(TensorData::new(rows.iter().map(|&r| r as i64).collect::<Vec<_>>(), [rows.len()]), &device);
+        (pixels.clone().select(0, idx.clone()), ints(&ids, &device).select(0, idx.clone()), ints(&mask, &device).select(0, idx))
+    };
+    let losses = model.pretrain_losses(&batch, &queue, Some(&fetch), &mut rand::rngs::StdRng::seed_from_u64(5));
+    // 4 in-batch + 4 queued candidates per row: the ITC logits cover both
+    assert!(losses.itc.into_scalar().is_finite() && losses.itm.into_scalar().is_finite());
+    let requested = requested.into_inner();
+    assert!(requested.iter().all(|i| (100..104).contains(i)), "only queued samples are fetched: {requested:?}");
+    // With 8 candidates and 8 draws, some draw lands in the queue with this seed.
+    assert!(!requested.is_empty());
+}
+
+#[test]
+fn nlvr2_runs_two_fused_forwards_into_its_head() {
+    let device = Default::default();
+    let _seeded = seeded(&device);
+    let model = FiberModel::<A>::new(&config(), false, &device).unwrap();
+    let (pixels, ids, mask) = data(&device);
+    let feats = model.nlvr2_features(pixels.clone(), pixels.clone().flip([3]), ints(&ids, &device), ints(&mask, &device));
+    assert_eq!(feats.dims(), [BATCH, 4 * 32]);
+    let head = ClassifierHead::<A>::nlvr2(64, &device);
+    let labels = Tensor::<A, 1, Int>::from_ints([0, 1, 1, 0], &device);
+    let loss = head.nlvr2_loss(head.forward(feats), labels).into_scalar();
+    assert!((loss - 2f32.ln()).abs() < 0.1, "an untrained head is near chance: {loss}");
 }
