@@ -1,13 +1,10 @@
 //! Spec C.4: masked language modelling — the masking collate step and the untied BERT-style
 //! prediction head (`mlm_score`), applied to the transformed fused text features.
 
-use burn::module::Param;
-use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use fiber_core::init::{layer_norm, linear_normal};
 use fiber_core::weights::{visit_layer_norm, visit_linear, Layout, WeightVisitor};
-use fiber_core::Activation;
+use fiber_roberta::RobertaLmHead;
 use rand::Rng;
 
 use crate::loss::cross_entropy;
@@ -65,34 +62,23 @@ impl MlmMasker {
     }
 }
 
-/// `mlm_score`: dense → GELU → LayerNorm (eps 1e-12) → decoder `Linear(H → vocab)` + bias.
+/// `mlm_score`: the BERT prediction head (dense → GELU → LayerNorm eps 1e-12 → decoder + bias;
+/// the same computation as RoBERTa's `lm_head`), untied and freshly initialised (spec C.1).
 #[derive(Module, Debug)]
 pub struct MlmHead<B: Backend> {
-    /// `transform.dense`: `Linear(H → H)`.
-    pub dense: Linear<B>,
-    /// `transform.LayerNorm`.
-    pub layer_norm: LayerNorm<B>,
-    /// `decoder`: `Linear(H → vocab)` without bias, not tied to the word embeddings.
-    pub decoder: Linear<B>,
-    /// `bias` `[vocab]`.
-    pub bias: Param<Tensor<B, 1>>,
+    /// The head; its weights live under `mlm_score.transform.*`, `mlm_score.decoder`, `mlm_score.bias`.
+    pub head: RobertaLmHead<B>,
 }
 
 impl<B: Backend> MlmHead<B> {
     /// A fresh head (N(0, 0.02), zero biases, LayerNorm (1, 0)).
     pub fn new(hidden: usize, vocab: usize, device: &B::Device) -> Self {
-        Self {
-            dense: linear_normal(hidden, hidden, true, 0.02, device),
-            layer_norm: layer_norm(hidden, 1e-12, device),
-            decoder: linear_normal(hidden, vocab, false, 0.02, device),
-            bias: Param::from_tensor(Tensor::zeros([vocab], device)),
-        }
+        Self { head: RobertaLmHead::with_sizes(hidden, vocab, 1e-12, 0.02, device) }
     }
 
     /// Transformed text features `[batch, len, H]` → logits `[batch, len, vocab]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = self.layer_norm.forward(Activation::Gelu.forward(self.dense.forward(x)));
-        self.decoder.forward(x) + self.bias.val().unsqueeze::<3>()
+        self.head.forward(x)
     }
 
     /// Cross-entropy over positions whose label is not [`IGNORE_INDEX`]: logits
@@ -104,10 +90,10 @@ impl<B: Backend> MlmHead<B> {
 
     /// Walks the parameters under `mlm_score.*`.
     pub fn visit_weights<V: WeightVisitor<B>>(&mut self, v: &mut V) {
-        visit_linear(v, "mlm_score.transform.dense", &mut self.dense);
-        visit_layer_norm(v, "mlm_score.transform.LayerNorm", &mut self.layer_norm);
-        visit_linear(v, "mlm_score.decoder", &mut self.decoder);
-        v.visit("mlm_score.bias", &mut self.bias, Layout::Same);
+        visit_linear(v, "mlm_score.transform.dense", &mut self.head.dense);
+        visit_layer_norm(v, "mlm_score.transform.LayerNorm", &mut self.head.layer_norm);
+        visit_linear(v, "mlm_score.decoder", &mut self.head.decoder);
+        v.visit("mlm_score.bias", &mut self.head.bias, Layout::Same);
     }
 }
 

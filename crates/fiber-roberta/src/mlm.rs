@@ -27,12 +27,17 @@ pub struct RobertaLmHead<B: Backend> {
 impl<B: Backend> RobertaLmHead<B> {
     /// A fresh head initialised as HuggingFace does.
     pub fn new(config: &RobertaConfig, device: &B::Device) -> Self {
-        let (h, v, std) = (config.hidden_size, config.vocab_size, config.initializer_range);
+        Self::with_sizes(config.hidden_size, config.vocab_size, config.layer_norm_eps, config.initializer_range, device)
+    }
+
+    /// A fresh head for width `hidden` and `vocab` outputs, LayerNorm epsilon `eps`, weights
+    /// from N(0, std²), zero biases (also FIBER's `mlm_score`, with eps 1e-12).
+    pub fn with_sizes(hidden: usize, vocab: usize, eps: f64, std: f64, device: &B::Device) -> Self {
         Self {
-            dense: linear_normal(h, h, true, std, device),
-            layer_norm: layer_norm(h, config.layer_norm_eps, device),
-            decoder: linear_normal(h, v, false, std, device),
-            bias: Param::from_tensor(Tensor::zeros([v], device)),
+            dense: linear_normal(hidden, hidden, true, std, device),
+            layer_norm: layer_norm(hidden, eps, device),
+            decoder: linear_normal(hidden, vocab, false, std, device),
+            bias: Param::from_tensor(Tensor::zeros([vocab], device)),
         }
     }
 
