@@ -69,9 +69,10 @@ fn swin_outputs_match_transformers_on_square_and_padded_inputs() {
 #[test]
 fn a_missing_model_folder_is_a_clear_error() {
     let dir = fixtures().join("roberta").join("tiny");
+    let unused = std::env::temp_dir().join("fiber-unused.safetensors");
     let err = xtask::run([
         "xtask", "hf-forward", "--arch", "roberta", "--model-dir", "/nonexistent/model",
-        "--input", dir.join("input.safetensors").to_str().unwrap(), "--output", "/tmp/unused.safetensors",
+        "--input", dir.join("input.safetensors").to_str().unwrap(), "--output", unused.to_str().unwrap(),
     ])
     .unwrap_err();
     let text = format!("{err:#}");
