@@ -307,3 +307,13 @@ fn nlvr2_runs_two_fused_forwards_into_its_head() {
     let loss = head.nlvr2_loss(head.forward(feats), labels).into_scalar();
     assert!((loss - 2f32.ln()).abs() < 0.1, "an untrained head is near chance: {loss}");
 }
+
+#[test]
+fn parameter_count_of_the_fiber_base_pretraining_model_matches_spec_f1() {
+    let device = Default::default();
+    let _seeded = seeded(&device);
+    let model = FiberModel::<NdArray>::new(&FiberConfig::fiber_base_384(), false, &Default::default()).unwrap();
+    // Spec F.1: 281,897,191, which counts rank_output (1,537: a copy of itm_score row 1, not
+    // kept) and the never-used cross-attention LayerNorms and unfused-layer gates (9,222).
+    assert_eq!(model.num_params(), 281_897_191 - 1_537 - 9_222);
+}
