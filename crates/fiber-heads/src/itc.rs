@@ -40,6 +40,9 @@ impl<B: Backend> Temperature<B> {
     }
 }
 
+/// Queue size of the original pre-training (spec C.2).
+pub const DEFAULT_QUEUE_SIZE: usize = 4096;
+
 /// FIFO queue of past L2-normalised features and the dataset indices they came from (the
 /// indices let ITM fetch a queued sample's inputs again instead of storing its pixels).
 #[derive(Debug, Clone)]
@@ -49,6 +52,13 @@ pub struct FeatureQueue<B: Backend> {
     image: Option<Tensor<B, 2>>,
     text: Option<Tensor<B, 2>>,
     indices: Vec<usize>,
+}
+
+impl<B: Backend> Default for FeatureQueue<B> {
+    /// An empty queue of [`DEFAULT_QUEUE_SIZE`] entries.
+    fn default() -> Self {
+        Self::new(DEFAULT_QUEUE_SIZE)
+    }
 }
 
 impl<B: Backend> FeatureQueue<B> {
