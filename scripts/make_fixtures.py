@@ -414,6 +414,68 @@ def fusion_fixtures():
     save_file({k: v.contiguous() for k, v in expected.items()}, os.path.join(out, "expected.safetensors"))
 
 
+def data_samples():
+    """Small samples of the real dataset formats, written out literally (a few records each,
+    with deliberate problems), and tiny images for them: one corrupt, one missing."""
+    from PIL import Image
+
+    root = fresh_dir("data")
+
+    def image(path, colour):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Image.new("RGB", (12, 8), colour).save(path)
+
+    # Karpathy (COCO): 3 good images; a caption that is empty; a path leaving the folder;
+    # a record without `sentences`; an unknown split; a corrupt and a missing image file.
+    k = os.path.join(root, "karpathy")
+    image(os.path.join(k, "val2014", "COCO_val2014_000000000001.jpg"), (200, 30, 30))
+    image(os.path.join(k, "val2014", "COCO_val2014_000000000002.jpg"), (30, 200, 30))
+    image(os.path.join(k, "train2014", "COCO_train2014_000000000003.jpg"), (30, 30, 200))
+    with open(os.path.join(k, "train2014", "COCO_train2014_000000000004.jpg"), "w") as f:
+        f.write("not a jpeg")
+    with open(os.path.join(k, "dataset_coco.json"), "w") as f:
+        f.write("""{"dataset": "coco", "images": [
+ {"filepath": "val2014", "filename": "COCO_val2014_000000000001.jpg", "imgid": 0, "cocoid": 1, "split": "test",
+  "sentences": [{"raw": "A red square.", "tokens": ["a", "red", "square"]}, {"raw": "  ", "tokens": []}]},
+ {"filepath": "val2014", "filename": "COCO_val2014_000000000002.jpg", "imgid": 1, "cocoid": 2, "split": "val",
+  "sentences": [{"raw": "A green square.", "tokens": ["a", "green", "square"]}]},
+ {"filepath": "train2014", "filename": "COCO_train2014_000000000003.jpg", "imgid": 2, "cocoid": 3, "split": "restval",
+  "sentences": [{"raw": "A blue square.", "tokens": []}, {"raw": "Blue.", "tokens": []}]},
+ {"filepath": "train2014", "filename": "COCO_train2014_000000000004.jpg", "imgid": 3, "cocoid": 4, "split": "train",
+  "sentences": [{"raw": "A corrupt file.", "tokens": []}]},
+ {"filepath": "train2014", "filename": "COCO_train2014_000000000005.jpg", "imgid": 4, "cocoid": 5, "split": "train",
+  "sentences": [{"raw": "A missing file.", "tokens": []}]},
+ {"filepath": "..", "filename": "outside.jpg", "imgid": 5, "cocoid": 6, "split": "train", "sentences": [{"raw": "Escapes.", "tokens": []}]},
+ {"filepath": "val2014", "filename": "COCO_val2014_000000000001.jpg", "imgid": 6, "split": "val"},
+ {"filepath": "val2014", "filename": "COCO_val2014_000000000001.jpg", "imgid": 7, "split": "holdout", "sentences": []}
+]}
+""")
+
+    # COCO captions: 2 images, 3 captions, one caption for an unknown image, one empty.
+    c = os.path.join(root, "coco-captions")
+    image(os.path.join(c, "val2017", "000000000011.jpg"), (120, 120, 20))
+    image(os.path.join(c, "val2017", "000000000012.jpg"), (20, 120, 120))
+    os.makedirs(os.path.join(c, "annotations"), exist_ok=True)
+    with open(os.path.join(c, "annotations", "captions_val2017.json"), "w") as f:
+        f.write("""{"info": {}, "images": [{"id": 11, "file_name": "000000000011.jpg", "height": 8, "width": 12},
+ {"id": 12, "file_name": "000000000012.jpg", "height": 8, "width": 12}],
+ "annotations": [{"image_id": 11, "id": 1, "caption": "A yellow patch."}, {"image_id": 12, "id": 2, "caption": "A teal patch."},
+ {"image_id": 12, "id": 3, "caption": "Teal, again. "}, {"image_id": 99, "id": 4, "caption": "No such image."},
+ {"image_id": 11, "id": 5, "caption": ""}]}
+""")
+
+    # NLVR2: JSONL, 3 good lines (one training-style with a directory), a malformed line and a bad label.
+    n = os.path.join(root, "nlvr2")
+    for name, colour in [("dev-850-0-img0", (0, 0, 0)), ("dev-850-0-img1", (255, 255, 255)), ("dev-851-1-img0", (9, 9, 9)), ("dev-851-1-img1", (99, 99, 99))]:
+        image(os.path.join(n, "images", "dev", name + ".png"), colour)
+    with open(os.path.join(n, "dev.json"), "w") as f:
+        f.write('{"identifier": "dev-850-0-0", "sentence": "The left image is black.", "label": "True"}\n')
+        f.write('{"identifier": "dev-850-0-1", "sentence": "Both images are white.", "label": "False"}\n')
+        f.write('{"identifier": "dev-851-1-0", "sentence": "One image is grey", "label": "True"\n')
+        f.write('{"identifier": "dev-851-1-1", "sentence": "Two grey images.", "label": "Maybe"}\n')
+        f.write('{"identifier": "dev-851-1-2", "sentence": "The images differ.", "label": "True"}\n')
+
+
 if __name__ == "__main__":
     torch.manual_seed(0)
     roberta_fixtures()
@@ -421,4 +483,5 @@ if __name__ == "__main__":
     swin_fixtures()
     image_fixtures()
     fusion_fixtures()
+    data_samples()
     print("fixtures written under", os.path.normpath(ROOT))

@@ -21,6 +21,9 @@ pub enum DataError {
         /// The decoder's message.
         message: String,
     },
+    /// A JSON file could not be read or parsed (file, line and column).
+    #[error(transparent)]
+    Json(#[from] fiber_core::json::ConfigFileError),
     /// An argument is out of its valid range (e.g. a zero target size).
     #[error("{0}")]
     Invalid(String),

@@ -1,0 +1,74 @@
+//! The readers on small hand-written samples of each format (`fixtures/data`), each with
+//! deliberate problems that must be reported, not fatal.
+
+use std::path::PathBuf;
+
+use fiber_data::check::check_images;
+use fiber_data::nlvr2::read_nlvr2;
+use fiber_data::{read_coco_captions, read_karpathy, DataError, ProblemKind, Problems, Split};
+
+fn dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/data").join(name)
+}
+
+fn count(problems: &Problems, kind: ProblemKind) -> usize {
+    problems.items.iter().filter(|p| p.kind == kind).count()
+}
+
+#[test]
+fn karpathy_records_are_read_and_every_problem_reported() {
+    let root = dir("karpathy");
+    let mut problems = Problems::default();
+    let data = read_karpathy(&root.join("dataset_coco.json"), &root, &mut problems).unwrap();
+    assert_eq!(data.images.len(), 5);
+    assert_eq!(data.captions.len(), 6);
+    assert_eq!(data.images[0].id, 1);
+    assert_eq!(data.images[0].path, root.join("val2014/COCO_val2014_000000000001.jpg"));
+    assert_eq!(data.split(Split::Train).images.len(), 3, "restval counts as train");
+    assert_eq!(data.split(Split::Test).captions.len(), 1);
+    assert_eq!(count(&problems, ProblemKind::EmptyText), 1);
+    assert_eq!(count(&problems, ProblemKind::PathOutsideRoot), 1);
+    assert_eq!(count(&problems, ProblemKind::MalformedRecord), 2, "{problems:#?}");
+    let bad_record = problems.items.iter().find(|p| p.kind == ProblemKind::MalformedRecord).unwrap();
+    assert_eq!(bad_record.location, "images[6]");
+    assert!(bad_record.message.contains("sentences"), "{}", bad_record.message);
+
+    let paths: Vec<PathBuf> = data.images.iter().map(|i| i.path.clone()).collect();
+    let bad = check_images(&paths, &mut problems);
+    assert_eq!(bad.into_iter().collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(count(&problems, ProblemKind::CorruptImage), 1);
+    assert_eq!(count(&problems, ProblemKind::MissingImage), 1);
+}
+
+#[test]
+fn coco_captions_are_read_and_unknown_images_and_empty_captions_reported() {
+    let root = dir("coco-captions");
+    let mut problems = Problems::default();
+    let data = read_coco_captions(&root.join("annotations/captions_val2017.json"), &root.join("val2017"), Split::Val, &mut problems).unwrap();
+    assert_eq!(data.images.len(), 2);
+    assert_eq!(data.captions.iter().map(|c| c.text.as_str()).collect::<Vec<_>>(), vec!["A yellow patch.", "A teal patch.", "Teal, again."]);
+    assert_eq!(count(&problems, ProblemKind::UnknownImage), 1);
+    assert_eq!(count(&problems, ProblemKind::EmptyText), 1);
+    assert!(check_images(&data.images.iter().map(|i| i.path.clone()).collect::<Vec<_>>(), &mut problems).is_empty());
+}
+
+#[test]
+fn nlvr2_lines_are_read_with_line_numbers_for_bad_ones() {
+    let root = dir("nlvr2");
+    let mut problems = Problems::default();
+    let data = read_nlvr2(&root.join("dev.json"), &root, "dev", &mut problems).unwrap();
+    assert_eq!(data.iter().map(|r| (r.identifier.as_str(), r.label)).collect::<Vec<_>>(), vec![("dev-850-0-0", true), ("dev-850-0-1", false), ("dev-851-1-2", true)]);
+    assert_eq!(data[0].left, root.join("images/dev/dev-850-0-img0.png"));
+    assert_eq!(problems.items.iter().map(|p| p.location.as_str()).collect::<Vec<_>>(), vec!["line 3", "line 4"]);
+}
+
+#[test]
+fn malformed_json_names_file_line_and_column() {
+    let path = std::env::temp_dir().join(format!("fiber-broken-{}.json", std::process::id()));
+    std::fs::write(&path, "{\"images\": [\n  {\"filename\": \"a.jpg\",,}\n]}").unwrap();
+    let err = read_karpathy(&path, std::path::Path::new("."), &mut Problems::default()).unwrap_err();
+    let DataError::Json(fiber_core::json::ConfigFileError::Parse { line, column, .. }) = &err else { panic!("{err}") };
+    assert_eq!((*line, *column), (2, 24));
+    assert!(err.to_string().contains(&format!("{}:2:24", path.display())), "{err}");
+    std::fs::remove_file(path).unwrap();
+}
