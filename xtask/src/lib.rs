@@ -3,6 +3,7 @@
 //! the commands in-process.
 
 pub mod bench;
+pub mod data;
 pub mod fiber;
 pub mod hf_forward;
 pub mod tokenizer;
@@ -30,6 +31,12 @@ pub enum Command {
     Convert(fiber::ConvertArgs),
     /// Run the FIBER fused or dual encoder on inputs from a safetensors file (parity checks).
     FiberForward(fiber::FiberForwardArgs),
+    /// Dataset tools (`data check`).
+    Data {
+        /// The data subcommand.
+        #[command(subcommand)]
+        command: data::DataCommand,
+    },
     /// Time the forward pass of a backbone on a backend (random weights).
     Bench(bench::BenchArgs),
     /// Train a byte-level BPE tokenizer on a text corpus and save it as tokenizer.json.
@@ -55,6 +62,7 @@ where
     match cli.command {
         Command::HfForward(args) => hf_forward::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Data { command } => data::run(command),
         Command::Convert(args) => fiber::convert(args),
         Command::FiberForward(args) => fiber::forward(args),
         Command::TrainTokenizer(args) => tokenizer::run(args),

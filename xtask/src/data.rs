@@ -1,0 +1,172 @@
+//! `cargo xtask data check`: reads a dataset folder the way a training run would, decodes every
+//! image, and prints counts and every problem grouped by kind (`--json` for machines). Keep
+//! this interface stable: outside checks of the readers run through it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use fiber_data::check::check_images;
+use fiber_data::nlvr2::read_nlvr2;
+use fiber_data::{read_coco_captions, read_karpathy, CaptionDataset, Problems, Split};
+
+/// `data` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Validate a dataset folder before training on it.
+    Check(CheckArgs),
+}
+
+/// Dataset formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Karpathy split file `dataset_*.json` (COCO or Flickr30k), images under the folder.
+    Karpathy,
+    /// COCO `annotations/captions_<name>.json`, images under `<name>/`.
+    CocoCaptions,
+    /// VQAv2 questions and annotations.
+    Vqa,
+    /// NLVR2 `{train,dev,test1,test2}.json` (JSONL), images under `images/<split>/`.
+    Nlvr2,
+    /// MDETR-style grounding annotations.
+    Mdetr,
+    /// COCO detection annotations turned into grounding prompts.
+    CocoDet,
+}
+
+/// Arguments of `data check`.
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// The dataset format.
+    #[arg(long, value_enum)]
+    pub format: Format,
+    /// The dataset folder.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Exit with an error when any problem is found.
+    #[arg(long)]
+    pub strict: bool,
+    /// Print the summary as JSON with keys `counts` and `problems`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a `data` subcommand.
+pub fn run(command: DataCommand) -> Result<()> {
+    match command {
+        DataCommand::Check(args) => check(args),
+    }
+}
+
+fn files_matching(dir: &Path, prefix: &str, suffix: &str) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix) && n.ends_with(suffix)))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn caption_counts(data: &CaptionDataset, counts: &mut BTreeMap<&'static str, usize>) {
+    *counts.entry("images").or_default() += data.images.len();
+    *counts.entry("captions").or_default() += data.captions.len();
+}
+
+/// What `data check` found: counts by name and every problem.
+#[derive(Debug)]
+pub struct CheckReport {
+    /// Counts (images, captions, examples, unusable_images …).
+    pub counts: BTreeMap<&'static str, usize>,
+    /// Every problem, in reading order.
+    pub problems: Problems,
+}
+
+impl CheckReport {
+    /// The report as JSON with keys `format`, `counts` and `problems`.
+    pub fn to_json(&self, format: Format) -> serde_json::Value {
+        serde_json::json!({ "format": format!("{format:?}"), "counts": self.counts, "problems": self.problems.items })
+    }
+}
+
+fn check(args: CheckArgs) -> Result<()> {
+    let report = check_dataset(args.format, &args.data)?;
+    let (counts, problems) = (&report.counts, &report.problems);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json(args.format))?);
+    } else {
+        println!("{} ({:?})", args.data.display(), args.format);
+        for (name, n) in counts {
+            println!("  {name}: {n}");
+        }
+        println!("  problems: {}", problems.len());
+        for (kind, list) in problems.by_kind() {
+            println!("  {kind:?} ({}):", list.len());
+            for p in list {
+                println!("    {} [{}]: {}", p.file.display(), p.location, p.message);
+            }
+        }
+    }
+    if args.strict && !problems.is_empty() {
+        bail!("{} problem(s) found (--strict)", problems.len());
+    }
+    Ok(())
+}
+
+/// Reads the dataset in `dir` as `format` would be read for training and decodes every image.
+pub fn check_dataset(format: Format, dir: &Path) -> Result<CheckReport> {
+    let mut problems = Problems::default();
+    let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut images: Vec<PathBuf> = Vec::new();
+    match format {
+        Format::Karpathy => {
+            let files = files_matching(dir, "dataset_", ".json")?;
+            let Some(file) = files.first() else { bail!("no dataset_*.json in {}", dir.display()) };
+            let data = read_karpathy(file, dir, &mut problems)?;
+            caption_counts(&data, &mut counts);
+            images.extend(data.images.iter().map(|i| i.path.clone()));
+        }
+        Format::CocoCaptions => {
+            let files = files_matching(&dir.join("annotations"), "captions_", ".json")?;
+            if files.is_empty() {
+                bail!("no annotations/captions_*.json in {}", dir.display());
+            }
+            for file in files {
+                let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().trim_start_matches("captions_").to_string();
+                let split = if name.contains("train") { Split::Train } else if name.contains("test") { Split::Test } else { Split::Val };
+                let data = read_coco_captions(&file, &dir.join(&name), split, &mut problems)?;
+                caption_counts(&data, &mut counts);
+                images.extend(data.images.iter().map(|i| i.path.clone()));
+            }
+        }
+        Format::Nlvr2 => {
+            let mut found = false;
+            for split in ["train", "dev", "test1", "test2"] {
+                let file = dir.join(format!("{split}.json"));
+                if !file.exists() {
+                    continue;
+                }
+                found = true;
+                let records = read_nlvr2(&file, dir, split, &mut problems)?;
+                *counts.entry("examples").or_default() += records.len();
+                for r in records {
+                    images.push(r.left);
+                    images.push(r.right);
+                }
+            }
+            if !found {
+                bail!("no train.json, dev.json, test1.json or test2.json in {}", dir.display());
+            }
+            images.sort();
+            images.dedup();
+            counts.insert("images", images.len());
+        }
+        Format::Vqa | Format::Mdetr | Format::CocoDet => {
+            bail!("checking the {:?} format is not implemented yet: its reader is still being written", format)
+        }
+    }
+    let unusable = check_images(&images, &mut problems);
+    counts.insert("unusable_images", unusable.len());
+    Ok(CheckReport { counts, problems })
+}
