@@ -22,6 +22,10 @@ pub fn check_images(paths: &[PathBuf], problems: &mut Problems) -> BTreeSet<usiz
                 bad.insert(i);
                 problems.push(ProblemKind::MissingImage, &path, "file", source.to_string());
             }
+            Err(DataError::Decode { message, .. }) => {
+                bad.insert(i);
+                problems.push(ProblemKind::CorruptImage, &paths[i], "file", format!("cannot decode image: {message}"));
+            }
             Err(e) => {
                 bad.insert(i);
                 problems.push(ProblemKind::CorruptImage, &paths[i], "file", e.to_string());
