@@ -475,6 +475,36 @@ def data_samples():
         f.write('{"identifier": "dev-851-1-1", "sentence": "Two grey images.", "label": "Maybe"}\n')
         f.write('{"identifier": "dev-851-1-2", "sentence": "The images differ.", "label": "True"}\n')
 
+    # VQAv2: 5 questions on 2 images with 10 answers each; one question without annotation and
+    # one empty question.
+    v = os.path.join(root, "vqa")
+    image(os.path.join(v, "val2014", "COCO_val2014_000000000001.jpg"), (250, 0, 0))
+    image(os.path.join(v, "val2014", "COCO_val2014_000000000002.jpg"), (0, 0, 250))
+    with open(os.path.join(v, "v2_OpenEnded_mscoco_val2014_questions.json"), "w") as f:
+        f.write("""{"task_type": "Open-Ended", "data_type": "mscoco", "data_subtype": "val2014", "questions": [
+ {"image_id": 1, "question": "What color is the square?", "question_id": 10},
+ {"image_id": 1, "question": "How many squares are there?", "question_id": 11},
+ {"image_id": 2, "question": "Is it blue?", "question_id": 20},
+ {"image_id": 2, "question": "Is this question annotated?", "question_id": 21},
+ {"image_id": 2, "question": " ", "question_id": 22}]}
+""")
+
+    def answers(xs):
+        return ", ".join('{"answer": "%s", "answer_confidence": "yes", "answer_id": %d}' % (a, i + 1) for i, a in enumerate(xs))
+
+    with open(os.path.join(v, "v2_mscoco_val2014_annotations.json"), "w") as f:
+        f.write("""{"annotations": [
+ {"question_id": 10, "image_id": 1, "question_type": "what color is the", "answer_type": "other", "multiple_choice_answer": "red",
+  "answers": [%s]},
+ {"question_id": 11, "image_id": 1, "question_type": "how many", "answer_type": "number", "multiple_choice_answer": "one",
+  "answers": [%s]},
+ {"question_id": 20, "image_id": 2, "question_type": "is it", "answer_type": "yes/no", "multiple_choice_answer": "yes",
+  "answers": [%s]},
+ {"question_id": 22, "image_id": 2, "question_type": "none", "answer_type": "other", "multiple_choice_answer": "no",
+  "answers": [%s]}]}
+""" % (answers(["red"] * 7 + ["Red.", "dark red", "maroon"]), answers(["1"] * 3 + ["one"] * 2 + ["2", "two", "1", "1", "1"]),
+       answers(["yes"] * 9 + ["Yes!"]), answers(["no"] * 10)))
+
 
 if __name__ == "__main__":
     torch.manual_seed(0)

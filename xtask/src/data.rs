@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use fiber_data::check::check_images;
 use fiber_data::nlvr2::read_nlvr2;
+use fiber_data::vqa::{read_vqa, AnswerVocab, DEFAULT_MIN_ANSWER_COUNT};
 use fiber_data::{read_coco_captions, read_karpathy, CaptionDataset, Problems, Split};
 
 /// `data` subcommands.
@@ -25,7 +26,8 @@ pub enum Format {
     Karpathy,
     /// COCO `annotations/captions_<name>.json`, images under `<name>/`.
     CocoCaptions,
-    /// VQAv2 questions and annotations.
+    /// VQAv2 `v2_OpenEnded_mscoco_<split>_questions.json` (+ `v2_mscoco_<split>_annotations.json`),
+    /// images `<split>/COCO_<split>_<id:012>.jpg`.
     Vqa,
     /// NLVR2 `{train,dev,test1,test2}.json` (JSONL), images under `images/<split>/`.
     Nlvr2,
@@ -162,7 +164,29 @@ pub fn check_dataset(format: Format, dir: &Path) -> Result<CheckReport> {
             images.dedup();
             counts.insert("images", images.len());
         }
-        Format::Vqa | Format::Mdetr | Format::CocoDet => {
+        Format::Vqa => {
+            let files = files_matching(dir, "v2_OpenEnded_mscoco_", "_questions.json")?;
+            if files.is_empty() {
+                bail!("no v2_OpenEnded_mscoco_<split>_questions.json in {}", dir.display());
+            }
+            let mut records = Vec::new();
+            for file in files {
+                let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                let split = name.trim_start_matches("v2_OpenEnded_mscoco_").trim_end_matches("_questions.json").to_string();
+                let annotations = dir.join(format!("v2_mscoco_{split}_annotations.json"));
+                let annotations = annotations.exists().then_some(annotations);
+                records.extend(read_vqa(&file, annotations.as_deref(), &dir.join(&split), &format!("COCO_{split}_"), &mut problems)?);
+            }
+            let vocab = AnswerVocab::build(&records, DEFAULT_MIN_ANSWER_COUNT);
+            counts.insert("questions", records.len());
+            counts.insert("answer_vocabulary", vocab.len());
+            counts.insert("questions_with_answer_in_vocabulary", records.iter().filter(|r| !vocab.targets(r).is_empty()).count());
+            images.extend(records.into_iter().map(|r| r.image));
+            images.sort();
+            images.dedup();
+            counts.insert("images", images.len());
+        }
+        Format::Mdetr | Format::CocoDet => {
             bail!("checking the {:?} format is not implemented yet: its reader is still being written", format)
         }
     }

@@ -1,8 +1,8 @@
 //! The FIBER data pipeline. So far: image decoding and the preprocessing of spec A.1 (square
 //! bicubic resize with ImageNet normalisation for the coarse stage; aspect-preserving resize,
 //! BGR 0–255 normalisation and padding to a multiple of 32 for detection), readers for caption
-//! datasets (Karpathy, COCO captions) and NLVR2, problem reporting and parallel image checks.
-//! VQA, grounding and detection readers, augmentation and the built-in shapes world follow.
+//! datasets (Karpathy, COCO captions), VQAv2 and NLVR2, problem reporting and parallel image checks.
+//! Grounding and detection readers, augmentation and the built-in shapes world follow.
 
 pub mod captions;
 pub mod check;
@@ -11,6 +11,7 @@ pub mod image;
 pub mod nlvr2;
 pub mod paths;
 pub mod problem;
+pub mod vqa;
 
 pub use captions::{read_coco_captions, read_karpathy, CaptionDataset, CaptionRecord, ImageRecord, Split};
 pub use error::DataError;

@@ -72,3 +72,31 @@ fn malformed_json_names_file_line_and_column() {
     assert!(err.to_string().contains(&format!("{}:2:24", path.display())), "{err}");
     std::fs::remove_file(path).unwrap();
 }
+
+#[test]
+fn vqa_questions_and_answers_are_read_normalised_and_scored() {
+    use fiber_data::vqa::{read_vqa, AnswerVocab};
+    let root = dir("vqa");
+    let mut problems = Problems::default();
+    let records = read_vqa(
+        &root.join("v2_OpenEnded_mscoco_val2014_questions.json"),
+        Some(&root.join("v2_mscoco_val2014_annotations.json")),
+        &root.join("val2014"),
+        "COCO_val2014_",
+        &mut problems,
+    )
+    .unwrap();
+    assert_eq!(records.iter().map(|r| r.question_id).collect::<Vec<_>>(), vec![10, 11, 20]);
+    assert_eq!(records[0].image, root.join("val2014/COCO_val2014_000000000001.jpg"));
+    assert_eq!(records[1].answer, "1", "number words become digits");
+    assert_eq!(records[0].answers.iter().filter(|a| *a == "red").count(), 8, "`Red.` normalises to `red`");
+    assert_eq!(count(&problems, ProblemKind::EmptyText), 1);
+    assert_eq!(count(&problems, ProblemKind::MalformedRecord), 1, "question 21 has no annotation");
+
+    let vocab = AnswerVocab::build(&records, 1);
+    assert_eq!(vocab.answers, vec!["1", "red", "yes"]);
+    assert_eq!(vocab.targets(&records[0]), vec![(1, 1.0)]);
+    assert_eq!(vocab.targets(&records[1]), vec![(0, 1.0)], "`2` (2 annotators) is not in the vocabulary");
+    assert!(AnswerVocab::build(&records, 2).is_empty());
+    assert!(check_images(&records.iter().map(|r| r.image.clone()).collect::<Vec<_>>(), &mut problems).is_empty());
+}
