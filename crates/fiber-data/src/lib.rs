@@ -11,6 +11,7 @@ pub mod image;
 pub mod nlvr2;
 pub mod paths;
 pub mod problem;
+pub mod transforms;
 pub mod vqa;
 
 pub use captions::{read_coco_captions, read_karpathy, CaptionDataset, CaptionRecord, ImageRecord, Split};
