@@ -85,11 +85,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     println!("|---|---|---|---|---|---|---|");
     println!("| {name} | {} | {} | {median:.1} | {min:.1} | {max:.1} | {:.2} |", args.backend, args.batch, args.batch as f64 * 1000.0 / median);
     if let Some(path) = &args.json {
-        let json = format!(
-            "{{\"model\": \"{name}\", \"backend\": \"{}\", \"batch\": {}, \"warmup\": {}, \"reps\": {}, \"median_ms\": {median:.3}, \"min_ms\": {min:.3}, \"max_ms\": {max:.3}, \"runs_ms\": {:?}}}\n",
-            args.backend, args.batch, args.warmup, args.reps, timing.runs_ms
-        );
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+        let json = serde_json::json!({
+            "model": name, "backend": args.backend.name(), "batch": args.batch, "warmup": args.warmup, "reps": args.reps,
+            "median_ms": median, "min_ms": min, "max_ms": max, "runs_ms": timing.runs_ms,
+        });
+        std::fs::write(path, format!("{json:#}\n")).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

@@ -120,7 +120,5 @@ pub fn int_input<B: Backend>(store: &TensorStore, name: &str, device: &B::Device
 
 /// A float tensor as a stored f32 tensor.
 pub fn to_stored<B: Backend, const D: usize>(t: Tensor<B, D>) -> StoredTensor {
-    let shape = t.dims().to_vec();
-    let values = t.into_data().convert::<f32>().into_vec::<f32>().expect("float tensor converted to f32");
-    StoredTensor::f32(shape, values)
+    StoredTensor::from_tensor(t)
 }

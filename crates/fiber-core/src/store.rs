@@ -10,6 +10,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use burn::prelude::*;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::WeightError;
@@ -228,6 +229,19 @@ impl TensorStore {
     /// Consumes the store, yielding `(name, tensor)` pairs in name order.
     pub fn into_iter_sorted(self) -> impl Iterator<Item = (String, StoredTensor)> {
         self.tensors.into_iter()
+    }
+}
+
+/// The values of a float tensor, row-major, as f32 (reads the tensor back from its device).
+pub fn tensor_values<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
+    tensor.into_data().convert::<f32>().into_vec::<f32>().expect("a float tensor converted to f32 yields f32 values")
+}
+
+impl StoredTensor {
+    /// A float tensor's shape and values.
+    pub fn from_tensor<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Self {
+        let shape = tensor.dims().to_vec();
+        Self::f32(shape, tensor_values(tensor))
     }
 }
 

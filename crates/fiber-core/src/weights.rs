@@ -242,11 +242,7 @@ impl<B: Backend> WeightVisitor<B> for WeightCollector {
     fn visit<const D: usize>(&mut self, key: &str, param: &mut Param<Tensor<B, D>>, layout: Layout) {
         let tensor = param.val();
         let burn_shape = tensor.dims().to_vec();
-        let values: Vec<f32> = tensor
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .expect("a float tensor converted to f32 yields f32 values");
+        let values = crate::store::tensor_values(tensor);
         let values = match layout {
             Layout::Same => values,
             Layout::Transposed => transpose(&values, burn_shape[0], burn_shape[1]),

@@ -55,25 +55,23 @@ pub struct CaptionDataset {
 impl CaptionDataset {
     /// The dataset restricted to one split (image indices renumbered).
     pub fn split(&self, split: Split) -> CaptionDataset {
-        let mut out = CaptionDataset::default();
-        let mut remap = vec![usize::MAX; self.images.len()];
-        for (i, image) in self.images.iter().enumerate().filter(|(_, im)| im.split == split) {
-            remap[i] = out.images.len();
-            out.images.push(image.clone());
-        }
-        out.captions = self.captions.iter().filter(|c| remap[c.image] != usize::MAX).map(|c| CaptionRecord { image: remap[c.image], text: c.text.clone() }).collect();
-        out
+        self.retain_images(|_, image| image.split == split)
     }
 
     /// Drops the images whose indices are in `bad` and their captions.
     pub fn without_images(&self, bad: &std::collections::BTreeSet<usize>) -> CaptionDataset {
+        self.retain_images(|i, _| !bad.contains(&i))
+    }
+
+    /// The images for which `keep(index, image)` holds, with their captions (indices renumbered).
+    fn retain_images(&self, keep: impl Fn(usize, &ImageRecord) -> bool) -> CaptionDataset {
         let mut out = CaptionDataset::default();
-        let mut remap = vec![usize::MAX; self.images.len()];
-        for (i, image) in self.images.iter().enumerate().filter(|(i, _)| !bad.contains(i)) {
-            remap[i] = out.images.len();
+        let mut remap = vec![None; self.images.len()];
+        for (i, image) in self.images.iter().enumerate().filter(|(i, im)| keep(*i, im)) {
+            remap[i] = Some(out.images.len());
             out.images.push(image.clone());
         }
-        out.captions = self.captions.iter().filter(|c| remap[c.image] != usize::MAX).map(|c| CaptionRecord { image: remap[c.image], text: c.text.clone() }).collect();
+        out.captions = self.captions.iter().filter_map(|c| remap[c.image].map(|image| CaptionRecord { image, text: c.text.clone() })).collect();
         out
     }
 }

@@ -76,7 +76,7 @@ impl<B: Backend> FiberModel<B> {
         let logits = self.caption_logits(&image, ids, mask)?;
         let vocab = logits.dims()[2];
         let last = logits.slice([0..rows, len - 1..len]).reshape([rows, vocab]);
-        let mut values: Vec<f32> = log_softmax(last, 1).into_data().convert::<f32>().into_vec().unwrap_or_default();
+        let mut values = fiber_core::store::tensor_values(log_softmax(last, 1));
         if (0..vocab as i64).contains(&mask_id) {
             for r in 0..rows {
                 values[r * vocab + mask_id as usize] = f32::NEG_INFINITY;

@@ -5,6 +5,7 @@
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use fiber_core::weights::{Layout, WeightVisitor};
+use fiber_core::store::tensor_values;
 use fiber_core::{LoadReport, TensorStore};
 use fiber_fusion::{BackboneOutput, FiberBackbone, FiberConfig, FusionError, ImageState, TextState};
 use rand::Rng;
@@ -138,8 +139,8 @@ impl<B: Backend> FiberModel<B> {
         // Hard negatives from the (detached) similarities: a text for each image, an image for
         // each text.
         let columns = itc.logits_i2t.dims()[1];
-        let i2t: Vec<f32> = itc.logits_i2t.clone().detach().into_data().convert::<f32>().into_vec().unwrap_or_default();
-        let t2i: Vec<f32> = itc.logits_t2i.clone().detach().into_data().convert::<f32>().into_vec().unwrap_or_default();
+        let i2t = tensor_values(itc.logits_i2t.clone().detach());
+        let t2i = tensor_values(itc.logits_t2i.clone().detach());
         let own: Vec<usize> = (0..n).collect();
         let neg_text_cols = sample_hard_negatives(&i2t, columns, &own, rng);
         let neg_image_cols = sample_hard_negatives(&t2i, columns, &own, rng);

@@ -45,7 +45,7 @@ impl<B: Backend> FiberModel<B> {
             .enumerate()
             .map(|(t, candidates)| {
                 let pairs: Vec<(usize, usize)> = candidates.iter().map(|&i| (i, t)).collect();
-                let scores: Vec<f32> = self.itm_scores(images, texts, &pairs).into_data().convert::<f32>().into_vec().unwrap_or_default();
+                let scores = fiber_core::store::tensor_values(self.itm_scores(images, texts, &pairs));
                 let mut ranked: Vec<(usize, f32)> = candidates.into_iter().zip(scores).collect();
                 ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
                 ranked.into_iter().map(|(i, _)| i).collect()
