@@ -24,8 +24,15 @@ const VOCAB: usize = 40;
 /// The backend's random generator is global: tests that seed it run one at a time.
 static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Seeds the backend and holds the lock for the rest of the test.
+/// Seeds the backend and holds the lock for the rest of the test. The CPU backend's thread
+/// pools are limited to one thread before any tensor operation runs, so that reductions add in
+/// a fixed order and the training curves are the same on every machine and under any load.
 fn seeded(device: &burn::tensor::Device<A>) -> std::sync::MutexGuard<'static, ()> {
+    static SINGLE_THREADED: std::sync::Once = std::sync::Once::new();
+    SINGLE_THREADED.call_once(|| {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+        std::env::set_var("MATMUL_NUM_THREADS", "1");
+    });
     let guard = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
     <A as burn::tensor::backend::Backend>::seed(device, 7);
     guard
