@@ -506,6 +506,58 @@ def data_samples():
        answers(["yes"] * 9 + ["Yes!"]), answers(["no"] * 10)))
 
 
+    # MDETR grounding: one image with two captions (one box each way plus a shared box), a missing
+    # image, an empty caption, a path leaving the folder, a record without `height`; boxes outside
+    # the image, of zero area, with a span outside the caption, for an unknown image, without
+    # `bbox`, and a crowd box (skipped silently).
+    m = os.path.join(root, "mdetr")
+    image(os.path.join(m, "images", "2354786.jpg"), (200, 200, 200))
+    os.makedirs(os.path.join(m, "mdetr_annotations"), exist_ok=True)
+    with open(os.path.join(m, "mdetr_annotations", "final_mixed_train.json"), "w") as f:
+        f.write("""{"info": {}, "licenses": [], "categories": [{"id": 1, "name": "object"}], "images": [
+ {"id": 0, "file_name": "images/2354786.jpg", "height": 8, "width": 12, "caption": "A red square next to a blue circle.",
+  "dataset_name": "gqa", "tokens_negative": [], "original_img_id": 2354786},
+ {"id": 1, "file_name": "images/2354786.jpg", "height": 8, "width": 12, "caption": "the blue circle", "dataset_name": "gqa"},
+ {"id": 2, "file_name": "images/2354786.jpg", "height": 8, "width": 12, "caption": " "},
+ {"id": 3, "file_name": "../outside.jpg", "height": 8, "width": 12, "caption": "escapes"},
+ {"id": 4, "file_name": "images/2354786.jpg", "width": 12, "caption": "no height"},
+ {"id": 5, "file_name": "images/2354787.jpg", "height": 8, "width": 12, "caption": "a missing picture"}],
+ "annotations": [
+ {"id": 1, "image_id": 0, "bbox": [0, 0, 4, 4], "tokens_positive": [[2, 12]], "category_id": 1, "iscrowd": 0, "area": 16},
+ {"id": 2, "image_id": 0, "bbox": [6, 2, 5, 5], "tokens_positive": [[23, 34]], "category_id": 1, "iscrowd": 0, "area": 25},
+ {"id": 3, "image_id": 1, "bbox": [6, 2, 5, 5], "tokens_positive": [[4, 15]], "category_id": 1, "iscrowd": 0, "area": 25},
+ {"id": 4, "image_id": 1, "bbox": [10, 2, 5, 5], "tokens_positive": [[0, 3]], "category_id": 1, "iscrowd": 0, "area": 25},
+ {"id": 5, "image_id": 0, "bbox": [1, 1, 0, 3], "tokens_positive": [[0, 1]], "category_id": 1, "iscrowd": 0, "area": 0},
+ {"id": 6, "image_id": 0, "bbox": [1, 1, 2, 2], "tokens_positive": [[30, 60]], "category_id": 1, "iscrowd": 0, "area": 4},
+ {"id": 7, "image_id": 9, "bbox": [1, 1, 2, 2], "tokens_positive": [[0, 1]], "category_id": 1, "iscrowd": 0, "area": 4},
+ {"id": 8, "image_id": 0, "tokens_positive": [[0, 1]], "category_id": 1, "iscrowd": 0},
+ {"id": 9, "image_id": 0, "bbox": [0, 0, 12, 8], "tokens_positive": [[0, 1]], "category_id": 1, "iscrowd": 1, "area": 96},
+ {"id": 10, "image_id": 5, "bbox": [0, 0, 3, 3], "tokens_positive": [[2, 9]], "category_id": 1, "iscrowd": 0, "area": 9}]}
+""")
+
+    # COCO detection: two images (one corrupt), a record without `file_name`; categories with
+    # names to clean and one without a name; boxes outside the image, of an unknown category, for
+    # an unknown image, and a crowd box (skipped silently).
+    d = os.path.join(root, "coco-det")
+    image(os.path.join(d, "val2017", "000000000021.jpg"), (10, 100, 200))
+    with open(os.path.join(d, "val2017", "000000000022.jpg"), "w") as f:
+        f.write("truncated")
+    os.makedirs(os.path.join(d, "annotations"), exist_ok=True)
+    with open(os.path.join(d, "annotations", "instances_val2017.json"), "w") as f:
+        f.write("""{"info": {}, "categories": [{"id": 1, "name": "person", "supercategory": "person"},
+ {"id": 2, "name": "Traffic_Light"}, {"id": 3, "name": "bow (weapon)"}, {"id": 4, "name": " "}],
+ "images": [{"id": 21, "file_name": "000000000021.jpg", "height": 8, "width": 12},
+ {"id": 22, "file_name": "000000000022.jpg", "height": 8, "width": 12}, {"id": 23, "height": 8, "width": 12}],
+ "annotations": [
+ {"id": 1, "image_id": 21, "bbox": [0, 0, 5, 5], "category_id": 1, "iscrowd": 0, "area": 25},
+ {"id": 2, "image_id": 21, "bbox": [5, 2, 6, 6], "category_id": 2, "iscrowd": 0, "area": 36},
+ {"id": 3, "image_id": 22, "bbox": [1, 1, 3, 3], "category_id": 3, "iscrowd": 0, "area": 9},
+ {"id": 4, "image_id": 21, "bbox": [0, 0, 12, 8], "category_id": 1, "iscrowd": 1, "area": 96},
+ {"id": 5, "image_id": 21, "bbox": [0, 0, 13, 2], "category_id": 1, "iscrowd": 0, "area": 26},
+ {"id": 6, "image_id": 21, "bbox": [0, 0, 2, 2], "category_id": 99, "iscrowd": 0, "area": 4},
+ {"id": 7, "image_id": 77, "bbox": [0, 0, 2, 2], "category_id": 1, "iscrowd": 0, "area": 4}]}
+""")
+
 if __name__ == "__main__":
     torch.manual_seed(0)
     roberta_fixtures()

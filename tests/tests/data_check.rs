@@ -3,13 +3,22 @@
 use std::path::PathBuf;
 
 fn dir(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/data").join(name).to_str().unwrap().to_string()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/data")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
 fn every_problem_is_counted_and_strict_mode_fails_on_them() {
     let karpathy = dir("karpathy");
-    let report = xtask::data::check_dataset(xtask::data::Format::Karpathy, std::path::Path::new(&karpathy)).unwrap();
+    let report = xtask::data::check_dataset(
+        xtask::data::Format::Karpathy,
+        std::path::Path::new(&karpathy),
+    )
+    .unwrap();
     assert_eq!(report.counts["images"], 5);
     assert_eq!(report.counts["captions"], 6);
     assert_eq!(report.counts["unusable_images"], 2);
@@ -17,19 +26,164 @@ fn every_problem_is_counted_and_strict_mode_fails_on_them() {
     let json = report.to_json(xtask::data::Format::Karpathy);
     assert_eq!(json["counts"]["images"], 5);
     assert_eq!(json["problems"].as_array().unwrap().len(), 6);
-    let nlvr2 = xtask::data::check_dataset(xtask::data::Format::Nlvr2, std::path::Path::new(&dir("nlvr2"))).unwrap();
-    assert_eq!((nlvr2.counts["examples"], nlvr2.counts["images"], nlvr2.problems.len()), (3, 4, 2));
-    let err = xtask::run(["xtask", "data", "check", "--format", "karpathy", "--data", &karpathy, "--strict"]).unwrap_err();
-    assert!(format!("{err:#}").contains("problem(s) found (--strict)"), "{err:#}");
-    xtask::run(["xtask", "data", "check", "--format", "karpathy", "--data", &karpathy, "--json"]).unwrap();
-    xtask::run(["xtask", "data", "check", "--format", "nlvr2", "--data", &dir("nlvr2")]).unwrap();
-    xtask::run(["xtask", "data", "check", "--format", "coco-captions", "--data", &dir("coco-captions")]).unwrap();
+    let nlvr2 = xtask::data::check_dataset(
+        xtask::data::Format::Nlvr2,
+        std::path::Path::new(&dir("nlvr2")),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            nlvr2.counts["examples"],
+            nlvr2.counts["images"],
+            nlvr2.problems.len()
+        ),
+        (3, 4, 2)
+    );
+    let err = xtask::run([
+        "xtask", "data", "check", "--format", "karpathy", "--data", &karpathy, "--strict",
+    ])
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("problem(s) found (--strict)"),
+        "{err:#}"
+    );
+    xtask::run([
+        "xtask", "data", "check", "--format", "karpathy", "--data", &karpathy, "--json",
+    ])
+    .unwrap();
+    xtask::run([
+        "xtask",
+        "data",
+        "check",
+        "--format",
+        "nlvr2",
+        "--data",
+        &dir("nlvr2"),
+    ])
+    .unwrap();
+    xtask::run([
+        "xtask",
+        "data",
+        "check",
+        "--format",
+        "coco-captions",
+        "--data",
+        &dir("coco-captions"),
+    ])
+    .unwrap();
 }
 
 #[test]
-fn formats_without_a_reader_say_so() {
-    let vqa = xtask::data::check_dataset(xtask::data::Format::Vqa, std::path::Path::new(&dir("vqa"))).unwrap();
-    assert_eq!((vqa.counts["questions"], vqa.counts["images"], vqa.problems.len()), (3, 2, 2));
-    let err = xtask::run(["xtask", "data", "check", "--format", "mdetr", "--data", &dir("karpathy")]).unwrap_err();
-    assert!(format!("{err:#}").contains("not implemented yet"), "{err:#}");
+fn vqa_grounding_and_detection_folders_are_checked() {
+    let vqa =
+        xtask::data::check_dataset(xtask::data::Format::Vqa, std::path::Path::new(&dir("vqa")))
+            .unwrap();
+    assert_eq!(
+        (
+            vqa.counts["questions"],
+            vqa.counts["images"],
+            vqa.problems.len()
+        ),
+        (3, 2, 2)
+    );
+    let mdetr = xtask::data::check_dataset(
+        xtask::data::Format::Mdetr,
+        std::path::Path::new(&dir("mdetr")),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            mdetr.counts["captions"],
+            mdetr.counts["boxes"],
+            mdetr.counts["phrases"],
+            mdetr.counts["images"]
+        ),
+        (3, 4, 4, 2)
+    );
+    assert_eq!(
+        (mdetr.counts["unusable_images"], mdetr.problems.len()),
+        (1, 9),
+        "{:#?}",
+        mdetr.problems
+    );
+    let det = xtask::data::check_dataset(
+        xtask::data::Format::CocoDet,
+        std::path::Path::new(&dir("coco-det")),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            det.counts["categories"],
+            det.counts["images"],
+            det.counts["boxes"],
+            det.counts["unusable_images"]
+        ),
+        (3, 2, 3, 1)
+    );
+    assert_eq!(det.problems.len(), 6, "{:#?}", det.problems);
+    let err = xtask::run([
+        "xtask",
+        "data",
+        "check",
+        "--format",
+        "mdetr",
+        "--data",
+        &dir("karpathy"),
+    ])
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("no mdetr_annotations/final_*.json"),
+        "{err:#}"
+    );
+}
+
+#[test]
+fn the_shapes_world_passes_every_check_strictly() {
+    let tmp = std::env::temp_dir().join(format!("fiber-world-check-{}", std::process::id()));
+    let world = tmp.join("shapes");
+    let world_str = world.to_str().unwrap();
+    xtask::run([
+        "xtask",
+        "data",
+        "generate",
+        "--out",
+        world_str,
+        "--train",
+        "30",
+        "--val",
+        "6",
+        "--test",
+        "6",
+        "--image-size",
+        "64",
+    ])
+    .unwrap();
+    xtask::run([
+        "xtask",
+        "data",
+        "generate",
+        "--out",
+        world_str,
+        "--train",
+        "30",
+        "--val",
+        "6",
+        "--test",
+        "6",
+        "--image-size",
+        "64",
+    ])
+    .unwrap();
+    for format in ["karpathy", "coco-captions", "vqa", "mdetr", "coco-det"] {
+        xtask::run([
+            "xtask", "data", "check", "--format", format, "--data", world_str, "--strict",
+        ])
+        .unwrap_or_else(|e| panic!("{format}: {e:#}"));
+    }
+    let report = xtask::data::check_dataset(xtask::data::Format::CocoDet, &world).unwrap();
+    assert_eq!(
+        (report.counts["images"], report.counts["categories"]),
+        (6 + 6 + 30, 3 * 24)
+    );
+    std::fs::remove_dir_all(&tmp).unwrap();
 }

@@ -21,14 +21,28 @@ fn s(p: &Path) -> &str {
 fn forward_and_compare(model: &Path, config: Option<&Path>, mode: &str) {
     let out = temp(&format!("{mode}.safetensors"));
     let input = dir().join("input.safetensors");
-    let mut args = vec!["xtask", "fiber-forward", "--model", s(model), "--mode", mode, "--input", s(&input), "--output", s(&out)];
+    let mut args = vec![
+        "xtask",
+        "fiber-forward",
+        "--model",
+        s(model),
+        "--mode",
+        mode,
+        "--input",
+        s(&input),
+        "--output",
+        s(&out),
+    ];
     if let Some(config) = config {
         args.extend(["--config", s(config)]);
     }
     xtask::run(args).unwrap();
     let actual = TensorStore::read_safetensors(&out).unwrap();
     let expected = TensorStore::read_safetensors(dir().join("expected.safetensors")).unwrap();
-    for (ours, theirs) in [("image_hidden", format!("{mode}_image")), ("text_hidden", format!("{mode}_text"))] {
+    for (ours, theirs) in [
+        ("image_hidden", format!("{mode}_image")),
+        ("text_hidden", format!("{mode}_text")),
+    ] {
         let (a, e) = (actual.get(ours).unwrap(), expected.get(&theirs).unwrap());
         assert_eq!(a.shape, e.shape, "{ours}");
         let err = fiber_core::compare::max_abs_diff(a.as_f32().unwrap(), e.as_f32().unwrap());
@@ -51,11 +65,29 @@ fn converted_folder_runs_without_python_and_keeps_the_heads() {
     let folder = temp("converted");
     let ckpt = dir().join("fiber_tiny.ckpt");
     let config = dir().join("config.json");
-    xtask::run(["xtask", "convert", "--from", s(&ckpt), "--config", s(&config), "--to", s(&folder)]).unwrap();
+    xtask::run([
+        "xtask",
+        "convert",
+        "--from",
+        s(&ckpt),
+        "--config",
+        s(&config),
+        "--to",
+        s(&folder),
+    ])
+    .unwrap();
     let store = TensorStore::read_safetensors(folder.join("model.safetensors")).unwrap();
-    assert!(store.contains("itm_score.fc.weight"), "task heads are carried over for the heads crate");
+    assert!(
+        store.contains("itm_score.fc.weight"),
+        "task heads are carried over for the heads crate"
+    );
     assert!(!store.contains("image_queue"), "queues are dropped");
-    assert!(!store.names().any(|k| k.ends_with("attn_mask") || k.ends_with("relative_position_index")), "buffers are dropped");
+    assert!(
+        !store
+            .names()
+            .any(|k| k.ends_with("attn_mask") || k.ends_with("relative_position_index")),
+        "buffers are dropped"
+    );
     forward_and_compare(&folder, None, "fused");
     forward_and_compare(&folder, None, "dual");
     std::fs::remove_dir_all(folder).unwrap();
@@ -65,12 +97,24 @@ fn converted_folder_runs_without_python_and_keeps_the_heads() {
 fn a_checkpoint_that_does_not_fit_the_config_names_the_keys() {
     let ckpt = dir().join("fiber_tiny.ckpt");
     let bad_config = temp("bad-config.json");
-    let text = std::fs::read_to_string(dir().join("config.json")).unwrap().replace("\"intermediate_size\": 48", "\"intermediate_size\": 40");
+    let text = std::fs::read_to_string(dir().join("config.json"))
+        .unwrap()
+        .replace("\"intermediate_size\": 48", "\"intermediate_size\": 40");
     std::fs::write(&bad_config, text).unwrap();
     let out = temp("never.safetensors");
     let err = xtask::run([
-        "xtask", "fiber-forward", "--model", s(&ckpt), "--config", s(&bad_config), "--mode", "dual",
-        "--input", s(&dir().join("input.safetensors")), "--output", s(&out),
+        "xtask",
+        "fiber-forward",
+        "--model",
+        s(&ckpt),
+        "--config",
+        s(&bad_config),
+        "--mode",
+        "dual",
+        "--input",
+        s(&dir().join("input.safetensors")),
+        "--output",
+        s(&out),
     ])
     .unwrap_err();
     let text = format!("{err:#}");

@@ -76,20 +76,29 @@ impl Timing {
 
 /// Runs the benchmark and prints (and optionally writes) the result.
 pub fn run(args: BenchArgs) -> Result<()> {
-    anyhow::ensure!(args.reps > 0 && args.batch > 0, "--reps and --batch must be positive");
+    anyhow::ensure!(
+        args.reps > 0 && args.batch > 0,
+        "--reps and --batch must be positive"
+    );
     let timing = run_on(args.backend, BenchJob(args.clone()))?;
     let median = timing.median();
     let (min, max) = (timing.runs_ms[0], *timing.runs_ms.last().unwrap_or(&median));
     let name = format!("{:?}", args.model);
     println!("| model | backend | batch | median ms | min ms | max ms | items/s |");
     println!("|---|---|---|---|---|---|---|");
-    println!("| {name} | {} | {} | {median:.1} | {min:.1} | {max:.1} | {:.2} |", args.backend, args.batch, args.batch as f64 * 1000.0 / median);
+    println!(
+        "| {name} | {} | {} | {median:.1} | {min:.1} | {max:.1} | {:.2} |",
+        args.backend,
+        args.batch,
+        args.batch as f64 * 1000.0 / median
+    );
     if let Some(path) = &args.json {
         let json = serde_json::json!({
             "model": name, "backend": args.backend.name(), "batch": args.batch, "warmup": args.warmup, "reps": args.reps,
             "median_ms": median, "min_ms": min, "max_ms": max, "runs_ms": timing.runs_ms,
         });
-        std::fs::write(path, format!("{json:#}\n")).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, format!("{json:#}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
@@ -103,31 +112,63 @@ impl BackendJob for BenchJob {
         let args = self.0;
         match args.model {
             BenchModel::SwinBase384 | BenchModel::SwinTiny224 => {
-                let config = if args.model == BenchModel::SwinBase384 { SwinConfig::swin_base_384() } else { SwinConfig::swin_tiny_224() };
+                let config = if args.model == BenchModel::SwinBase384 {
+                    SwinConfig::swin_base_384()
+                } else {
+                    SwinConfig::swin_tiny_224()
+                };
                 let model = SwinModel::<B>::new(&config, &device).valid();
                 let size = config.image_size;
-                let pixels = Tensor::<B::InnerBackend, 4>::random([args.batch, 3, size, size], Distribution::Normal(0.0, 1.0), &device);
-                time_runs(&args, &device, || model.forward(pixels.clone()).pooler_output)
+                let pixels = Tensor::<B::InnerBackend, 4>::random(
+                    [args.batch, 3, size, size],
+                    Distribution::Normal(0.0, 1.0),
+                    &device,
+                );
+                time_runs(&args, &device, || {
+                    model.forward(pixels.clone()).pooler_output
+                })
             }
             BenchModel::FiberBase384Fused | BenchModel::FiberBase384Dual => {
                 let config = FiberConfig::fiber_base_384();
-                let model = FiberBackbone::<B>::new(&config, false, &device).expect("the FIBER-Base preset is valid").valid();
+                let model = FiberBackbone::<B>::new(&config, false, &device)
+                    .expect("the FIBER-Base preset is valid")
+                    .valid();
                 let size = config.swin.image_size;
-                let pixels = Tensor::<B::InnerBackend, 4>::random([args.batch, 3, size, size], Distribution::Normal(0.0, 1.0), &device);
-                let ids = Tensor::<B::InnerBackend, 2, Int>::random([args.batch, 40], Distribution::Uniform(3.0, 50000.0), &device);
+                let pixels = Tensor::<B::InnerBackend, 4>::random(
+                    [args.batch, 3, size, size],
+                    Distribution::Normal(0.0, 1.0),
+                    &device,
+                );
+                let ids = Tensor::<B::InnerBackend, 2, Int>::random(
+                    [args.batch, 40],
+                    Distribution::Uniform(3.0, 50000.0),
+                    &device,
+                );
                 let mask = Tensor::<B::InnerBackend, 2, Int>::ones([args.batch, 40], &device);
                 let fused = args.model == BenchModel::FiberBase384Fused;
                 time_runs(&args, &device, || {
-                    let out = if fused { model.forward_fused(pixels.clone(), ids.clone(), mask.clone()) } else { model.forward_dual(pixels.clone(), ids.clone(), mask.clone()) };
+                    let out = if fused {
+                        model.forward_fused(pixels.clone(), ids.clone(), mask.clone())
+                    } else {
+                        model.forward_dual(pixels.clone(), ids.clone(), mask.clone())
+                    };
                     out.text.sum() + out.image.tokens.sum()
                 })
             }
             BenchModel::RobertaBase => {
                 let config = RobertaConfig::roberta_base();
                 let model = RobertaModel::<B>::new(&config, true, &device).valid();
-                let ids = Tensor::<B::InnerBackend, 2, Int>::random([args.batch, 40], Distribution::Uniform(3.0, 50000.0), &device);
+                let ids = Tensor::<B::InnerBackend, 2, Int>::random(
+                    [args.batch, 40],
+                    Distribution::Uniform(3.0, 50000.0),
+                    &device,
+                );
                 let mask = Tensor::<B::InnerBackend, 2, Int>::ones([args.batch, 40], &device);
-                time_runs(&args, &device, || model.forward(ids.clone(), mask.clone(), false).last_hidden_state)
+                time_runs(&args, &device, || {
+                    model
+                        .forward(ids.clone(), mask.clone(), false)
+                        .last_hidden_state
+                })
             }
         }
     }
@@ -135,7 +176,11 @@ impl BackendJob for BenchJob {
 
 /// Times `forward` (synchronising the device, and reading one value back so lazy backends
 /// must finish the work).
-fn time_runs<B: Backend, const D: usize>(args: &BenchArgs, device: &B::Device, forward: impl Fn() -> Tensor<B, D>) -> Timing {
+fn time_runs<B: Backend, const D: usize>(
+    args: &BenchArgs,
+    device: &B::Device,
+    forward: impl Fn() -> Tensor<B, D>,
+) -> Timing {
     let once = || {
         let start = Instant::now();
         let out = forward();

@@ -47,14 +47,28 @@ pub struct ConvertArgs {
 fn print_report(report: &LoadReport) {
     println!("loaded {} tensors", report.loaded.len());
     if !report.initialised.is_empty() {
-        println!("initialised {} new tensors (spec F.3), e.g. {}", report.initialised.len(), report.initialised[0]);
+        println!(
+            "initialised {} new tensors (spec F.3), e.g. {}",
+            report.initialised.len(),
+            report.initialised[0]
+        );
     }
     let mut reasons: Vec<&str> = report.skipped.iter().map(|s| s.reason.as_str()).collect();
     reasons.sort();
     reasons.dedup();
     for reason in reasons {
-        let keys: Vec<&str> = report.skipped.iter().filter(|s| s.reason == reason).map(|s| s.key.as_str()).collect();
-        println!("skipped {} ({reason}): {}{}", keys.len(), keys.iter().take(4).cloned().collect::<Vec<_>>().join(", "), if keys.len() > 4 { ", …" } else { "" });
+        let keys: Vec<&str> = report
+            .skipped
+            .iter()
+            .filter(|s| s.reason == reason)
+            .map(|s| s.key.as_str())
+            .collect();
+        println!(
+            "skipped {} ({reason}): {}{}",
+            keys.len(),
+            keys.iter().take(4).cloned().collect::<Vec<_>>().join(", "),
+            if keys.len() > 4 { ", …" } else { "" }
+        );
     }
 }
 
@@ -63,15 +77,21 @@ pub fn convert(args: ConvertArgs) -> Result<()> {
     type B = burn::backend::NdArray<f32>;
     let device = Default::default();
     let (mut model, config, report, heads) = if let Some(from) = &args.from {
-        let ckpt = FiberCheckpoint::read(from, args.config.as_deref()).with_context(|| format!("reading {}", from.display()))?;
+        let ckpt = FiberCheckpoint::read(from, args.config.as_deref())
+            .with_context(|| format!("reading {}", from.display()))?;
         if let Some(warning) = rank_output_warning(&ckpt.store) {
             eprintln!("warning: {warning}");
         }
-        let caption = args.caption_adapters || fiber_fusion::checkpoint::has_caption_adapters(&ckpt.store);
+        let caption =
+            args.caption_adapters || fiber_fusion::checkpoint::has_caption_adapters(&ckpt.store);
         let mut model = FiberBackbone::<B>::new(&ckpt.config, caption, &device)?;
         let report = model.load_fiber_store(ckpt.store.clone(), args.caption_adapters)?;
         let mut heads = TensorStore::new();
-        for (key, tensor) in ckpt.store.into_iter_sorted().filter(|(k, _)| is_head_key(k)) {
+        for (key, tensor) in ckpt
+            .store
+            .into_iter_sorted()
+            .filter(|(k, _)| is_head_key(k))
+        {
             heads.insert(key, tensor);
         }
         (model, ckpt.config, report, heads)
@@ -80,11 +100,19 @@ pub fn convert(args: ConvertArgs) -> Result<()> {
             (Some(r), Some(s)) => (r, s),
             _ => anyhow::bail!("give either --from CHECKPOINT, or --roberta DIR and --swin FILE"),
         };
-        let config_path = args.config.as_ref().context("--config is required with --roberta/--swin (e.g. the FIBER-Base configuration)")?;
+        let config_path = args.config.as_ref().context(
+            "--config is required with --roberta/--swin (e.g. the FIBER-Base configuration)",
+        )?;
         let config = FiberConfig::load_json(config_path)?;
         let roberta = TensorStore::read_safetensors(roberta_dir.join("model.safetensors"))?;
         let swin = TensorStore::read_any(swin_file)?;
-        let (model, report) = FiberBackbone::<B>::from_unimodal(&config, roberta, swin, args.caption_adapters, &device)?;
+        let (model, report) = FiberBackbone::<B>::from_unimodal(
+            &config,
+            roberta,
+            swin,
+            args.caption_adapters,
+            &device,
+        )?;
         (model, config, report, TensorStore::new())
     };
     print_report(&report);
@@ -135,11 +163,22 @@ pub struct FiberForwardArgs {
 
 /// Runs `fiber-forward`.
 pub fn forward(args: FiberForwardArgs) -> Result<()> {
-    let ckpt = FiberCheckpoint::read(&args.model, args.config.as_deref()).with_context(|| format!("reading {}", args.model.display()))?;
-    let inputs = TensorStore::read_safetensors(&args.input).with_context(|| format!("reading inputs {}", args.input.display()))?;
+    let ckpt = FiberCheckpoint::read(&args.model, args.config.as_deref())
+        .with_context(|| format!("reading {}", args.model.display()))?;
+    let inputs = TensorStore::read_safetensors(&args.input)
+        .with_context(|| format!("reading inputs {}", args.input.display()))?;
     let output = args.output.clone();
-    let store = run_on(args.backend, ForwardJob { ckpt, inputs, mode: args.mode })??;
-    store.write_safetensors(&output).with_context(|| format!("writing {}", output.display()))?;
+    let store = run_on(
+        args.backend,
+        ForwardJob {
+            ckpt,
+            inputs,
+            mode: args.mode,
+        },
+    )??;
+    store
+        .write_safetensors(&output)
+        .with_context(|| format!("writing {}", output.display()))?;
     Ok(())
 }
 
@@ -158,8 +197,16 @@ impl BackendJob for ForwardJob {
         let pixels = float_input::<B::InnerBackend, 4>(&self.inputs, "pixel_values", &device)?;
         let ids = int_input::<B::InnerBackend>(&self.inputs, "input_ids", &device)?;
         let mask = int_input::<B::InnerBackend>(&self.inputs, "attention_mask", &device)?;
-        anyhow::ensure!(ids.dims() == mask.dims(), "input_ids {:?} and attention_mask {:?} differ in shape", ids.dims(), mask.dims());
-        anyhow::ensure!(pixels.dims()[0] == ids.dims()[0], "pixel_values and input_ids differ in batch size");
+        anyhow::ensure!(
+            ids.dims() == mask.dims(),
+            "input_ids {:?} and attention_mask {:?} differ in shape",
+            ids.dims(),
+            mask.dims()
+        );
+        anyhow::ensure!(
+            pixels.dims()[0] == ids.dims()[0],
+            "pixel_values and input_ids differ in batch size"
+        );
         let out = match self.mode {
             Mode::Fused => model.forward_fused(pixels, ids, mask),
             Mode::Dual => model.forward_dual(pixels, ids, mask),

@@ -52,7 +52,9 @@ pub struct HfForwardArgs {
 pub fn run(args: HfForwardArgs) -> Result<()> {
     let output = args.output.clone();
     let store = run_on(args.backend, HfForwardJob(args))??;
-    store.write_safetensors(&output).with_context(|| format!("writing {}", output.display()))?;
+    store
+        .write_safetensors(&output)
+        .with_context(|| format!("writing {}", output.display()))?;
     Ok(())
 }
 
@@ -63,23 +65,32 @@ impl BackendJob for HfForwardJob {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<TensorStore> {
         let args = self.0;
-        let inputs = TensorStore::read_safetensors(&args.input).with_context(|| format!("reading inputs {}", args.input.display()))?;
+        let inputs = TensorStore::read_safetensors(&args.input)
+            .with_context(|| format!("reading inputs {}", args.input.display()))?;
         let mut out = TensorStore::new();
         match args.arch {
             Arch::Roberta | Arch::RobertaMlm => {
                 let ids = int_input::<B::InnerBackend>(&inputs, "input_ids", &device)?;
                 let mask = int_input::<B::InnerBackend>(&inputs, "attention_mask", &device)?;
-                anyhow::ensure!(ids.dims() == mask.dims(), "input_ids {:?} and attention_mask {:?} differ in shape", ids.dims(), mask.dims());
+                anyhow::ensure!(
+                    ids.dims() == mask.dims(),
+                    "input_ids {:?} and attention_mask {:?} differ in shape",
+                    ids.dims(),
+                    mask.dims()
+                );
                 let load_context = || format!("loading {}", args.model_dir.display());
                 if args.arch == Arch::Roberta {
-                    let (model, _) = RobertaModel::<B>::from_pretrained(&args.model_dir, &device).with_context(load_context)?;
+                    let (model, _) = RobertaModel::<B>::from_pretrained(&args.model_dir, &device)
+                        .with_context(load_context)?;
                     let y = model.valid().forward(ids, mask, false);
                     out.insert("last_hidden_state", to_stored(y.last_hidden_state));
                     if let Some(pooled) = y.pooler_output {
                         out.insert("pooler_output", to_stored(pooled));
                     }
                 } else {
-                    let (model, _) = RobertaForMaskedLm::<B>::from_pretrained(&args.model_dir, &device).with_context(load_context)?;
+                    let (model, _) =
+                        RobertaForMaskedLm::<B>::from_pretrained(&args.model_dir, &device)
+                            .with_context(load_context)?;
                     let (hidden, logits) = model.valid().forward(ids, mask);
                     out.insert("last_hidden_state", to_stored(hidden));
                     out.insert("logits", to_stored(logits));
@@ -103,19 +114,49 @@ impl BackendJob for HfForwardJob {
 }
 
 /// Reads a float input of rank `D` by name.
-pub fn float_input<B: Backend, const D: usize>(store: &TensorStore, name: &str, device: &B::Device) -> Result<Tensor<B, D>> {
-    let t = store.get(name).with_context(|| format!("input file has no `{name}` tensor"))?;
-    let values = t.as_f32().with_context(|| format!("`{name}` must be a float tensor"))?;
-    anyhow::ensure!(t.shape.len() == D, "`{name}` must have {D} dimensions, got {:?}", t.shape);
-    Ok(Tensor::from_data(TensorData::new(values.to_vec(), t.shape.clone()), device))
+pub fn float_input<B: Backend, const D: usize>(
+    store: &TensorStore,
+    name: &str,
+    device: &B::Device,
+) -> Result<Tensor<B, D>> {
+    let t = store
+        .get(name)
+        .with_context(|| format!("input file has no `{name}` tensor"))?;
+    let values = t
+        .as_f32()
+        .with_context(|| format!("`{name}` must be a float tensor"))?;
+    anyhow::ensure!(
+        t.shape.len() == D,
+        "`{name}` must have {D} dimensions, got {:?}",
+        t.shape
+    );
+    Ok(Tensor::from_data(
+        TensorData::new(values.to_vec(), t.shape.clone()),
+        device,
+    ))
 }
 
 /// Reads an integer input `[batch, len]` by name.
-pub fn int_input<B: Backend>(store: &TensorStore, name: &str, device: &B::Device) -> Result<Tensor<B, 2, Int>> {
-    let t = store.get(name).with_context(|| format!("input file has no `{name}` tensor"))?;
-    let values = t.as_i64().with_context(|| format!("`{name}` must be an integer tensor"))?;
-    anyhow::ensure!(t.shape.len() == 2, "`{name}` must be [batch, len], got {:?}", t.shape);
-    Ok(Tensor::from_data(TensorData::new(values.to_vec(), t.shape.clone()), device))
+pub fn int_input<B: Backend>(
+    store: &TensorStore,
+    name: &str,
+    device: &B::Device,
+) -> Result<Tensor<B, 2, Int>> {
+    let t = store
+        .get(name)
+        .with_context(|| format!("input file has no `{name}` tensor"))?;
+    let values = t
+        .as_i64()
+        .with_context(|| format!("`{name}` must be an integer tensor"))?;
+    anyhow::ensure!(
+        t.shape.len() == 2,
+        "`{name}` must be [batch, len], got {:?}",
+        t.shape
+    );
+    Ok(Tensor::from_data(
+        TensorData::new(values.to_vec(), t.shape.clone()),
+        device,
+    ))
 }
 
 /// A float tensor as a stored f32 tensor.

@@ -53,7 +53,10 @@ where
 {
     let cli = Cli::try_parse_from(args).map_err(|e| {
         // --help and --version are not failures.
-        if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) {
+        if matches!(
+            e.kind(),
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+        ) {
             let _ = e.print();
             std::process::exit(0);
         }

@@ -25,11 +25,21 @@ pub struct TrainTokenizerArgs {
 
 /// Trains and saves the tokenizer, printing its vocabulary size.
 pub fn run(args: TrainTokenizerArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&args.corpus).with_context(|| format!("reading corpus {}", args.corpus.display()))?;
+    let text = std::fs::read_to_string(&args.corpus)
+        .with_context(|| format!("reading corpus {}", args.corpus.display()))?;
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    anyhow::ensure!(!lines.is_empty(), "corpus {} has no non-empty line", args.corpus.display());
+    anyhow::ensure!(
+        !lines.is_empty(),
+        "corpus {} has no non-empty line",
+        args.corpus.display()
+    );
     let tokenizer = RobertaTokenizer::train(lines.iter(), args.vocab_size, args.min_frequency)?;
     tokenizer.save(&args.output)?;
-    println!("trained on {} lines: vocabulary of {} tokens written to {}", lines.len(), tokenizer.vocab_size(), args.output.display());
+    println!(
+        "trained on {} lines: vocabulary of {} tokens written to {}",
+        lines.len(),
+        tokenizer.vocab_size(),
+        args.output.display()
+    );
     Ok(())
 }

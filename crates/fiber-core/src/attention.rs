@@ -14,7 +14,9 @@ pub const MASKED_SCORE: f32 = -10000.0;
 pub fn padding_mask<B: Backend>(attention_mask: Tensor<B, 2, Int>) -> Tensor<B, 4> {
     let [batch, len] = attention_mask.dims();
     let keep = attention_mask.float();
-    (keep.neg() + 1.0).mul_scalar(MASKED_SCORE).reshape([batch, 1, 1, len])
+    (keep.neg() + 1.0)
+        .mul_scalar(MASKED_SCORE)
+        .reshape([batch, 1, 1, len])
 }
 
 /// Additive causal mask `[1, 1, len, len]`: query `i` may attend to keys `0..=i`.
@@ -26,7 +28,8 @@ pub fn causal_mask<B: Backend>(len: usize, device: &B::Device) -> Tensor<B, 4> {
 /// `[batch, len, heads·head_dim]` → `[batch, heads, len, head_dim]`.
 pub fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
     let [batch, len, width] = x.dims();
-    x.reshape([batch, len, heads, width / heads]).swap_dims(1, 2)
+    x.reshape([batch, len, heads, width / heads])
+        .swap_dims(1, 2)
 }
 
 /// `[batch, heads, len, head_dim]` → `[batch, len, heads·head_dim]`.
@@ -38,7 +41,12 @@ pub fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
 /// Attention probabilities `softmax(q·kᵀ·scale + mask)`:
 /// q `[batch, heads, lq, d]`, k `[batch, heads, lk, d]`, mask broadcastable to
 /// `[batch, heads, lq, lk]` → `[batch, heads, lq, lk]`.
-pub fn attention_probs<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, scale: f64, mask: Option<Tensor<B, 4>>) -> Tensor<B, 4> {
+pub fn attention_probs<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    scale: f64,
+    mask: Option<Tensor<B, 4>>,
+) -> Tensor<B, 4> {
     let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
     let scores = match mask {
         Some(mask) => scores + mask,
@@ -66,10 +74,21 @@ mod tests {
     #[test]
     fn masked_keys_get_zero_probability_and_rows_sum_to_one() {
         let device = Default::default();
-        let q = Tensor::<B, 4>::random([1, 2, 3, 4], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
-        let k = Tensor::<B, 4>::random([1, 2, 3, 4], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let q = Tensor::<B, 4>::random(
+            [1, 2, 3, 4],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let k = Tensor::<B, 4>::random(
+            [1, 2, 3, 4],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
         let mask = padding_mask(Tensor::<B, 2, Int>::from_ints([[1, 0, 1]], &device));
-        let p: Vec<f32> = attention_probs(q, k, 0.5, Some(mask)).into_data().into_vec().unwrap();
+        let p: Vec<f32> = attention_probs(q, k, 0.5, Some(mask))
+            .into_data()
+            .into_vec()
+            .unwrap();
         for row in p.chunks(3) {
             assert_eq!(row[1], 0.0);
             assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);

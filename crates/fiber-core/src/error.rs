@@ -54,7 +54,10 @@ pub struct KeyProblems {
 impl KeyProblems {
     /// Whether nothing is wrong.
     pub fn is_empty(&self) -> bool {
-        self.missing.is_empty() && self.unexpected.is_empty() && self.mismatched.is_empty() && self.wrong_dtype.is_empty()
+        self.missing.is_empty()
+            && self.unexpected.is_empty()
+            && self.mismatched.is_empty()
+            && self.wrong_dtype.is_empty()
     }
 }
 
@@ -69,7 +72,11 @@ impl fmt::Display for KeyProblems {
             self.wrong_dtype.len()
         )?;
         for m in &self.mismatched {
-            writeln!(f, "  wrong shape: {} expected {:?}, checkpoint has {:?}", m.key, m.expected, m.found)?;
+            writeln!(
+                f,
+                "  wrong shape: {} expected {:?}, checkpoint has {:?}",
+                m.key, m.expected, m.found
+            )?;
         }
         for (key, shape) in &self.missing {
             writeln!(f, "  missing:     {key} expected {shape:?}")?;

@@ -1,12 +1,20 @@
 //! Initialisers matching the reference implementations (HuggingFace `_init_weights`, timm).
 
 use burn::module::Param;
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{
+    Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
 use burn::prelude::*;
 
 /// `Linear(d_in → d_out)` with weights from N(0, std²) and a zero bias, as HuggingFace
 /// initialises BERT-family models and FIBER its new heads (spec C.1, F.3).
-pub fn linear_normal<B: Backend>(d_in: usize, d_out: usize, bias: bool, std: f64, device: &B::Device) -> Linear<B> {
+pub fn linear_normal<B: Backend>(
+    d_in: usize,
+    d_out: usize,
+    bias: bool,
+    std: f64,
+    device: &B::Device,
+) -> Linear<B> {
     let mut linear = LinearConfig::new(d_in, d_out)
         .with_bias(bias)
         .with_initializer(Initializer::Normal { mean: 0.0, std })
@@ -19,7 +27,13 @@ pub fn linear_normal<B: Backend>(d_in: usize, d_out: usize, bias: bool, std: f64
 
 /// `Linear(d_in → d_out)` with weights from a normal distribution truncated to ±2·std and a
 /// zero bias (timm's `trunc_normal_(std=.02)` for Swin and the image-side fusion modules).
-pub fn linear_trunc_normal<B: Backend>(d_in: usize, d_out: usize, bias: bool, std: f64, device: &B::Device) -> Linear<B> {
+pub fn linear_trunc_normal<B: Backend>(
+    d_in: usize,
+    d_out: usize,
+    bias: bool,
+    std: f64,
+    device: &B::Device,
+) -> Linear<B> {
     let mut linear = linear_normal(d_in, d_out, bias, std, device);
     let w = linear.weight.val();
     linear.weight = Param::from_tensor(w.clamp(-2.0 * std, 2.0 * std).detach());
@@ -32,12 +46,21 @@ pub fn layer_norm<B: Backend>(d: usize, eps: f64, device: &B::Device) -> LayerNo
 }
 
 /// Embedding table `[n, d]` from N(0, std²); the row `padding_idx`, if given, is zero.
-pub fn embedding_normal<B: Backend>(n: usize, d: usize, std: f64, padding_idx: Option<usize>, device: &B::Device) -> Embedding<B> {
+pub fn embedding_normal<B: Backend>(
+    n: usize,
+    d: usize,
+    std: f64,
+    padding_idx: Option<usize>,
+    device: &B::Device,
+) -> Embedding<B> {
     let mut embedding = EmbeddingConfig::new(n, d)
         .with_initializer(Initializer::Normal { mean: 0.0, std })
         .init(device);
     if let Some(pad) = padding_idx.filter(|&p| p < n) {
-        let w = embedding.weight.val().slice_assign([pad..pad + 1, 0..d], Tensor::zeros([1, d], device));
+        let w = embedding
+            .weight
+            .val()
+            .slice_assign([pad..pad + 1, 0..d], Tensor::zeros([1, d], device));
         embedding.weight = Param::from_tensor(w.detach());
     }
     embedding
@@ -56,10 +79,19 @@ mod tests {
         let w = linear.weight.val();
         assert!(w.is_require_grad());
         let max = w.clone().abs().max().into_scalar();
-        assert!(max <= 0.04 + 1e-7, "truncated at two standard deviations, got {max}");
+        assert!(
+            max <= 0.04 + 1e-7,
+            "truncated at two standard deviations, got {max}"
+        );
         let bias: Vec<f32> = linear.bias.unwrap().val().into_data().into_vec().unwrap();
         assert!(bias.iter().all(|&b| b == 0.0));
-        let pad_row: Vec<f32> = embedding.weight.val().slice([1..2, 0..8]).into_data().into_vec().unwrap();
+        let pad_row: Vec<f32> = embedding
+            .weight
+            .val()
+            .slice([1..2, 0..8])
+            .into_data()
+            .into_vec()
+            .unwrap();
         assert_eq!(pad_row, vec![0.0; 8]);
         let loss = w.sum() + embedding.weight.val().sum();
         let grads = loss.backward();

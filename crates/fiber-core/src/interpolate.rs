@@ -21,8 +21,18 @@ fn taps(dst: usize, in_len: usize, out_len: usize) -> [(usize, f64); 4] {
 
 /// Resamples each of `channels` row-major `h × w` grids stored contiguously in `src`
 /// (`[channels, h, w]`) to `nh × nw` → `[channels, nh, nw]`.
-pub fn bicubic_resize(src: &[f32], channels: usize, (h, w): (usize, usize), (nh, nw): (usize, usize)) -> Vec<f32> {
-    assert_eq!(src.len(), channels * h * w, "bicubic_resize: {} values for {channels}×{h}×{w}", src.len());
+pub fn bicubic_resize(
+    src: &[f32],
+    channels: usize,
+    (h, w): (usize, usize),
+    (nh, nw): (usize, usize),
+) -> Vec<f32> {
+    assert_eq!(
+        src.len(),
+        channels * h * w,
+        "bicubic_resize: {} values for {channels}×{h}×{w}",
+        src.len()
+    );
     let rows: Vec<_> = (0..nh).map(|y| taps(y, h, nh)).collect();
     let cols: Vec<_> = (0..nw).map(|x| taps(x, w, nw)).collect();
     let mut out = Vec::with_capacity(channels * nh * nw);

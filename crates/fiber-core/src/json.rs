@@ -31,11 +31,19 @@ pub enum ConfigFileError {
 
 /// Parses JSON `text`; errors name `path` (may be empty for in-memory text), line and column.
 pub fn parse_json<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigFileError> {
-    serde_json::from_str(text).map_err(|e| ConfigFileError::Parse { path: path.to_path_buf(), line: e.line(), column: e.column(), message: e.to_string() })
+    serde_json::from_str(text).map_err(|e| ConfigFileError::Parse {
+        path: path.to_path_buf(),
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string(),
+    })
 }
 
 /// Reads and parses the JSON file at `path`.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Io { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse_json(&text, path)
 }

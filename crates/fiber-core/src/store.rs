@@ -36,14 +36,30 @@ pub struct StoredTensor {
 impl StoredTensor {
     /// A float tensor; panics if `values.len()` disagrees with the shape (a programming error).
     pub fn f32(shape: Vec<usize>, values: Vec<f32>) -> Self {
-        assert_eq!(shape.iter().product::<usize>(), values.len(), "shape {shape:?} vs {} values", values.len());
-        Self { shape, values: StoredValues::F32(values) }
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            values.len(),
+            "shape {shape:?} vs {} values",
+            values.len()
+        );
+        Self {
+            shape,
+            values: StoredValues::F32(values),
+        }
     }
 
     /// An integer tensor; panics if `values.len()` disagrees with the shape (a programming error).
     pub fn i64(shape: Vec<usize>, values: Vec<i64>) -> Self {
-        assert_eq!(shape.iter().product::<usize>(), values.len(), "shape {shape:?} vs {} values", values.len());
-        Self { shape, values: StoredValues::I64(values) }
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            values.len(),
+            "shape {shape:?} vs {} values",
+            values.len()
+        );
+        Self {
+            shape,
+            values: StoredValues::I64(values),
+        }
     }
 
     /// The values as f32, or `None` for an integer tensor.
@@ -83,9 +99,15 @@ impl TensorStore {
     /// Reads every tensor of a safetensors file.
     pub fn read_safetensors(path: impl AsRef<Path>) -> Result<Self, WeightError> {
         let path = path.as_ref();
-        let bytes = fs::read(path).map_err(|source| WeightError::Io { path: path.to_path_buf(), source })?;
+        let bytes = fs::read(path).map_err(|source| WeightError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_safetensors_bytes(&bytes).map_err(|e| match e {
-            WeightError::Format { message, .. } => WeightError::Format { path: path.to_path_buf(), message },
+            WeightError::Format { message, .. } => WeightError::Format {
+                path: path.to_path_buf(),
+                message,
+            },
             other => other,
         })
     }
@@ -93,30 +115,54 @@ impl TensorStore {
     /// Reads the tensors of a PyTorch file (`.pth`, `.pt`, `.ckpt`, zip or legacy pickle).
     /// Checkpoints often nest the weights under a key; `top_level_key` names it, and with
     /// `None` the keys `state_dict` and `model` are tried before the file's top level.
-    pub fn read_pytorch(path: impl AsRef<Path>, top_level_key: Option<&str>) -> Result<Self, WeightError> {
+    pub fn read_pytorch(
+        path: impl AsRef<Path>,
+        top_level_key: Option<&str>,
+    ) -> Result<Self, WeightError> {
         use burn_store::pytorch::PytorchReader;
         let path = path.as_ref();
         if !path.exists() {
             let source = std::io::Error::new(std::io::ErrorKind::NotFound, "file not found");
-            return Err(WeightError::Io { path: path.to_path_buf(), source });
+            return Err(WeightError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
         }
-        let format = |message: String| WeightError::Format { path: path.to_path_buf(), message };
+        let format = |message: String| WeightError::Format {
+            path: path.to_path_buf(),
+            message,
+        };
         let reader = match top_level_key {
-            Some(key) => PytorchReader::with_top_level_key(path, key).map_err(|e| format(format!("reading `{key}`: {e}")))?,
+            Some(key) => PytorchReader::with_top_level_key(path, key)
+                .map_err(|e| format(format!("reading `{key}`: {e}")))?,
             None => ["state_dict", "model"]
                 .iter()
-                .find_map(|key| PytorchReader::with_top_level_key(path, key).ok().filter(|r| !r.is_empty()))
+                .find_map(|key| {
+                    PytorchReader::with_top_level_key(path, key)
+                        .ok()
+                        .filter(|r| !r.is_empty())
+                })
                 .map(Ok)
                 .unwrap_or_else(|| PytorchReader::new(path).map_err(|e| format(e.to_string())))?,
         };
         let mut store = Self::new();
         for (name, snapshot) in reader.into_tensors() {
-            let data = snapshot.to_data().map_err(|e| format(format!("tensor `{name}`: {e:?}")))?;
+            let data = snapshot
+                .to_data()
+                .map_err(|e| format(format!("tensor `{name}`: {e:?}")))?;
             let shape = data.shape.to_vec();
             let values = if data.dtype.is_float() {
-                StoredValues::F32(data.convert::<f32>().into_vec::<f32>().map_err(|e| format(format!("tensor `{name}`: {e:?}")))?)
+                StoredValues::F32(
+                    data.convert::<f32>()
+                        .into_vec::<f32>()
+                        .map_err(|e| format(format!("tensor `{name}`: {e:?}")))?,
+                )
             } else {
-                StoredValues::I64(data.convert::<i64>().into_vec::<i64>().map_err(|e| format(format!("tensor `{name}`: {e:?}")))?)
+                StoredValues::I64(
+                    data.convert::<i64>()
+                        .into_vec::<i64>()
+                        .map_err(|e| format(format!("tensor `{name}`: {e:?}")))?,
+                )
             };
             store.tensors.insert(name, StoredTensor { shape, values });
         }
@@ -132,20 +178,30 @@ impl TensorStore {
             Some("pth" | "pt" | "ckpt" | "bin") => Self::read_pytorch(path, None),
             _ => Err(WeightError::Format {
                 path: path.to_path_buf(),
-                message: "unknown weight file type: expected .safetensors, .pth, .pt, .ckpt or .bin".into(),
+                message:
+                    "unknown weight file type: expected .safetensors, .pth, .pt, .ckpt or .bin"
+                        .into(),
             }),
         }
     }
 
     /// Parses a safetensors buffer (errors carry an empty path; [`Self::read_safetensors`] fills it).
     pub fn from_safetensors_bytes(bytes: &[u8]) -> Result<Self, WeightError> {
-        let format = |message: String| WeightError::Format { path: PathBuf::new(), message };
-        let file = SafeTensors::deserialize(bytes).map_err(|e| format(format!("not a safetensors file: {e}")))?;
+        let format = |message: String| WeightError::Format {
+            path: PathBuf::new(),
+            message,
+        };
+        let file = SafeTensors::deserialize(bytes)
+            .map_err(|e| format(format!("not a safetensors file: {e}")))?;
         let mut store = Self::new();
         for (name, view) in file.tensors() {
             let shape = view.shape().to_vec();
-            let values = decode(view.dtype(), view.data())
-                .ok_or_else(|| format(format!("tensor `{name}` has unsupported dtype {:?}", view.dtype())))?;
+            let values = decode(view.dtype(), view.data()).ok_or_else(|| {
+                format(format!(
+                    "tensor `{name}` has unsupported dtype {:?}",
+                    view.dtype()
+                ))
+            })?;
             store.tensors.insert(name, StoredTensor { shape, values });
         }
         Ok(store)
@@ -158,8 +214,12 @@ impl TensorStore {
             .iter()
             .map(|(name, t)| {
                 let (dtype, bytes) = match &t.values {
-                    StoredValues::F32(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-                    StoredValues::I64(v) => (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+                    StoredValues::F32(v) => {
+                        (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+                    }
+                    StoredValues::I64(v) => {
+                        (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+                    }
                 };
                 (name.clone(), dtype, t.shape.clone(), bytes)
             })
@@ -167,11 +227,18 @@ impl TensorStore {
         let views = raw
             .iter()
             .map(|(name, dtype, shape, bytes)| {
-                safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes).map(|v| (name.as_str(), v))
+                safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
+                    .map(|v| (name.as_str(), v))
             })
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| WeightError::Format { path: PathBuf::new(), message: e.to_string() })?;
-        safetensors::serialize(views, None).map_err(|e| WeightError::Format { path: PathBuf::new(), message: e.to_string() })
+            .map_err(|e| WeightError::Format {
+                path: PathBuf::new(),
+                message: e.to_string(),
+            })?;
+        safetensors::serialize(views, None).map_err(|e| WeightError::Format {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })
     }
 
     /// Writes the store as a safetensors file atomically (temporary file in the same folder,
@@ -218,10 +285,16 @@ impl TensorStore {
 
     /// Renames every key that starts with `from` so that it starts with `to` instead.
     pub fn rename_prefix(&mut self, from: &str, to: &str) {
-        let moved: Vec<String> = self.tensors.keys().filter(|k| k.starts_with(from)).cloned().collect();
+        let moved: Vec<String> = self
+            .tensors
+            .keys()
+            .filter(|k| k.starts_with(from))
+            .cloned()
+            .collect();
         for key in moved {
             if let Some(t) = self.tensors.remove(&key) {
-                self.tensors.insert(format!("{to}{}", &key[from.len()..]), t);
+                self.tensors
+                    .insert(format!("{to}{}", &key[from.len()..]), t);
             }
         }
     }
@@ -234,7 +307,11 @@ impl TensorStore {
 
 /// The values of a float tensor, row-major, as f32 (reads the tensor back from its device).
 pub fn tensor_values<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
-    tensor.into_data().convert::<f32>().into_vec::<f32>().expect("a float tensor converted to f32 yields f32 values")
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("a float tensor converted to f32 yields f32 values")
 }
 
 impl StoredTensor {
@@ -247,10 +324,19 @@ impl StoredTensor {
 
 /// Writes `bytes` to `path` through a temporary sibling file and a rename.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), WeightError> {
-    let io = |source| WeightError::Io { path: path.to_path_buf(), source };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let io = |source| WeightError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io)?;
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut file = fs::File::create(&tmp)?;
@@ -266,16 +352,38 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), WeightError> {
 
 fn decode(dtype: Dtype, bytes: &[u8]) -> Option<StoredValues> {
     fn chunks<const N: usize>(bytes: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
-        bytes.chunks_exact(N).map(|c| c.try_into().expect("chunks_exact yields N bytes"))
+        bytes
+            .chunks_exact(N)
+            .map(|c| c.try_into().expect("chunks_exact yields N bytes"))
     }
     Some(match dtype {
         Dtype::F32 => StoredValues::F32(chunks::<4>(bytes).map(f32::from_le_bytes).collect()),
-        Dtype::F64 => StoredValues::F32(chunks::<8>(bytes).map(|b| f64::from_le_bytes(b) as f32).collect()),
-        Dtype::F16 => StoredValues::F32(chunks::<2>(bytes).map(|b| half::f16::from_le_bytes(b).to_f32()).collect()),
-        Dtype::BF16 => StoredValues::F32(chunks::<2>(bytes).map(|b| half::bf16::from_le_bytes(b).to_f32()).collect()),
+        Dtype::F64 => StoredValues::F32(
+            chunks::<8>(bytes)
+                .map(|b| f64::from_le_bytes(b) as f32)
+                .collect(),
+        ),
+        Dtype::F16 => StoredValues::F32(
+            chunks::<2>(bytes)
+                .map(|b| half::f16::from_le_bytes(b).to_f32())
+                .collect(),
+        ),
+        Dtype::BF16 => StoredValues::F32(
+            chunks::<2>(bytes)
+                .map(|b| half::bf16::from_le_bytes(b).to_f32())
+                .collect(),
+        ),
         Dtype::I64 => StoredValues::I64(chunks::<8>(bytes).map(i64::from_le_bytes).collect()),
-        Dtype::I32 => StoredValues::I64(chunks::<4>(bytes).map(|b| i32::from_le_bytes(b) as i64).collect()),
-        Dtype::I16 => StoredValues::I64(chunks::<2>(bytes).map(|b| i16::from_le_bytes(b) as i64).collect()),
+        Dtype::I32 => StoredValues::I64(
+            chunks::<4>(bytes)
+                .map(|b| i32::from_le_bytes(b) as i64)
+                .collect(),
+        ),
+        Dtype::I16 => StoredValues::I64(
+            chunks::<2>(bytes)
+                .map(|b| i16::from_le_bytes(b) as i64)
+                .collect(),
+        ),
         Dtype::I8 => StoredValues::I64(bytes.iter().map(|&b| b as i8 as i64).collect()),
         Dtype::U8 | Dtype::BOOL => StoredValues::I64(bytes.iter().map(|&b| b as i64).collect()),
         _ => return None,
@@ -289,7 +397,10 @@ mod tests {
     #[test]
     fn safetensors_round_trip_keeps_names_shapes_and_values() {
         let mut store = TensorStore::new();
-        store.insert("a.weight", StoredTensor::f32(vec![2, 3], vec![1.0, -2.0, 3.5, 0.0, 1e-7, 9.0]));
+        store.insert(
+            "a.weight",
+            StoredTensor::f32(vec![2, 3], vec![1.0, -2.0, 3.5, 0.0, 1e-7, 9.0]),
+        );
         store.insert("ids", StoredTensor::i64(vec![3], vec![0, -1, 1 << 40]));
         let dir = std::env::temp_dir().join(format!("fiber-store-{}", std::process::id()));
         let path = dir.join("w.safetensors");
@@ -305,7 +416,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("bad.safetensors");
         std::fs::write(&path, b"definitely not safetensors").unwrap();
-        let err = TensorStore::read_safetensors(&path).unwrap_err().to_string();
+        let err = TensorStore::read_safetensors(&path)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bad.safetensors"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }

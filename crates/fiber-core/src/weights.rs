@@ -42,14 +42,22 @@ pub fn join_key(prefix: &str, name: &str) -> String {
 
 /// Visits a `Linear` as `{key}.weight` (`[out, in]`) and `{key}.bias` (`[out]`).
 pub fn visit_linear<B: Backend, V: WeightVisitor<B>>(v: &mut V, key: &str, linear: &mut Linear<B>) {
-    v.visit(&format!("{key}.weight"), &mut linear.weight, Layout::Transposed);
+    v.visit(
+        &format!("{key}.weight"),
+        &mut linear.weight,
+        Layout::Transposed,
+    );
     if let Some(bias) = &mut linear.bias {
         v.visit(&format!("{key}.bias"), bias, Layout::Same);
     }
 }
 
 /// Visits a `LayerNorm` as `{key}.weight` and `{key}.bias` (`[d]`).
-pub fn visit_layer_norm<B: Backend, V: WeightVisitor<B>>(v: &mut V, key: &str, norm: &mut LayerNorm<B>) {
+pub fn visit_layer_norm<B: Backend, V: WeightVisitor<B>>(
+    v: &mut V,
+    key: &str,
+    norm: &mut LayerNorm<B>,
+) {
     v.visit(&format!("{key}.weight"), &mut norm.gamma, Layout::Same);
     if let Some(beta) = &mut norm.beta {
         v.visit(&format!("{key}.bias"), beta, Layout::Same);
@@ -57,8 +65,16 @@ pub fn visit_layer_norm<B: Backend, V: WeightVisitor<B>>(v: &mut V, key: &str, n
 }
 
 /// Visits an `Embedding` as `{key}.weight` (`[n, d]`).
-pub fn visit_embedding<B: Backend, V: WeightVisitor<B>>(v: &mut V, key: &str, embedding: &mut Embedding<B>) {
-    v.visit(&format!("{key}.weight"), &mut embedding.weight, Layout::Same);
+pub fn visit_embedding<B: Backend, V: WeightVisitor<B>>(
+    v: &mut V,
+    key: &str,
+    embedding: &mut Embedding<B>,
+) {
+    v.visit(
+        &format!("{key}.weight"),
+        &mut embedding.weight,
+        Layout::Same,
+    );
 }
 
 /// Visits a `Conv2d` as `{key}.weight` (`[out, in, kh, kw]`) and `{key}.bias` (`[out]`).
@@ -139,7 +155,8 @@ impl WeightLoader {
     /// (buffers that are recomputed, heads of another task); they are listed in
     /// [`LoadReport::skipped`] with `reason`.
     pub fn skip_unused(mut self, reason: &str, filter: impl Fn(&str) -> bool + 'static) -> Self {
-        self.skip_unused.push((reason.to_string(), Box::new(filter)));
+        self.skip_unused
+            .push((reason.to_string(), Box::new(filter)));
         self
     }
 
@@ -155,9 +172,16 @@ impl WeightLoader {
                 continue;
             }
             if let Some((reason, _)) = self.skip_unused.iter().find(|(_, f)| f(name)) {
-                self.report.skipped.push(SkippedKey { key: name.to_string(), reason: reason.clone() });
+                self.report.skipped.push(SkippedKey {
+                    key: name.to_string(),
+                    reason: reason.clone(),
+                });
             } else {
-                let shape = self.store.get(name).map(|t| t.shape.clone()).unwrap_or_default();
+                let shape = self
+                    .store
+                    .get(name)
+                    .map(|t| t.shape.clone())
+                    .unwrap_or_default();
                 self.problems.unexpected.push((name.to_string(), shape));
             }
         }
@@ -189,7 +213,12 @@ fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 impl<B: Backend> WeightVisitor<B> for WeightLoader {
-    fn visit<const D: usize>(&mut self, key: &str, param: &mut Param<Tensor<B, D>>, layout: Layout) {
+    fn visit<const D: usize>(
+        &mut self,
+        key: &str,
+        param: &mut Param<Tensor<B, D>>,
+        layout: Layout,
+    ) {
         let burn_shape = param.lazy_shape().to_vec();
         let expected = checkpoint_shape(&burn_shape, layout);
         let Some(stored) = self.store.get(key) else {
@@ -202,7 +231,11 @@ impl<B: Backend> WeightVisitor<B> for WeightLoader {
         };
         self.used.insert(key.to_string());
         if stored.shape != expected {
-            self.problems.mismatched.push(ShapeMismatch { key: key.to_string(), expected, found: stored.shape.clone() });
+            self.problems.mismatched.push(ShapeMismatch {
+                key: key.to_string(),
+                expected,
+                found: stored.shape.clone(),
+            });
             return;
         }
         let Some(values) = stored.as_f32() else {
@@ -239,7 +272,12 @@ impl WeightCollector {
 }
 
 impl<B: Backend> WeightVisitor<B> for WeightCollector {
-    fn visit<const D: usize>(&mut self, key: &str, param: &mut Param<Tensor<B, D>>, layout: Layout) {
+    fn visit<const D: usize>(
+        &mut self,
+        key: &str,
+        param: &mut Param<Tensor<B, D>>,
+        layout: Layout,
+    ) {
         let tensor = param.val();
         let burn_shape = tensor.dims().to_vec();
         let values = crate::store::tensor_values(tensor);
@@ -247,7 +285,10 @@ impl<B: Backend> WeightVisitor<B> for WeightCollector {
             Layout::Same => values,
             Layout::Transposed => transpose(&values, burn_shape[0], burn_shape[1]),
         };
-        self.store.insert(key, StoredTensor::f32(checkpoint_shape(&burn_shape, layout), values));
+        self.store.insert(
+            key,
+            StoredTensor::f32(checkpoint_shape(&burn_shape, layout), values),
+        );
     }
 }
 
@@ -267,7 +308,10 @@ mod tests {
     impl Tiny {
         fn new() -> Self {
             let device = Default::default();
-            Self { dense: LinearConfig::new(3, 2).init(&device), norm: LayerNormConfig::new(2).init(&device) }
+            Self {
+                dense: LinearConfig::new(3, 2).init(&device),
+                norm: LayerNormConfig::new(2).init(&device),
+            }
         }
         fn visit<V: WeightVisitor<B>>(&mut self, v: &mut V) {
             visit_linear(v, "dense", &mut self.dense);
@@ -309,13 +353,25 @@ mod tests {
         store.insert("norm.weight", StoredTensor::i64(vec![2], vec![1, 1]));
         let mut loader = WeightLoader::new(store);
         a.visit(&mut loader);
-        let WeightError::Keys(p) = loader.finish().unwrap_err() else { panic!("expected a key error") };
+        let WeightError::Keys(p) = loader.finish().unwrap_err() else {
+            panic!("expected a key error")
+        };
         assert_eq!(p.missing, vec![("norm.bias".to_string(), vec![2])]);
         assert_eq!(p.unexpected, vec![("extra.weight".to_string(), vec![5])]);
-        assert_eq!(p.mismatched, vec![ShapeMismatch { key: "dense.weight".into(), expected: vec![2, 3], found: vec![3, 2] }]);
+        assert_eq!(
+            p.mismatched,
+            vec![ShapeMismatch {
+                key: "dense.weight".into(),
+                expected: vec![2, 3],
+                found: vec![3, 2]
+            }]
+        );
         assert_eq!(p.wrong_dtype, vec!["norm.weight".to_string()]);
         let text = p.to_string();
-        assert!(text.contains("dense.weight expected [2, 3], checkpoint has [3, 2]"), "{text}");
+        assert!(
+            text.contains("dense.weight expected [2, 3], checkpoint has [3, 2]"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -326,11 +382,19 @@ mod tests {
         store.remove("norm.bias");
         store.insert("buffer.position_ids", StoredTensor::i64(vec![1], vec![0]));
         let mut b = Tiny::new();
-        let mut loader = WeightLoader::new(store).allow_missing(|k| k.starts_with("norm.")).skip_unused("recomputed buffer", |k| k.ends_with("position_ids"));
+        let mut loader = WeightLoader::new(store)
+            .allow_missing(|k| k.starts_with("norm."))
+            .skip_unused("recomputed buffer", |k| k.ends_with("position_ids"));
         b.visit(&mut loader);
         let report = loader.finish().unwrap();
         assert_eq!(report.initialised, vec!["norm.weight", "norm.bias"]);
-        assert_eq!(report.skipped, vec![SkippedKey { key: "buffer.position_ids".into(), reason: "recomputed buffer".into() }]);
+        assert_eq!(
+            report.skipped,
+            vec![SkippedKey {
+                key: "buffer.position_ids".into(),
+                reason: "recomputed buffer".into()
+            }]
+        );
         let gamma: Vec<f32> = b.norm.gamma.val().into_data().into_vec().unwrap();
         assert_eq!(gamma, vec![1.0, 1.0]);
     }

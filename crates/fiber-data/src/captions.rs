@@ -67,17 +67,36 @@ impl CaptionDataset {
     fn retain_images(&self, keep: impl Fn(usize, &ImageRecord) -> bool) -> CaptionDataset {
         let mut out = CaptionDataset::default();
         let mut remap = vec![None; self.images.len()];
-        for (i, image) in self.images.iter().enumerate().filter(|(i, im)| keep(*i, im)) {
+        for (i, image) in self
+            .images
+            .iter()
+            .enumerate()
+            .filter(|(i, im)| keep(*i, im))
+        {
             remap[i] = Some(out.images.len());
             out.images.push(image.clone());
         }
-        out.captions = self.captions.iter().filter_map(|c| remap[c.image].map(|image| CaptionRecord { image, text: c.text.clone() })).collect();
+        out.captions = self
+            .captions
+            .iter()
+            .filter_map(|c| {
+                remap[c.image].map(|image| CaptionRecord {
+                    image,
+                    text: c.text.clone(),
+                })
+            })
+            .collect();
         out
     }
 }
 
 fn array<'a>(value: &'a Value, key: &str, file: &Path) -> Result<&'a Vec<Value>, DataError> {
-    value.get(key).and_then(Value::as_array).ok_or_else(|| DataError::Invalid(format!("{}: no `{key}` array at the top level", file.display())))
+    value.get(key).and_then(Value::as_array).ok_or_else(|| {
+        DataError::Invalid(format!(
+            "{}: no `{key}` array at the top level",
+            file.display()
+        ))
+    })
 }
 
 #[derive(Deserialize)]
@@ -100,7 +119,11 @@ struct KarpathyImage {
 
 /// Reads a Karpathy split file (COCO or Flickr30k); image paths are `filepath/filename` (or
 /// `filename`) under `image_root`.
-pub fn read_karpathy(file: &Path, image_root: &Path, problems: &mut Problems) -> Result<CaptionDataset, DataError> {
+pub fn read_karpathy(
+    file: &Path,
+    image_root: &Path,
+    problems: &mut Problems,
+) -> Result<CaptionDataset, DataError> {
     let value: Value = fiber_core::json::read_json(file)?;
     let mut out = CaptionDataset::default();
     for (i, record) in array(&value, "images", file)?.iter().enumerate() {
@@ -117,7 +140,12 @@ pub fn read_karpathy(file: &Path, image_root: &Path, problems: &mut Problems) ->
             "val" => Split::Val,
             "test" => Split::Test,
             other => {
-                problems.push(ProblemKind::MalformedRecord, file, location, format!("unknown split `{other}`"));
+                problems.push(
+                    ProblemKind::MalformedRecord,
+                    file,
+                    location,
+                    format!("unknown split `{other}`"),
+                );
                 continue;
             }
         };
@@ -133,12 +161,24 @@ pub fn read_karpathy(file: &Path, image_root: &Path, problems: &mut Problems) ->
             }
         };
         let index = out.images.len();
-        out.images.push(ImageRecord { id: image.cocoid.or(image.imgid).unwrap_or(i as u64), path, split });
+        out.images.push(ImageRecord {
+            id: image.cocoid.or(image.imgid).unwrap_or(i as u64),
+            path,
+            split,
+        });
         for (s, sentence) in image.sentences.into_iter().enumerate() {
             if sentence.raw.trim().is_empty() {
-                problems.push(ProblemKind::EmptyText, file, format!("{location}.sentences[{s}]"), "empty caption dropped");
+                problems.push(
+                    ProblemKind::EmptyText,
+                    file,
+                    format!("{location}.sentences[{s}]"),
+                    "empty caption dropped",
+                );
             } else {
-                out.captions.push(CaptionRecord { image: index, text: sentence.raw.trim().to_string() });
+                out.captions.push(CaptionRecord {
+                    image: index,
+                    text: sentence.raw.trim().to_string(),
+                });
             }
         }
     }
@@ -158,7 +198,12 @@ struct CocoCaption {
 }
 
 /// Reads a COCO `captions_*.json` file whose images lie under `image_root`, all in `split`.
-pub fn read_coco_captions(file: &Path, image_root: &Path, split: Split, problems: &mut Problems) -> Result<CaptionDataset, DataError> {
+pub fn read_coco_captions(
+    file: &Path,
+    image_root: &Path,
+    split: Split,
+    problems: &mut Problems,
+) -> Result<CaptionDataset, DataError> {
     let value: Value = fiber_core::json::read_json(file)?;
     let mut out = CaptionDataset::default();
     let mut by_id = std::collections::HashMap::new();
@@ -168,9 +213,15 @@ pub fn read_coco_captions(file: &Path, image_root: &Path, split: Split, problems
             Ok(image) => match resolve_under(image_root, &image.file_name) {
                 Ok(path) => {
                     by_id.insert(image.id, out.images.len());
-                    out.images.push(ImageRecord { id: image.id, path, split });
+                    out.images.push(ImageRecord {
+                        id: image.id,
+                        path,
+                        split,
+                    });
                 }
-                Err(message) => problems.push(ProblemKind::PathOutsideRoot, file, location, message),
+                Err(message) => {
+                    problems.push(ProblemKind::PathOutsideRoot, file, location, message)
+                }
             },
             Err(e) => problems.push(ProblemKind::MalformedRecord, file, location, e.to_string()),
         }
@@ -178,10 +229,23 @@ pub fn read_coco_captions(file: &Path, image_root: &Path, split: Split, problems
     for (i, record) in array(&value, "annotations", file)?.iter().enumerate() {
         let location = format!("annotations[{i}]");
         match serde_json::from_value::<CocoCaption>(record.clone()) {
-            Ok(caption) if caption.caption.trim().is_empty() => problems.push(ProblemKind::EmptyText, file, location, "empty caption dropped"),
+            Ok(caption) if caption.caption.trim().is_empty() => problems.push(
+                ProblemKind::EmptyText,
+                file,
+                location,
+                "empty caption dropped",
+            ),
             Ok(caption) => match by_id.get(&caption.image_id) {
-                Some(&image) => out.captions.push(CaptionRecord { image, text: caption.caption.trim().to_string() }),
-                None => problems.push(ProblemKind::UnknownImage, file, location, format!("image_id {} is not in `images`", caption.image_id)),
+                Some(&image) => out.captions.push(CaptionRecord {
+                    image,
+                    text: caption.caption.trim().to_string(),
+                }),
+                None => problems.push(
+                    ProblemKind::UnknownImage,
+                    file,
+                    location,
+                    format!("image_id {} is not in `images`", caption.image_id),
+                ),
             },
             Err(e) => problems.push(ProblemKind::MalformedRecord, file, location, e.to_string()),
         }

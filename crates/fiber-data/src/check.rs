@@ -13,7 +13,11 @@ use crate::problem::{ProblemKind, Problems};
 /// Decodes every file of `paths` (in parallel); returns the indices of the unusable ones and
 /// records a problem for each.
 pub fn check_images(paths: &[PathBuf], problems: &mut Problems) -> BTreeSet<usize> {
-    let results: Vec<(usize, Result<(), DataError>)> = paths.par_iter().enumerate().map(|(i, p)| (i, load_rgb(p).map(|_| ()))).collect();
+    let results: Vec<(usize, Result<(), DataError>)> = paths
+        .par_iter()
+        .enumerate()
+        .map(|(i, p)| (i, load_rgb(p).map(|_| ())))
+        .collect();
     let mut bad = BTreeSet::new();
     for (i, result) in results {
         match result {
@@ -24,7 +28,12 @@ pub fn check_images(paths: &[PathBuf], problems: &mut Problems) -> BTreeSet<usiz
             }
             Err(DataError::Decode { message, .. }) => {
                 bad.insert(i);
-                problems.push(ProblemKind::CorruptImage, &paths[i], "file", format!("cannot decode image: {message}"));
+                problems.push(
+                    ProblemKind::CorruptImage,
+                    &paths[i],
+                    "file",
+                    format!("cannot decode image: {message}"),
+                );
             }
             Err(e) => {
                 bad.insert(i);

@@ -35,9 +35,19 @@ pub struct Normalization {
 
 impl Normalization {
     /// The coarse stage: RGB in [0, 1], ImageNet mean and std.
-    pub const IMAGENET: Self = Self { scale: 1.0, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], bgr: false };
+    pub const IMAGENET: Self = Self {
+        scale: 1.0,
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
+        bgr: false,
+    };
     /// The fine-grained detector: BGR in [0, 255], the same statistics in BGR order.
-    pub const DETECTION_BGR255: Self = Self { scale: 255.0, mean: [103.530, 116.280, 123.675], std: [57.375, 57.120, 58.395], bgr: true };
+    pub const DETECTION_BGR255: Self = Self {
+        scale: 255.0,
+        mean: [103.530, 116.280, 123.675],
+        std: [57.375, 57.120, 58.395],
+        bgr: true,
+    };
 }
 
 /// An image as three channel planes: `[3, height, width]` row-major f32. Decoded images hold
@@ -57,8 +67,16 @@ pub struct PixelImage {
 impl PixelImage {
     /// A `height × width` image of one RGB colour (not treated as 8-bit).
     pub fn filled(height: usize, width: usize, rgb: [f32; 3]) -> Self {
-        let values = rgb.iter().flat_map(|&v| std::iter::repeat_n(v, height * width)).collect();
-        Self { values, height, width, eight_bit: false }
+        let values = rgb
+            .iter()
+            .flat_map(|&v| std::iter::repeat_n(v, height * width))
+            .collect();
+        Self {
+            values,
+            height,
+            width,
+            eight_bit: false,
+        }
     }
 
     /// Channel `c` as a row-major plane.
@@ -70,13 +88,30 @@ impl PixelImage {
 /// Decodes a JPEG, PNG or WebP file (format from its content) to RGB in [0, 1].
 pub fn load_rgb(path: impl AsRef<Path>) -> Result<PixelImage, DataError> {
     let path = path.as_ref();
-    let io = |source| DataError::Io { path: path.to_path_buf(), source };
-    let decode = |message: String| DataError::Decode { path: path.to_path_buf(), message };
-    let image: DynamicImage = ImageReader::open(path).map_err(io)?.with_guessed_format().map_err(io)?.decode().map_err(|e| decode(e.to_string()))?;
+    let io = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let decode = |message: String| DataError::Decode {
+        path: path.to_path_buf(),
+        message,
+    };
+    let image: DynamicImage = ImageReader::open(path)
+        .map_err(io)?
+        .with_guessed_format()
+        .map_err(io)?
+        .decode()
+        .map_err(|e| decode(e.to_string()))?;
     if image.width() == 0 || image.height() == 0 {
         return Err(decode("the image is empty".into()));
     }
-    let eight_bit = matches!(image, DynamicImage::ImageLuma8(_) | DynamicImage::ImageLumaA8(_) | DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_));
+    let eight_bit = matches!(
+        image,
+        DynamicImage::ImageLuma8(_)
+            | DynamicImage::ImageLumaA8(_)
+            | DynamicImage::ImageRgb8(_)
+            | DynamicImage::ImageRgba8(_)
+    );
     let rgb = image.to_rgb32f();
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
     let mut values = vec![0.0f32; 3 * h * w];
@@ -85,7 +120,12 @@ pub fn load_rgb(path: impl AsRef<Path>) -> Result<PixelImage, DataError> {
             values[(c * h + y as usize) * w + x as usize] = pixel.0[c];
         }
     }
-    Ok(PixelImage { values, height: h, width: w, eight_bit })
+    Ok(PixelImage {
+        values,
+        height: h,
+        width: w,
+        eight_bit,
+    })
 }
 
 /// PIL's bicubic kernel (a = −0.5).
@@ -112,7 +152,9 @@ fn resample_coefficients(in_len: usize, out_len: usize) -> Vec<(usize, Vec<f64>)
             let center = (i as f64 + 0.5) * scale;
             let start = ((center - support + 0.5) as i64).max(0) as usize;
             let end = ((center + support + 0.5) as i64).min(in_len as i64) as usize;
-            let mut weights: Vec<f64> = (start..end).map(|x| bicubic((x as f64 - center + 0.5) / filter_scale)).collect();
+            let mut weights: Vec<f64> = (start..end)
+                .map(|x| bicubic((x as f64 - center + 0.5) / filter_scale))
+                .collect();
             let total: f64 = weights.iter().sum();
             if total != 0.0 {
                 weights.iter_mut().for_each(|w| *w /= total);
@@ -127,7 +169,9 @@ fn resample_coefficients(in_len: usize, out_len: usize) -> Vec<(usize, Vec<f64>)
 /// [0, 1], as PIL does for `uint8` images.
 pub fn resize(image: &PixelImage, height: usize, width: usize) -> Result<PixelImage, DataError> {
     if height == 0 || width == 0 {
-        return Err(DataError::Invalid(format!("cannot resize to {height}×{width}")));
+        return Err(DataError::Invalid(format!(
+            "cannot resize to {height}×{width}"
+        )));
     }
     let (h, w) = (image.height, image.width);
     let columns = resample_coefficients(w, width);
@@ -146,17 +190,32 @@ pub fn resize(image: &PixelImage, height: usize, width: usize) -> Result<PixelIm
         for y in 0..h {
             let src = &plane[y * w..(y + 1) * w];
             for (x, (start, weights)) in columns.iter().enumerate() {
-                horizontal[y * width + x] = level(weights.iter().zip(&src[*start..]).map(|(wt, v)| wt * *v as f64).sum::<f64>());
+                horizontal[y * width + x] = level(
+                    weights
+                        .iter()
+                        .zip(&src[*start..])
+                        .map(|(wt, v)| wt * *v as f64)
+                        .sum::<f64>(),
+                );
             }
         }
         for (start, weights) in &rows {
             for x in 0..width {
-                let v: f64 = weights.iter().enumerate().map(|(k, wt)| wt * horizontal[(start + k) * width + x] as f64).sum();
+                let v: f64 = weights
+                    .iter()
+                    .enumerate()
+                    .map(|(k, wt)| wt * horizontal[(start + k) * width + x] as f64)
+                    .sum();
                 values.push(level(v));
             }
         }
     }
-    Ok(PixelImage { values, height, width, eight_bit: image.eight_bit })
+    Ok(PixelImage {
+        values,
+        height,
+        width,
+        eight_bit: image.eight_bit,
+    })
 }
 
 /// Normalises an RGB image in [0, 1]: `(x·scale − mean) / std` per output channel.
@@ -165,22 +224,39 @@ pub fn normalize(image: &PixelImage, norm: &Normalization) -> PixelImage {
     let mut values = Vec::with_capacity(3 * area);
     for c in 0..3 {
         let source = image.plane(if norm.bgr { 2 - c } else { c });
-        values.extend(source.iter().map(|v| (v * norm.scale - norm.mean[c]) / norm.std[c]));
+        values.extend(
+            source
+                .iter()
+                .map(|v| (v * norm.scale - norm.mean[c]) / norm.std[c]),
+        );
     }
     debug_assert_eq!(values.len(), 3 * area);
-    PixelImage { values, height: image.height, width: image.width, eight_bit: false }
+    PixelImage {
+        values,
+        height: image.height,
+        width: image.width,
+        eight_bit: false,
+    }
 }
 
 /// Coarse-stage preprocessing: square bicubic resize to `size` (aspect ratio not kept), RGB,
 /// ImageNet normalisation.
 pub fn preprocess_square(image: &PixelImage, size: usize) -> Result<PixelImage, DataError> {
-    Ok(normalize(&resize(image, size, size)?, &Normalization::IMAGENET))
+    Ok(normalize(
+        &resize(image, size, size)?,
+        &Normalization::IMAGENET,
+    ))
 }
 
 /// Output size `(height, width)` of the detection resize: the shorter side becomes `shorter`,
 /// unless the longer side would exceed `max_longer`, in which case the shorter side is reduced
 /// so that it does not (maskrcnn-benchmark's rule, including its rounding).
-pub fn detection_size(height: usize, width: usize, shorter: usize, max_longer: usize) -> (usize, usize) {
+pub fn detection_size(
+    height: usize,
+    width: usize,
+    shorter: usize,
+    max_longer: usize,
+) -> (usize, usize) {
     let (min_side, max_side) = (height.min(width) as f64, height.max(width) as f64);
     let mut size = shorter as f64;
     if max_side / min_side * size > max_longer as f64 {
@@ -199,20 +275,44 @@ pub fn detection_size(height: usize, width: usize, shorter: usize, max_longer: u
 
 /// Detection preprocessing: aspect-preserving resize (shorter side `shorter`, longer side at
 /// most `max_longer`), BGR 0–255 normalisation.
-pub fn preprocess_detection(image: &PixelImage, shorter: usize, max_longer: usize) -> Result<PixelImage, DataError> {
+pub fn preprocess_detection(
+    image: &PixelImage,
+    shorter: usize,
+    max_longer: usize,
+) -> Result<PixelImage, DataError> {
     let (h, w) = detection_size(image.height, image.width, shorter, max_longer);
-    Ok(normalize(&resize(image, h, w)?, &Normalization::DETECTION_BGR255))
+    Ok(normalize(
+        &resize(image, h, w)?,
+        &Normalization::DETECTION_BGR255,
+    ))
 }
 
 /// Stacks images into `[batch, 3, H, W]`, zero-padding each at the bottom/right to the largest
 /// height and width rounded up to a multiple of `divisor` (32 for the detector, 1 for none).
 /// Returns the values and `(H, W)`.
-pub fn pad_batch(images: &[PixelImage], divisor: usize) -> Result<(Vec<f32>, (usize, usize)), DataError> {
+pub fn pad_batch(
+    images: &[PixelImage],
+    divisor: usize,
+) -> Result<(Vec<f32>, (usize, usize)), DataError> {
     if images.is_empty() || divisor == 0 {
-        return Err(DataError::Invalid("pad_batch needs at least one image and a positive divisor".into()));
+        return Err(DataError::Invalid(
+            "pad_batch needs at least one image and a positive divisor".into(),
+        ));
     }
-    let h = images.iter().map(|i| i.height).max().unwrap_or(0).div_ceil(divisor) * divisor;
-    let w = images.iter().map(|i| i.width).max().unwrap_or(0).div_ceil(divisor) * divisor;
+    let h = images
+        .iter()
+        .map(|i| i.height)
+        .max()
+        .unwrap_or(0)
+        .div_ceil(divisor)
+        * divisor;
+    let w = images
+        .iter()
+        .map(|i| i.width)
+        .max()
+        .unwrap_or(0)
+        .div_ceil(divisor)
+        * divisor;
     let mut out = vec![0.0f32; images.len() * 3 * h * w];
     for (b, image) in images.iter().enumerate() {
         for c in 0..3 {
@@ -227,12 +327,20 @@ pub fn pad_batch(images: &[PixelImage], divisor: usize) -> Result<(Vec<f32>, (us
 }
 
 /// A batch of equally sized images as a `[batch, 3, H, W]` tensor.
-pub fn to_tensor<B: Backend>(images: &[PixelImage], device: &B::Device) -> Result<Tensor<B, 4>, DataError> {
+pub fn to_tensor<B: Backend>(
+    images: &[PixelImage],
+    device: &B::Device,
+) -> Result<Tensor<B, 4>, DataError> {
     let (values, (h, w)) = pad_batch(images, 1)?;
     if images.iter().any(|i| i.height != h || i.width != w) {
-        return Err(DataError::Invalid("to_tensor needs images of one size; use pad_batch for mixed sizes".into()));
+        return Err(DataError::Invalid(
+            "to_tensor needs images of one size; use pad_batch for mixed sizes".into(),
+        ));
     }
-    Ok(Tensor::from_data(TensorData::new(values, [images.len(), 3, h, w]), device))
+    Ok(Tensor::from_data(
+        TensorData::new(values, [images.len(), 3, h, w]),
+        device,
+    ))
 }
 
 #[cfg(test)]
@@ -253,22 +361,38 @@ mod tests {
     #[test]
     fn grayscale_rgba_and_16_bit_files_decode_to_rgb() {
         let gray = temp("gray.png");
-        GrayImage::from_pixel(3, 2, Luma([51u8])).save(&gray).unwrap();
+        GrayImage::from_pixel(3, 2, Luma([51u8]))
+            .save(&gray)
+            .unwrap();
         let img = load_rgb(&gray).unwrap();
         assert!(pixel(&img, 1, 1).iter().all(|v| (v - 0.2).abs() < 1e-6));
 
         let rgba = temp("rgba.png");
-        RgbaImage::from_pixel(2, 2, Rgba([255u8, 0, 102, 7])).save(&rgba).unwrap();
+        RgbaImage::from_pixel(2, 2, Rgba([255u8, 0, 102, 7]))
+            .save(&rgba)
+            .unwrap();
         let px = pixel(&load_rgb(&rgba).unwrap(), 0, 0);
-        assert!(px.iter().zip([1.0, 0.0, 0.4]).all(|(a, b)| (a - b).abs() < 1e-6), "{px:?}");
+        assert!(
+            px.iter()
+                .zip([1.0, 0.0, 0.4])
+                .all(|(a, b)| (a - b).abs() < 1e-6),
+            "{px:?}"
+        );
 
         let deep = temp("deep.png");
-        ImageBuffer::<Rgb<u16>, Vec<u16>>::from_pixel(2, 2, Rgb([65535u16, 32768, 1])).save(&deep).unwrap();
+        ImageBuffer::<Rgb<u16>, Vec<u16>>::from_pixel(2, 2, Rgb([65535u16, 32768, 1]))
+            .save(&deep)
+            .unwrap();
         let px = pixel(&load_rgb(&deep).unwrap(), 0, 0);
-        assert!((px[1] - 32768.0 / 65535.0).abs() < 1e-6, "16-bit precision is kept: {px:?}");
+        assert!(
+            (px[1] - 32768.0 / 65535.0).abs() < 1e-6,
+            "16-bit precision is kept: {px:?}"
+        );
 
         let jpeg = temp("x.jpg");
-        image::RgbImage::from_pixel(8, 8, Rgb([200u8, 100, 50])).save(&jpeg).unwrap();
+        image::RgbImage::from_pixel(8, 8, Rgb([200u8, 100, 50]))
+            .save(&jpeg)
+            .unwrap();
         let px = pixel(&load_rgb(&jpeg).unwrap(), 4, 4);
         assert!((px[0] - 200.0 / 255.0).abs() < 0.02, "{px:?}");
     }
@@ -278,7 +402,10 @@ mod tests {
         let bad = temp("bad.png");
         std::fs::write(&bad, b"\x89PNG\r\n\x1a\nthis is not really a png").unwrap();
         let err = load_rgb(&bad).unwrap_err().to_string();
-        assert!(err.contains("bad.png") && err.contains("cannot decode"), "{err}");
+        assert!(
+            err.contains("bad.png") && err.contains("cannot decode"),
+            "{err}"
+        );
         let err = load_rgb(temp("missing.jpg")).unwrap_err().to_string();
         assert!(err.contains("missing.jpg"), "{err}");
     }
@@ -289,7 +416,12 @@ mod tests {
         let out = preprocess_square(&img, 12).unwrap();
         assert_eq!((out.height, out.width, out.values.len()), (12, 12, 3 * 144));
         for (c, expected) in [0.0f32, 1.0, -1.0].iter().enumerate() {
-            assert!(out.values[c * 144..(c + 1) * 144].iter().all(|v| (v - expected).abs() < 1e-4), "channel {c}");
+            assert!(
+                out.values[c * 144..(c + 1) * 144]
+                    .iter()
+                    .all(|v| (v - expected).abs() < 1e-4),
+                "channel {c}"
+            );
         }
     }
 
@@ -329,7 +461,9 @@ mod pil_parity {
     use fiber_core::TensorStore;
 
     fn fixture(name: &str) -> std::path::PathBuf {
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/image").join(name)
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/image")
+            .join(name)
     }
 
     /// The resize against PIL's BICUBIC (what torchvision's Resize calls), when shrinking
@@ -340,13 +474,32 @@ mod pil_parity {
     fn bicubic_resize_matches_pil() {
         let image = load_rgb(fixture("photo.png")).unwrap();
         assert!(image.eight_bit);
-        let float_image = PixelImage { eight_bit: false, ..image.clone() };
-        let expected = TensorStore::read_safetensors(fixture("expected_resize.safetensors")).unwrap();
+        let float_image = PixelImage {
+            eight_bit: false,
+            ..image.clone()
+        };
+        let expected =
+            TensorStore::read_safetensors(fixture("expected_resize.safetensors")).unwrap();
         for (name, h, w) in [("down", 12, 16), ("up", 50, 60)] {
-            let reference = |kind: &str| expected.get(&format!("{name}_{kind}")).unwrap().as_f32().unwrap().to_vec();
-            let uint8 = fiber_core::compare::max_abs_diff(&resize(&image, h, w).unwrap().values, &reference("uint8"));
-            let float = fiber_core::compare::max_abs_diff(&resize(&float_image, h, w).unwrap().values, &reference("float"));
-            println!("{name}: max abs difference to PIL uint8 {uint8:.2e}, to PIL float {float:.2e}");
+            let reference = |kind: &str| {
+                expected
+                    .get(&format!("{name}_{kind}"))
+                    .unwrap()
+                    .as_f32()
+                    .unwrap()
+                    .to_vec()
+            };
+            let uint8 = fiber_core::compare::max_abs_diff(
+                &resize(&image, h, w).unwrap().values,
+                &reference("uint8"),
+            );
+            let float = fiber_core::compare::max_abs_diff(
+                &resize(&float_image, h, w).unwrap().values,
+                &reference("float"),
+            );
+            println!(
+                "{name}: max abs difference to PIL uint8 {uint8:.2e}, to PIL float {float:.2e}"
+            );
             assert!(uint8 <= 1.0 / 255.0 + 1e-6, "{name}: {uint8}");
             assert!(float <= 1e-5, "{name}: {float}");
         }

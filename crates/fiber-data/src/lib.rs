@@ -1,19 +1,23 @@
 //! The FIBER data pipeline. So far: image decoding and the preprocessing of spec A.1 (square
 //! bicubic resize with ImageNet normalisation for the coarse stage; aspect-preserving resize,
 //! BGR 0–255 normalisation and padding to a multiple of 32 for detection), readers for caption
-//! datasets (Karpathy, COCO captions), VQAv2 and NLVR2, problem reporting and parallel image checks.
-//! Grounding and detection readers, augmentation and the built-in shapes world follow.
+//! datasets (Karpathy, COCO captions), VQAv2, NLVR2, MDETR grounding and COCO detection (turned
+//! into GLIP-style prompts), problem reporting and parallel image checks.
 
 pub mod captions;
 pub mod check;
 pub mod error;
+pub mod grounding;
 pub mod image;
 pub mod nlvr2;
 pub mod paths;
 pub mod problem;
+pub mod shapes;
 pub mod transforms;
 pub mod vqa;
 
-pub use captions::{read_coco_captions, read_karpathy, CaptionDataset, CaptionRecord, ImageRecord, Split};
+pub use captions::{
+    read_coco_captions, read_karpathy, CaptionDataset, CaptionRecord, ImageRecord, Split,
+};
 pub use error::DataError;
 pub use problem::{Problem, ProblemKind, Problems};

@@ -38,8 +38,16 @@ struct Line {
 
 /// Reads `file` (JSONL); images are resolved under `image_root/images/{split}`. A line that is
 /// not valid JSON or lacks a field is reported with its line number and skipped.
-pub fn read_nlvr2(file: &Path, image_root: &Path, split: &str, problems: &mut Problems) -> Result<Vec<Nlvr2Record>, DataError> {
-    let text = std::fs::read_to_string(file).map_err(|source| DataError::Io { path: file.to_path_buf(), source })?;
+pub fn read_nlvr2(
+    file: &Path,
+    image_root: &Path,
+    split: &str,
+    problems: &mut Problems,
+) -> Result<Vec<Nlvr2Record>, DataError> {
+    let text = std::fs::read_to_string(file).map_err(|source| DataError::Io {
+        path: file.to_path_buf(),
+        source,
+    })?;
     let mut out = Vec::new();
     for (n, raw) in text.lines().enumerate() {
         let location = format!("line {}", n + 1);
@@ -49,7 +57,12 @@ pub fn read_nlvr2(file: &Path, image_root: &Path, split: &str, problems: &mut Pr
         let line: Line = match serde_json::from_str(raw) {
             Ok(line) => line,
             Err(e) => {
-                problems.push(ProblemKind::MalformedRecord, file, location, format!("column {}: {e}", e.column()));
+                problems.push(
+                    ProblemKind::MalformedRecord,
+                    file,
+                    location,
+                    format!("column {}: {e}", e.column()),
+                );
                 continue;
             }
         };
@@ -57,18 +70,33 @@ pub fn read_nlvr2(file: &Path, image_root: &Path, split: &str, problems: &mut Pr
             "true" => true,
             "false" => false,
             other => {
-                problems.push(ProblemKind::MalformedRecord, file, location, format!("label `{other}` is neither True nor False"));
+                problems.push(
+                    ProblemKind::MalformedRecord,
+                    file,
+                    location,
+                    format!("label `{other}` is neither True nor False"),
+                );
                 continue;
             }
         };
         if line.sentence.trim().is_empty() {
-            problems.push(ProblemKind::EmptyText, file, location, "empty sentence dropped");
+            problems.push(
+                ProblemKind::EmptyText,
+                file,
+                location,
+                "empty sentence dropped",
+            );
             continue;
         }
         let prefix = match line.identifier.rsplit_once('-') {
             Some((prefix, _)) => prefix.to_string(),
             None => {
-                problems.push(ProblemKind::MalformedRecord, file, location, format!("identifier `{}` has no `-<n>` suffix", line.identifier));
+                problems.push(
+                    ProblemKind::MalformedRecord,
+                    file,
+                    location,
+                    format!("identifier `{}` has no `-<n>` suffix", line.identifier),
+                );
                 continue;
             }
         };
@@ -77,10 +105,19 @@ pub fn read_nlvr2(file: &Path, image_root: &Path, split: &str, problems: &mut Pr
             Some(serde_json::Value::String(d)) => format!("images/{split}/{d}"),
             _ => format!("images/{split}"),
         };
-        let resolve = |side: usize| resolve_under(image_root, &format!("{folder}/{prefix}-img{side}.png"));
+        let resolve =
+            |side: usize| resolve_under(image_root, &format!("{folder}/{prefix}-img{side}.png"));
         match (resolve(0), resolve(1)) {
-            (Ok(left), Ok(right)) => out.push(Nlvr2Record { identifier: line.identifier, sentence: line.sentence.trim().to_string(), label, left, right }),
-            (Err(message), _) | (_, Err(message)) => problems.push(ProblemKind::PathOutsideRoot, file, location, message),
+            (Ok(left), Ok(right)) => out.push(Nlvr2Record {
+                identifier: line.identifier,
+                sentence: line.sentence.trim().to_string(),
+                label,
+                left,
+                right,
+            }),
+            (Err(message), _) | (_, Err(message)) => {
+                problems.push(ProblemKind::PathOutsideRoot, file, location, message)
+            }
         }
     }
     Ok(out)

@@ -18,7 +18,9 @@ pub fn resolve_under(root: &Path, relative: &str) -> Result<PathBuf, String> {
                 }
                 depth -= 1;
             }
-            Component::RootDir | Component::Prefix(_) => return Err(format!("`{relative}` is an absolute path; image paths must be relative to the data folder")),
+            Component::RootDir | Component::Prefix(_) => return Err(format!(
+                "`{relative}` is an absolute path; image paths must be relative to the data folder"
+            )),
         }
     }
     if depth == 0 {
@@ -34,11 +36,23 @@ mod tests {
     #[test]
     fn paths_inside_the_root_resolve_and_escapes_are_refused() {
         let root = Path::new("data");
-        assert_eq!(resolve_under(root, "val2014/x.jpg").unwrap(), Path::new("data/val2014/x.jpg"));
-        assert_eq!(resolve_under(root, "a/../b.jpg").unwrap(), Path::new("data/a/../b.jpg"));
-        assert!(resolve_under(root, "../secret.jpg").unwrap_err().contains("outside"));
-        assert!(resolve_under(root, "a/../../b.jpg").unwrap_err().contains("outside"));
-        assert!(resolve_under(root, "/etc/passwd").unwrap_err().contains("absolute"));
+        assert_eq!(
+            resolve_under(root, "val2014/x.jpg").unwrap(),
+            Path::new("data/val2014/x.jpg")
+        );
+        assert_eq!(
+            resolve_under(root, "a/../b.jpg").unwrap(),
+            Path::new("data/a/../b.jpg")
+        );
+        assert!(resolve_under(root, "../secret.jpg")
+            .unwrap_err()
+            .contains("outside"));
+        assert!(resolve_under(root, "a/../../b.jpg")
+            .unwrap_err()
+            .contains("outside"));
+        assert!(resolve_under(root, "/etc/passwd")
+            .unwrap_err()
+            .contains("absolute"));
         assert!(resolve_under(root, ".").is_err());
     }
 }

@@ -49,8 +49,19 @@ pub struct Problems {
 
 impl Problems {
     /// Records a problem.
-    pub fn push(&mut self, kind: ProblemKind, file: &Path, location: impl Into<String>, message: impl Into<String>) {
-        self.items.push(Problem { kind, file: file.to_path_buf(), location: location.into(), message: message.into() });
+    pub fn push(
+        &mut self,
+        kind: ProblemKind,
+        file: &Path,
+        location: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        self.items.push(Problem {
+            kind,
+            file: file.to_path_buf(),
+            location: location.into(),
+            message: message.into(),
+        });
     }
 
     /// Number of problems.

@@ -4,14 +4,20 @@
 
 use rand::Rng;
 
-use crate::image::{detection_size, resize, PixelImage};
 use crate::error::DataError;
+use crate::image::{detection_size, resize, PixelImage};
 
 /// An axis-aligned box `[x0, y0, x1, y1]` in pixels.
 pub type BoxXyxy = [f32; 4];
 
 /// The `height × width` window of `image` whose top-left pixel is `(top, left)`.
-pub fn crop(image: &PixelImage, top: usize, left: usize, height: usize, width: usize) -> Result<PixelImage, DataError> {
+pub fn crop(
+    image: &PixelImage,
+    top: usize,
+    left: usize,
+    height: usize,
+    width: usize,
+) -> Result<PixelImage, DataError> {
     if height == 0 || width == 0 || top + height > image.height || left + width > image.width {
         return Err(DataError::Invalid(format!(
             "crop {height}×{width} at ({top}, {left}) does not fit a {}×{} image",
@@ -22,10 +28,16 @@ pub fn crop(image: &PixelImage, top: usize, left: usize, height: usize, width: u
     for c in 0..3 {
         let plane = image.plane(c);
         for y in top..top + height {
-            values.extend_from_slice(&plane[y * image.width + left..y * image.width + left + width]);
+            values
+                .extend_from_slice(&plane[y * image.width + left..y * image.width + left + width]);
         }
     }
-    Ok(PixelImage { values, height, width, eight_bit: image.eight_bit })
+    Ok(PixelImage {
+        values,
+        height,
+        width,
+        eight_bit: image.eight_bit,
+    })
 }
 
 /// The image mirrored left to right.
@@ -37,26 +49,41 @@ pub fn hflip(image: &PixelImage) -> PixelImage {
             values.extend(row.iter().rev());
         }
     }
-    PixelImage { values, ..image.clone() }
+    PixelImage {
+        values,
+        ..image.clone()
+    }
 }
 
 /// Boxes of an image of `width` pixels, mirrored left to right.
 pub fn hflip_boxes(boxes: &[BoxXyxy], width: usize) -> Vec<BoxXyxy> {
     let w = width as f32;
-    boxes.iter().map(|b| [w - b[2], b[1], w - b[0], b[3]]).collect()
+    boxes
+        .iter()
+        .map(|b| [w - b[2], b[1], w - b[0], b[3]])
+        .collect()
 }
 
 /// Boxes of a `from = (height, width)` image scaled to a `to` image.
 pub fn resize_boxes(boxes: &[BoxXyxy], from: (usize, usize), to: (usize, usize)) -> Vec<BoxXyxy> {
     let sy = to.0 as f32 / from.0 as f32;
     let sx = to.1 as f32 / from.1 as f32;
-    boxes.iter().map(|b| [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]).collect()
+    boxes
+        .iter()
+        .map(|b| [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy])
+        .collect()
 }
 
 /// torchvision's `RandomResizedCrop` window: a crop covering `scale` of the area with aspect
 /// ratio in `ratio` (log-uniform), ten tries, then a centre crop with the ratio clamped.
 /// Returns `(top, left, height, width)`.
-pub fn random_resized_crop_window(height: usize, width: usize, scale: (f64, f64), ratio: (f64, f64), rng: &mut impl Rng) -> (usize, usize, usize, usize) {
+pub fn random_resized_crop_window(
+    height: usize,
+    width: usize,
+    scale: (f64, f64),
+    ratio: (f64, f64),
+    rng: &mut impl Rng,
+) -> (usize, usize, usize, usize) {
     let area = (height * width) as f64;
     let (log_lo, log_hi) = (ratio.0.ln(), ratio.1.ln());
     for _ in 0..10 {
@@ -83,18 +110,41 @@ pub fn random_resized_crop_window(height: usize, width: usize, scale: (f64, f64)
 
 /// Fine-tuning crop (spec A.1): RandomResizedCrop with scale 0.5–1 and ratio 3/4–4/3, resized to
 /// `size × size` with the bicubic filter, then a horizontal flip with probability `flip`.
-pub fn random_resized_crop_flip(image: &PixelImage, size: usize, flip: f64, rng: &mut impl Rng) -> Result<PixelImage, DataError> {
-    let (top, left, h, w) = random_resized_crop_window(image.height, image.width, (0.5, 1.0), (3.0 / 4.0, 4.0 / 3.0), rng);
+pub fn random_resized_crop_flip(
+    image: &PixelImage,
+    size: usize,
+    flip: f64,
+    rng: &mut impl Rng,
+) -> Result<PixelImage, DataError> {
+    let (top, left, h, w) = random_resized_crop_window(
+        image.height,
+        image.width,
+        (0.5, 1.0),
+        (3.0 / 4.0, 4.0 / 3.0),
+        rng,
+    );
     let out = resize(&crop(image, top, left, h, w)?, size, size)?;
-    Ok(if rng.random_bool(flip) { hflip(&out) } else { out })
+    Ok(if rng.random_bool(flip) {
+        hflip(&out)
+    } else {
+        out
+    })
 }
 
 /// Detection resize (spec A.1): shorter side `shorter`, longer side at most `max_longer`; the
 /// boxes are scaled with the image.
-pub fn detection_resize(image: &PixelImage, boxes: &[BoxXyxy], shorter: usize, max_longer: usize) -> Result<(PixelImage, Vec<BoxXyxy>), DataError> {
+pub fn detection_resize(
+    image: &PixelImage,
+    boxes: &[BoxXyxy],
+    shorter: usize,
+    max_longer: usize,
+) -> Result<(PixelImage, Vec<BoxXyxy>), DataError> {
     let (h, w) = detection_size(image.height, image.width, shorter, max_longer);
     let resized = resize(image, h, w)?;
-    Ok((resized, resize_boxes(boxes, (image.height, image.width), (h, w))))
+    Ok((
+        resized,
+        resize_boxes(boxes, (image.height, image.width), (h, w)),
+    ))
 }
 
 /// Why a box is unusable, or `None` when it lies inside a `height × width` image with a
@@ -136,7 +186,10 @@ mod tests {
         assert_eq!(flipped.values[6 + 5], 1.0, "pixel (1, 0) moved to (1, 5)");
         assert_eq!(flipped.values[6], 0.0);
         assert_eq!(hflip(&flipped), image);
-        assert_eq!(hflip_boxes(&[[0.0, 1.0, 2.0, 3.0]], 6), vec![[4.0, 1.0, 6.0, 3.0]]);
+        assert_eq!(
+            hflip_boxes(&[[0.0, 1.0, 2.0, 3.0]], 6),
+            vec![[4.0, 1.0, 6.0, 3.0]]
+        );
     }
 
     #[test]
@@ -145,34 +198,51 @@ mod tests {
         let mut a = rand::rngs::StdRng::seed_from_u64(1);
         let mut b = rand::rngs::StdRng::seed_from_u64(1);
         for _ in 0..50 {
-            let (top, left, h, w) = random_resized_crop_window(30, 40, (0.5, 1.0), (0.75, 4.0 / 3.0), &mut a);
+            let (top, left, h, w) =
+                random_resized_crop_window(30, 40, (0.5, 1.0), (0.75, 4.0 / 3.0), &mut a);
             assert!(top + h <= 30 && left + w <= 40);
             let area = (h * w) as f64 / 1200.0;
             assert!((0.45..=1.0).contains(&area), "area fraction {area}");
-            assert_eq!((top, left, h, w), random_resized_crop_window(30, 40, (0.5, 1.0), (0.75, 4.0 / 3.0), &mut b));
+            assert_eq!(
+                (top, left, h, w),
+                random_resized_crop_window(30, 40, (0.5, 1.0), (0.75, 4.0 / 3.0), &mut b)
+            );
         }
         let out = random_resized_crop_flip(&image, 16, 0.5, &mut a).unwrap();
         assert_eq!((out.height, out.width), (16, 16));
-        assert!(out.plane(0).iter().all(|&v| (v - 1.0).abs() < 1e-6), "a crop of a uniform image is uniform");
+        assert!(
+            out.plane(0).iter().all(|&v| (v - 1.0).abs() < 1e-6),
+            "a crop of a uniform image is uniform"
+        );
     }
 
     #[test]
     fn the_detection_resize_moves_boxes_with_the_pixels() {
         let image = image_with_box(60, 80, [20, 10, 60, 40]);
-        let (resized, boxes) = detection_resize(&image, &[[20.0, 10.0, 60.0, 40.0]], 30, 1333).unwrap();
+        let (resized, boxes) =
+            detection_resize(&image, &[[20.0, 10.0, 60.0, 40.0]], 30, 1333).unwrap();
         assert_eq!((resized.height, resized.width), (30, 40));
         assert_eq!(boxes, vec![[10.0, 5.0, 30.0, 20.0]]);
         let red = |y: usize, x: usize| resized.values[y * resized.width + x];
         assert!(red(12, 20) > 0.9, "inside the moved box");
-        assert!(red(2, 2) < 0.1 && red(25, 35) < 0.1, "outside the moved box");
+        assert!(
+            red(2, 2) < 0.1 && red(25, 35) < 0.1,
+            "outside the moved box"
+        );
     }
 
     #[test]
     fn boxes_outside_the_image_or_without_area_are_rejected_with_a_reason() {
         assert_eq!(box_problem(&[1.0, 1.0, 5.0, 5.0], 10, 10), None);
-        assert!(box_problem(&[1.0, 1.0, 1.0, 5.0], 10, 10).unwrap().contains("zero area"));
-        assert!(box_problem(&[1.0, 1.0, 11.0, 5.0], 10, 10).unwrap().contains("outside"));
-        assert!(box_problem(&[f32::NAN, 1.0, 2.0, 5.0], 10, 10).unwrap().contains("non-finite"));
+        assert!(box_problem(&[1.0, 1.0, 1.0, 5.0], 10, 10)
+            .unwrap()
+            .contains("zero area"));
+        assert!(box_problem(&[1.0, 1.0, 11.0, 5.0], 10, 10)
+            .unwrap()
+            .contains("outside"));
+        assert!(box_problem(&[f32::NAN, 1.0, 2.0, 5.0], 10, 10)
+            .unwrap()
+            .contains("non-finite"));
         assert!(crop(&PixelImage::filled(4, 4, [0.0; 3]), 2, 2, 3, 3).is_err());
     }
 }

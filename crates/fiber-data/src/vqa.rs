@@ -15,49 +15,158 @@ use crate::problem::{ProblemKind, Problems};
 /// Default minimum count of an answer to enter the vocabulary (3129 answers on VQAv2).
 pub const DEFAULT_MIN_ANSWER_COUNT: usize = 9;
 
-const PUNCTUATION: [char; 21] = [';', '/', '[', ']', '"', '{', '}', '(', ')', '=', '+', '\\', '_', '-', '>', '<', '@', '`', ',', '?', '!'];
+const PUNCTUATION: [char; 21] = [
+    ';', '/', '[', ']', '"', '{', '}', '(', ')', '=', '+', '\\', '_', '-', '>', '<', '@', '`', ',',
+    '?', '!',
+];
 
 const NUMBERS: [(&str, &str); 12] = [
-    ("none", "0"), ("zero", "0"), ("one", "1"), ("two", "2"), ("three", "3"), ("four", "4"),
-    ("five", "5"), ("six", "6"), ("seven", "7"), ("eight", "8"), ("nine", "9"), ("ten", "10"),
+    ("none", "0"),
+    ("zero", "0"),
+    ("one", "1"),
+    ("two", "2"),
+    ("three", "3"),
+    ("four", "4"),
+    ("five", "5"),
+    ("six", "6"),
+    ("seven", "7"),
+    ("eight", "8"),
+    ("nine", "9"),
+    ("ten", "10"),
 ];
 
 const ARTICLES: [&str; 3] = ["a", "an", "the"];
 
 /// The official evaluation's contraction table (spelling without apostrophe → with).
 const CONTRACTIONS: [(&str, &str); 120] = [
-    ("aint", "ain't"), ("arent", "aren't"), ("cant", "can't"), ("couldve", "could've"), ("couldnt", "couldn't"),
-    ("couldn'tve", "couldn't've"), ("couldnt've", "couldn't've"), ("didnt", "didn't"), ("doesnt", "doesn't"), ("dont", "don't"),
-    ("hadnt", "hadn't"), ("hadnt've", "hadn't've"), ("hadn'tve", "hadn't've"), ("hasnt", "hasn't"), ("havent", "haven't"),
-    ("hed", "he'd"), ("hed've", "he'd've"), ("he'dve", "he'd've"), ("hes", "he's"), ("howd", "how'd"), ("howll", "how'll"),
-    ("hows", "how's"), ("Id've", "I'd've"), ("I'dve", "I'd've"), ("Im", "I'm"), ("Ive", "I've"), ("isnt", "isn't"),
-    ("itd", "it'd"), ("itd've", "it'd've"), ("it'dve", "it'd've"), ("itll", "it'll"), ("let's", "let's"), ("maam", "ma'am"),
-    ("mightnt", "mightn't"), ("mightnt've", "mightn't've"), ("mightn'tve", "mightn't've"), ("mightve", "might've"),
-    ("mustnt", "mustn't"), ("mustve", "must've"), ("neednt", "needn't"), ("notve", "not've"), ("oclock", "o'clock"),
-    ("oughtnt", "oughtn't"), ("ow's'at", "'ow's'at"), ("'ows'at", "'ow's'at"), ("'ow'sat", "'ow's'at"), ("shant", "shan't"),
-    ("shed've", "she'd've"), ("she'dve", "she'd've"), ("she's", "she's"), ("shouldve", "should've"), ("shouldnt", "shouldn't"),
-    ("shouldnt've", "shouldn't've"), ("shouldn'tve", "shouldn't've"), ("somebody'd", "somebodyd"), ("somebodyd've", "somebody'd've"),
-    ("somebody'dve", "somebody'd've"), ("somebodyll", "somebody'll"), ("somebodys", "somebody's"), ("someoned", "someone'd"),
-    ("someoned've", "someone'd've"), ("someone'dve", "someone'd've"), ("someonell", "someone'll"), ("someones", "someone's"),
-    ("somethingd", "something'd"), ("somethingd've", "something'd've"), ("something'dve", "something'd've"),
-    ("somethingll", "something'll"), ("thats", "that's"), ("thered", "there'd"), ("thered've", "there'd've"),
-    ("there'dve", "there'd've"), ("therere", "there're"), ("theres", "there's"), ("theyd", "they'd"), ("theyd've", "they'd've"),
-    ("they'dve", "they'd've"), ("theyll", "they'll"), ("theyre", "they're"), ("theyve", "they've"), ("twas", "'twas"),
-    ("wasnt", "wasn't"), ("wed've", "we'd've"), ("we'dve", "we'd've"), ("weve", "we've"), ("werent", "weren't"),
-    ("whatll", "what'll"), ("whatre", "what're"), ("whats", "what's"), ("whatve", "what've"), ("whens", "when's"),
-    ("whered", "where'd"), ("wheres", "where's"), ("whereve", "where've"), ("whod", "who'd"), ("whod've", "who'd've"),
-    ("who'dve", "who'd've"), ("wholl", "who'll"), ("whos", "who's"), ("whove", "who've"), ("whyll", "why'll"),
-    ("whyre", "why're"), ("whys", "why's"), ("wont", "won't"), ("wouldve", "would've"), ("wouldnt", "wouldn't"),
-    ("wouldnt've", "wouldn't've"), ("wouldn'tve", "wouldn't've"), ("yall", "y'all"), ("yall'll", "y'all'll"),
-    ("y'allll", "y'all'll"), ("yall'd've", "y'all'd've"), ("y'alld've", "y'all'd've"), ("y'all'dve", "y'all'd've"),
-    ("youd", "you'd"), ("youd've", "you'd've"), ("you'dve", "you'd've"), ("youll", "you'll"), ("youre", "you're"),
+    ("aint", "ain't"),
+    ("arent", "aren't"),
+    ("cant", "can't"),
+    ("couldve", "could've"),
+    ("couldnt", "couldn't"),
+    ("couldn'tve", "couldn't've"),
+    ("couldnt've", "couldn't've"),
+    ("didnt", "didn't"),
+    ("doesnt", "doesn't"),
+    ("dont", "don't"),
+    ("hadnt", "hadn't"),
+    ("hadnt've", "hadn't've"),
+    ("hadn'tve", "hadn't've"),
+    ("hasnt", "hasn't"),
+    ("havent", "haven't"),
+    ("hed", "he'd"),
+    ("hed've", "he'd've"),
+    ("he'dve", "he'd've"),
+    ("hes", "he's"),
+    ("howd", "how'd"),
+    ("howll", "how'll"),
+    ("hows", "how's"),
+    ("Id've", "I'd've"),
+    ("I'dve", "I'd've"),
+    ("Im", "I'm"),
+    ("Ive", "I've"),
+    ("isnt", "isn't"),
+    ("itd", "it'd"),
+    ("itd've", "it'd've"),
+    ("it'dve", "it'd've"),
+    ("itll", "it'll"),
+    ("let's", "let's"),
+    ("maam", "ma'am"),
+    ("mightnt", "mightn't"),
+    ("mightnt've", "mightn't've"),
+    ("mightn'tve", "mightn't've"),
+    ("mightve", "might've"),
+    ("mustnt", "mustn't"),
+    ("mustve", "must've"),
+    ("neednt", "needn't"),
+    ("notve", "not've"),
+    ("oclock", "o'clock"),
+    ("oughtnt", "oughtn't"),
+    ("ow's'at", "'ow's'at"),
+    ("'ows'at", "'ow's'at"),
+    ("'ow'sat", "'ow's'at"),
+    ("shant", "shan't"),
+    ("shed've", "she'd've"),
+    ("she'dve", "she'd've"),
+    ("she's", "she's"),
+    ("shouldve", "should've"),
+    ("shouldnt", "shouldn't"),
+    ("shouldnt've", "shouldn't've"),
+    ("shouldn'tve", "shouldn't've"),
+    ("somebody'd", "somebodyd"),
+    ("somebodyd've", "somebody'd've"),
+    ("somebody'dve", "somebody'd've"),
+    ("somebodyll", "somebody'll"),
+    ("somebodys", "somebody's"),
+    ("someoned", "someone'd"),
+    ("someoned've", "someone'd've"),
+    ("someone'dve", "someone'd've"),
+    ("someonell", "someone'll"),
+    ("someones", "someone's"),
+    ("somethingd", "something'd"),
+    ("somethingd've", "something'd've"),
+    ("something'dve", "something'd've"),
+    ("somethingll", "something'll"),
+    ("thats", "that's"),
+    ("thered", "there'd"),
+    ("thered've", "there'd've"),
+    ("there'dve", "there'd've"),
+    ("therere", "there're"),
+    ("theres", "there's"),
+    ("theyd", "they'd"),
+    ("theyd've", "they'd've"),
+    ("they'dve", "they'd've"),
+    ("theyll", "they'll"),
+    ("theyre", "they're"),
+    ("theyve", "they've"),
+    ("twas", "'twas"),
+    ("wasnt", "wasn't"),
+    ("wed've", "we'd've"),
+    ("we'dve", "we'd've"),
+    ("weve", "we've"),
+    ("werent", "weren't"),
+    ("whatll", "what'll"),
+    ("whatre", "what're"),
+    ("whats", "what's"),
+    ("whatve", "what've"),
+    ("whens", "when's"),
+    ("whered", "where'd"),
+    ("wheres", "where's"),
+    ("whereve", "where've"),
+    ("whod", "who'd"),
+    ("whod've", "who'd've"),
+    ("who'dve", "who'd've"),
+    ("wholl", "who'll"),
+    ("whos", "who's"),
+    ("whove", "who've"),
+    ("whyll", "why'll"),
+    ("whyre", "why're"),
+    ("whys", "why's"),
+    ("wont", "won't"),
+    ("wouldve", "would've"),
+    ("wouldnt", "wouldn't"),
+    ("wouldnt've", "wouldn't've"),
+    ("wouldn'tve", "wouldn't've"),
+    ("yall", "y'all"),
+    ("yall'll", "y'all'll"),
+    ("y'allll", "y'all'll"),
+    ("yall'd've", "y'all'd've"),
+    ("y'alld've", "y'all'd've"),
+    ("y'all'dve", "y'all'd've"),
+    ("youd", "you'd"),
+    ("youd've", "you'd've"),
+    ("you'dve", "you'd've"),
+    ("youll", "you'll"),
+    ("youre", "you're"),
     ("youve", "you've"),
 ];
 
 /// Whether `text` contains a digit, a comma and a digit in a row (the evaluation's `commaStrip`).
 fn has_digit_comma_digit(text: &str) -> bool {
     let chars: Vec<char> = text.chars().collect();
-    chars.windows(3).any(|w| w[0].is_ascii_digit() && w[1] == ',' && w[2].is_ascii_digit())
+    chars
+        .windows(3)
+        .any(|w| w[0].is_ascii_digit() && w[1] == ',' && w[2].is_ascii_digit())
 }
 
 /// Normalises an answer as the official VQA evaluation (and ViLT/METER/FIBER's answer
@@ -88,9 +197,21 @@ pub fn normalize_answer(answer: &str) -> String {
     let words: Vec<String> = without_periods
         .to_lowercase()
         .split_whitespace()
-        .map(|w| NUMBERS.iter().find(|(k, _)| *k == w).map(|(_, v)| v.to_string()).unwrap_or_else(|| w.to_string()))
+        .map(|w| {
+            NUMBERS
+                .iter()
+                .find(|(k, _)| *k == w)
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_else(|| w.to_string())
+        })
         .filter(|w| !ARTICLES.contains(&w.as_str()))
-        .map(|w| CONTRACTIONS.iter().find(|(k, _)| *k == w).map(|(_, v)| v.to_string()).unwrap_or(w))
+        .map(|w| {
+            CONTRACTIONS
+                .iter()
+                .find(|(k, _)| *k == w)
+                .map(|(_, v)| v.to_string())
+                .unwrap_or(w)
+        })
         .collect();
     words.join(" ").replace(',', "")
 }
@@ -138,10 +259,17 @@ impl AnswerVocab {
         for r in records.iter().filter(|r| !r.answer.is_empty()) {
             *counts.entry(r.answer.as_str()).or_default() += 1;
         }
-        let mut kept: Vec<(&str, usize)> = counts.into_iter().filter(|(_, c)| *c >= min_count).collect();
+        let mut kept: Vec<(&str, usize)> = counts
+            .into_iter()
+            .filter(|(_, c)| *c >= min_count)
+            .collect();
         kept.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         let answers: Vec<String> = kept.into_iter().map(|(a, _)| a.to_string()).collect();
-        let index = answers.iter().enumerate().map(|(i, a)| (a.clone(), i)).collect();
+        let index = answers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.clone(), i))
+            .collect();
         Self { answers, index }
     }
 
@@ -170,7 +298,10 @@ impl AnswerVocab {
                 *counts.entry(class).or_default() += 1;
             }
         }
-        let mut targets: Vec<(usize, f32)> = counts.into_iter().map(|(c, n)| (c, soft_score(n))).collect();
+        let mut targets: Vec<(usize, f32)> = counts
+            .into_iter()
+            .map(|(c, n)| (c, soft_score(n)))
+            .collect();
         targets.sort_by_key(|t| t.0);
         targets
     }
@@ -197,19 +328,40 @@ struct Annotation {
 
 /// Reads a VQA questions file and, when given, its annotations file. Images are
 /// `{image_prefix}{image_id:012}.jpg` under `image_root` (e.g. `COCO_train2014_`).
-pub fn read_vqa(questions: &Path, annotations: Option<&Path>, image_root: &Path, image_prefix: &str, problems: &mut Problems) -> Result<Vec<VqaRecord>, DataError> {
+pub fn read_vqa(
+    questions: &Path,
+    annotations: Option<&Path>,
+    image_root: &Path,
+    image_prefix: &str,
+    problems: &mut Problems,
+) -> Result<Vec<VqaRecord>, DataError> {
     let value: Value = fiber_core::json::read_json(questions)?;
-    let list = value.get("questions").and_then(Value::as_array).ok_or_else(|| DataError::Invalid(format!("{}: no `questions` array", questions.display())))?;
+    let list = value
+        .get("questions")
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            DataError::Invalid(format!("{}: no `questions` array", questions.display()))
+        })?;
     let mut answers: HashMap<u64, Annotation> = HashMap::new();
     if let Some(file) = annotations {
         let value: Value = fiber_core::json::read_json(file)?;
-        let list = value.get("annotations").and_then(Value::as_array).ok_or_else(|| DataError::Invalid(format!("{}: no `annotations` array", file.display())))?;
+        let list = value
+            .get("annotations")
+            .and_then(Value::as_array)
+            .ok_or_else(|| {
+                DataError::Invalid(format!("{}: no `annotations` array", file.display()))
+            })?;
         for (i, record) in list.iter().enumerate() {
             match serde_json::from_value::<Annotation>(record.clone()) {
                 Ok(a) => {
                     answers.insert(a.question_id, a);
                 }
-                Err(e) => problems.push(ProblemKind::MalformedRecord, file, format!("annotations[{i}]"), e.to_string()),
+                Err(e) => problems.push(
+                    ProblemKind::MalformedRecord,
+                    file,
+                    format!("annotations[{i}]"),
+                    e.to_string(),
+                ),
             }
         }
     }
@@ -219,30 +371,59 @@ pub fn read_vqa(questions: &Path, annotations: Option<&Path>, image_root: &Path,
         let q: Question = match serde_json::from_value(record.clone()) {
             Ok(q) => q,
             Err(e) => {
-                problems.push(ProblemKind::MalformedRecord, questions, location, e.to_string());
+                problems.push(
+                    ProblemKind::MalformedRecord,
+                    questions,
+                    location,
+                    e.to_string(),
+                );
                 continue;
             }
         };
         if q.question.trim().is_empty() {
-            problems.push(ProblemKind::EmptyText, questions, location, "empty question dropped");
+            problems.push(
+                ProblemKind::EmptyText,
+                questions,
+                location,
+                "empty question dropped",
+            );
             continue;
         }
-        let image = match resolve_under(image_root, &format!("{image_prefix}{:012}.jpg", q.image_id)) {
-            Ok(path) => path,
-            Err(message) => {
-                problems.push(ProblemKind::PathOutsideRoot, questions, location, message);
-                continue;
-            }
-        };
+        let image =
+            match resolve_under(image_root, &format!("{image_prefix}{:012}.jpg", q.image_id)) {
+                Ok(path) => path,
+                Err(message) => {
+                    problems.push(ProblemKind::PathOutsideRoot, questions, location, message);
+                    continue;
+                }
+            };
         let (answer, given) = match (annotations, answers.remove(&q.question_id)) {
             (None, _) => (String::new(), Vec::new()),
-            (Some(_), Some(a)) => (normalize_answer(&a.multiple_choice_answer), a.answers.iter().map(|x| normalize_answer(&x.answer)).collect()),
+            (Some(_), Some(a)) => (
+                normalize_answer(&a.multiple_choice_answer),
+                a.answers
+                    .iter()
+                    .map(|x| normalize_answer(&x.answer))
+                    .collect(),
+            ),
             (Some(file), None) => {
-                problems.push(ProblemKind::MalformedRecord, file, format!("question_id {}", q.question_id), "question has no annotation");
+                problems.push(
+                    ProblemKind::MalformedRecord,
+                    file,
+                    format!("question_id {}", q.question_id),
+                    "question has no annotation",
+                );
                 continue;
             }
         };
-        out.push(VqaRecord { question_id: q.question_id, image_id: q.image_id, image, question: q.question.trim().to_string(), answer, answers: given });
+        out.push(VqaRecord {
+            question_id: q.question_id,
+            image_id: q.image_id,
+            image,
+            question: q.question.trim().to_string(),
+            answer,
+            answers: given,
+        });
     }
     Ok(out)
 }
@@ -266,6 +447,9 @@ mod tests {
 
     #[test]
     fn soft_scores_follow_the_annotator_count() {
-        assert_eq!([0, 1, 2, 3, 4, 10].map(soft_score), [0.0, 0.3, 0.6, 0.9, 1.0, 1.0]);
+        assert_eq!(
+            [0, 1, 2, 3, 4, 10].map(soft_score),
+            [0.0, 0.3, 0.6, 0.9, 1.0, 1.0]
+        );
     }
 }

@@ -40,20 +40,30 @@ pub struct ImageState<B: Backend> {
 
 fn index_tensor<B: Backend>(indices: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
     let values: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
-    Tensor::from_data(burn::tensor::TensorData::new(values, [indices.len()]), device)
+    Tensor::from_data(
+        burn::tensor::TensorData::new(values, [indices.len()]),
+        device,
+    )
 }
 
 impl<B: Backend> TextState<B> {
     /// Rows `indices` of the batch (repeats allowed), e.g. hard-negative texts.
     pub fn select(&self, indices: &[usize]) -> Self {
         let idx = index_tensor::<B>(indices, &self.hidden.device());
-        Self { hidden: self.hidden.clone().select(0, idx.clone()), mask: self.mask.clone().select(0, idx) }
+        Self {
+            hidden: self.hidden.clone().select(0, idx.clone()),
+            mask: self.mask.clone().select(0, idx),
+        }
     }
 
     /// Concatenates batches of equal text length.
     pub fn cat(parts: Vec<Self>) -> Self {
-        let (hidden, mask): (Vec<_>, Vec<_>) = parts.into_iter().map(|p| (p.hidden, p.mask)).unzip();
-        Self { hidden: Tensor::cat(hidden, 0), mask: Tensor::cat(mask, 0) }
+        let (hidden, mask): (Vec<_>, Vec<_>) =
+            parts.into_iter().map(|p| (p.hidden, p.mask)).unzip();
+        Self {
+            hidden: Tensor::cat(hidden, 0),
+            mask: Tensor::cat(mask, 0),
+        }
     }
 }
 
@@ -61,14 +71,26 @@ impl<B: Backend> ImageState<B> {
     /// Rows `indices` of the batch (repeats allowed), e.g. hard-negative images.
     pub fn select(&self, indices: &[usize]) -> Self {
         let idx = index_tensor::<B>(indices, &self.map.tokens.device());
-        Self { map: FeatureMap { tokens: self.map.tokens.clone().select(0, idx), ..self.map.clone() }, stage: self.stage }
+        Self {
+            map: FeatureMap {
+                tokens: self.map.tokens.clone().select(0, idx),
+                ..self.map.clone()
+            },
+            stage: self.stage,
+        }
     }
 
     /// Concatenates batches on the same grid and stage.
     pub fn cat(parts: Vec<Self>) -> Self {
         let first = parts[0].clone();
         let tokens = Tensor::cat(parts.into_iter().map(|p| p.map.tokens).collect(), 0);
-        Self { map: FeatureMap { tokens, ..first.map }, stage: first.stage }
+        Self {
+            map: FeatureMap {
+                tokens,
+                ..first.map
+            },
+            stage: first.stage,
+        }
     }
 }
 
@@ -108,7 +130,11 @@ pub struct FiberBackbone<B: Backend> {
 impl<B: Backend> FiberBackbone<B> {
     /// A freshly initialised backbone; with `caption_adapters` the captioning adapters are
     /// created too. New fusion modules start as spec F.3 says (gates at 0).
-    pub fn new(config: &FiberConfig, caption_adapters: bool, device: &B::Device) -> Result<Self, FusionError> {
+    pub fn new(
+        config: &FiberConfig,
+        caption_adapters: bool,
+        device: &B::Device,
+    ) -> Result<Self, FusionError> {
         config.validate()?;
         let pairs = config.fused_pairs();
         let text_width = config.roberta.hidden_size;
@@ -117,15 +143,28 @@ impl<B: Backend> FiberBackbone<B> {
             .iter()
             .map(|p| {
                 let dim = config.swin.stage_dim(p.stage);
-                ImageToTextAttention::new(dim, text_width, config.swin.num_heads[p.stage], config.fusion_version, 1e-5, device)
+                ImageToTextAttention::new(
+                    dim,
+                    text_width,
+                    config.swin.num_heads[p.stage],
+                    config.fusion_version,
+                    1e-5,
+                    device,
+                )
             })
             .collect();
-        let t2i = pairs.iter().map(|p| TextToImageAttention::new(&config.roberta, config.swin.stage_dim(p.stage), device)).collect();
+        let t2i = pairs
+            .iter()
+            .map(|p| {
+                TextToImageAttention::new(&config.roberta, config.swin.stage_dim(p.stage), device)
+            })
+            .collect();
         let caption_adapters = pairs
             .iter()
             .map(|p| {
                 let dim = config.swin.stage_dim(p.stage);
-                (caption_adapters && dim != last_width).then(|| linear_normal(last_width, dim, true, config.initializer_range, device))
+                (caption_adapters && dim != last_width)
+                    .then(|| linear_normal(last_width, dim, true, config.initializer_range, device))
             })
             .collect();
         Ok(Self {
@@ -143,8 +182,16 @@ impl<B: Backend> FiberBackbone<B> {
     fn enter_stage(&self, mut state: ImageState<B>, stage: usize) -> ImageState<B> {
         while state.stage < stage {
             let map = state.map;
-            let (tokens, (height, width)) = self.vit_model.layers[state.stage].merge(map.tokens, (map.height, map.width));
-            state = ImageState { map: FeatureMap { tokens, height, width }, stage: state.stage + 1 };
+            let (tokens, (height, width)) =
+                self.vit_model.layers[state.stage].merge(map.tokens, (map.height, map.width));
+            state = ImageState {
+                map: FeatureMap {
+                    tokens,
+                    height,
+                    width,
+                },
+                stage: state.stage + 1,
+            };
         }
         state
     }
@@ -154,7 +201,14 @@ impl<B: Backend> FiberBackbone<B> {
         let map = state.map;
         let grid = (map.height, map.width);
         let tokens = self.vit_model.layers[state.stage].forward_blocks(map.tokens, grid, blocks);
-        ImageState { map: FeatureMap { tokens, height: grid.0, width: grid.1 }, stage: state.stage }
+        ImageState {
+            map: FeatureMap {
+                tokens,
+                height: grid.0,
+                width: grid.1,
+            },
+            stage: state.stage,
+        }
     }
 
     /// Uni-modal image prefix: pixels `[batch, 3, H, W]` → the state entering the first fused
@@ -162,7 +216,10 @@ impl<B: Backend> FiberBackbone<B> {
     /// first fused stage).
     pub fn image_prefix(&self, pixels: Tensor<B, 4>) -> ImageState<B> {
         let first = self.pairs[0];
-        let state = ImageState { map: self.vit_model.embed(pixels), stage: 0 };
+        let state = ImageState {
+            map: self.vit_model.embed(pixels),
+            stage: 0,
+        };
         let mut state = state;
         for s in 0..first.stage {
             state = self.run_blocks(state, 0..self.vit_model.layers[s].blocks.len());
@@ -173,17 +230,31 @@ impl<B: Backend> FiberBackbone<B> {
 
     /// Uni-modal text prefix: ids and padding mask `[batch, len]` → embeddings through the last
     /// unfused layer, with the additive mask.
-    pub fn text_prefix(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>) -> TextState<B> {
+    pub fn text_prefix(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+    ) -> TextState<B> {
         let mask = self.text_transformer.attention_mask(attention_mask, false);
         let hidden = self.text_transformer.embeddings.forward(input_ids, None);
-        let hidden = self.text_transformer.encoder.forward_layers(hidden, Some(mask.clone()), 0..self.pairs[0].layer);
+        let hidden = self.text_transformer.encoder.forward_layers(
+            hidden,
+            Some(mask.clone()),
+            0..self.pairs[0].layer,
+        );
         TextState { hidden, mask }
     }
 
     /// One fused pair `k` (spec B.2 step 3): both sides read the other's state from before the
     /// pair. `last_norm = false` skips the text layer's output LayerNorm. The image state must
     /// already be in the pair's stage.
-    pub fn fused_pair(&self, k: usize, image: &ImageState<B>, text: &TextState<B>, last_norm: bool) -> (ImageState<B>, Tensor<B, 3>) {
+    pub fn fused_pair(
+        &self,
+        k: usize,
+        image: &ImageState<B>,
+        text: &TextState<B>,
+        last_norm: bool,
+    ) -> (ImageState<B>, Tensor<B, 3>) {
         let pair = self.pairs[k];
         let block = &self.vit_model.layers[pair.stage].blocks[pair.block];
         let grid = (image.map.height, image.map.width);
@@ -195,8 +266,19 @@ impl<B: Backend> FiberBackbone<B> {
         let layer = &self.text_transformer.encoder.layer[pair.layer];
         let a = layer.self_attention_output(text.hidden.clone(), Some(text.mask.clone()));
         let a = self.t2i[k].forward(a, x);
-        let new_text = layer.feed_forward(layer.attention_residual(a, text.hidden.clone()), last_norm);
-        (ImageState { map: FeatureMap { tokens: new_image, height: grid.0, width: grid.1 }, stage: pair.stage }, new_text)
+        let new_text =
+            layer.feed_forward(layer.attention_residual(a, text.hidden.clone()), last_norm);
+        (
+            ImageState {
+                map: FeatureMap {
+                    tokens: new_image,
+                    height: grid.0,
+                    width: grid.1,
+                },
+                stage: pair.stage,
+            },
+            new_text,
+        )
     }
 
     /// The fused suffix from prefix states: every pair in lock step, with the patch merging
@@ -211,13 +293,19 @@ impl<B: Backend> FiberBackbone<B> {
             let last_norm = !(self.original_fused_quirks && k == last);
             let (new_image, new_text) = self.fused_pair(k, &image, &text, last_norm);
             image = new_image;
-            text = TextState { hidden: new_text, mask: text.mask };
+            text = TextState {
+                hidden: new_text,
+                mask: text.mask,
+            };
         }
         let mut map = image.map;
         if !self.original_fused_quirks {
             map.tokens = self.vit_model.norm.forward(map.tokens);
         }
-        BackboneOutput { image: map, text: text.hidden }
+        BackboneOutput {
+            image: map,
+            text: text.hidden,
+        }
     }
 
     /// The image-only remainder of the dual encoder (spec B.5): the fused blocks run without
@@ -233,7 +321,11 @@ impl<B: Backend> FiberBackbone<B> {
         let mut state = image;
         let first = self.pairs[0];
         // The prefix stops inside `first.stage` at `first.block`.
-        let mut start = if state.stage == first.stage { first.block } else { 0 };
+        let mut start = if state.stage == first.stage {
+            first.block
+        } else {
+            0
+        };
         for s in state.stage..self.vit_model.layers.len() {
             state = self.enter_stage(state, s);
             state = self.run_blocks(state, start..self.vit_model.layers[s].blocks.len());
@@ -246,18 +338,32 @@ impl<B: Backend> FiberBackbone<B> {
     /// with their output LayerNorm → `[batch, len, hidden]`. Reads no fusion parameter.
     pub fn text_only_suffix(&self, text: &TextState<B>) -> Tensor<B, 3> {
         let n = self.text_transformer.encoder.layer.len();
-        self.text_transformer.encoder.forward_layers(text.hidden.clone(), Some(text.mask.clone()), self.pairs[0].layer..n)
+        self.text_transformer.encoder.forward_layers(
+            text.hidden.clone(),
+            Some(text.mask.clone()),
+            self.pairs[0].layer..n,
+        )
     }
 
     /// Fusion encoder from inputs: pixels `[batch, 3, H, W]`, ids and mask `[batch, len]`.
-    pub fn forward_fused(&self, pixels: Tensor<B, 4>, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>) -> BackboneOutput<B> {
+    pub fn forward_fused(
+        &self,
+        pixels: Tensor<B, 4>,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+    ) -> BackboneOutput<B> {
         let image = self.image_prefix(pixels);
         let text = self.text_prefix(input_ids, attention_mask);
         self.fused_suffix(&image, &text)
     }
 
     /// Dual encoder from inputs: image-only (with the final norm) and text-only outputs.
-    pub fn forward_dual(&self, pixels: Tensor<B, 4>, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>) -> BackboneOutput<B> {
+    pub fn forward_dual(
+        &self,
+        pixels: Tensor<B, 4>,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+    ) -> BackboneOutput<B> {
         let image = self.image_only_suffix(&self.image_prefix(pixels));
         let text = self.text_only_suffix(&self.text_prefix(input_ids, attention_mask));
         BackboneOutput { image, text }
@@ -273,10 +379,19 @@ impl<B: Backend> FiberBackbone<B> {
     /// image-to-text fusion; the fused layers attend to the final image tokens (through the
     /// adapters where the paired stage is narrower); every layer keeps its LayerNorm →
     /// `[batch, len, hidden]`. Fails if the model was built without captioning adapters.
-    pub fn caption_text(&self, image: &FeatureMap<B>, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>, FusionError> {
+    pub fn caption_text(
+        &self,
+        image: &FeatureMap<B>,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+    ) -> Result<Tensor<B, 3>, FusionError> {
         let mask = self.text_transformer.attention_mask(attention_mask, true);
         let mut hidden = self.text_transformer.embeddings.forward(input_ids, None);
-        hidden = self.text_transformer.encoder.forward_layers(hidden, Some(mask.clone()), 0..self.pairs[0].layer);
+        hidden = self.text_transformer.encoder.forward_layers(
+            hidden,
+            Some(mask.clone()),
+            0..self.pairs[0].layer,
+        );
         let last_width = image.tokens.dims()[2];
         for (k, pair) in self.pairs.iter().enumerate() {
             let context = match &self.caption_adapters[k] {
@@ -301,7 +416,8 @@ impl<B: Backend> FiberBackbone<B> {
     pub fn visit_weights<V: WeightVisitor<B>>(&mut self, v: &mut V, prefix: &str) {
         let key = |name: &str| fiber_core::weights::join_key(prefix, name);
         self.vit_model.visit_weights(v, &key("vit_model"));
-        self.text_transformer.visit_weights(v, &key("text_transformer"));
+        self.text_transformer
+            .visit_weights(v, &key("text_transformer"));
         self.visit_fusion_weights(v, prefix);
     }
 
@@ -309,10 +425,23 @@ impl<B: Backend> FiberBackbone<B> {
     pub fn visit_fusion_weights<V: WeightVisitor<B>>(&mut self, v: &mut V, prefix: &str) {
         let key = |name: &str| fiber_core::weights::join_key(prefix, name);
         for (k, pair) in self.pairs.clone().iter().enumerate() {
-            self.i2t[k].visit_weights(v, &key(&format!("vit_model.layers.{}.blocks.{}.attn", pair.stage, pair.block)));
-            self.t2i[k].visit_weights(v, &key(&format!("text_transformer.encoder.layer.{}", pair.layer)));
+            self.i2t[k].visit_weights(
+                v,
+                &key(&format!(
+                    "vit_model.layers.{}.blocks.{}.attn",
+                    pair.stage, pair.block
+                )),
+            );
+            self.t2i[k].visit_weights(
+                v,
+                &key(&format!("text_transformer.encoder.layer.{}", pair.layer)),
+            );
             if let Some(adapter) = &mut self.caption_adapters[k] {
-                visit_linear(v, &key(&format!("cross_modal_att_layers.{}", pair.layer)), adapter);
+                visit_linear(
+                    v,
+                    &key(&format!("cross_modal_att_layers.{}", pair.layer)),
+                    adapter,
+                );
             }
         }
     }

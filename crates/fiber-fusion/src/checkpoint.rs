@@ -30,7 +30,15 @@ pub const HEAD_PREFIXES: [&str; 10] = [
 ];
 
 /// Buffers of the pre-training module: ITC/ITM queues and their pointers.
-pub const QUEUE_BUFFERS: [&str; 7] = ["image_queue", "text_queue", "image_input_queue", "text_input_queue", "text_input_mask_queue", "queue_ptr", "queue_total"];
+pub const QUEUE_BUFFERS: [&str; 7] = [
+    "image_queue",
+    "text_queue",
+    "image_input_queue",
+    "text_input_queue",
+    "text_input_mask_queue",
+    "queue_ptr",
+    "queue_total",
+];
 
 /// Whether `key` belongs to a task head.
 pub fn is_head_key(key: &str) -> bool {
@@ -39,7 +47,10 @@ pub fn is_head_key(key: &str) -> bool {
 
 /// Whether a key is a fusion module of this backbone (new when starting from uni-modal weights).
 fn is_fusion_key(key: &str) -> bool {
-    key.contains("_i2t") || key.contains("crossattention_t2i.") || key.contains("alpha_t2i") || key.starts_with("cross_modal_att_layers.")
+    key.contains("_i2t")
+        || key.contains("crossattention_t2i.")
+        || key.contains("alpha_t2i")
+        || key.starts_with("cross_modal_att_layers.")
 }
 
 impl<B: Backend> FiberBackbone<B> {
@@ -49,7 +60,13 @@ impl<B: Backend> FiberBackbone<B> {
     pub fn fiber_loader(&self, store: TensorStore) -> WeightLoader {
         let fused_layers: Vec<usize> = self.pairs.iter().map(|p| p.layer).collect();
         let has_norm_i2t = self.i2t.iter().all(|m| m.norm_i2t_i.is_some());
-        let has_adapters: Vec<usize> = self.pairs.iter().zip(&self.caption_adapters).filter(|(_, a)| a.is_some()).map(|(p, _)| p.layer).collect();
+        let has_adapters: Vec<usize> = self
+            .pairs
+            .iter()
+            .zip(&self.caption_adapters)
+            .filter(|(_, a)| a.is_some())
+            .map(|(p, _)| p.layer)
+            .collect();
         WeightLoader::new(store)
             .skip_unused("copy of row 1 of itm_score.fc; the ITM score is computed from itm_score (spec D.3)", |k| k.starts_with("rank_output."))
             .skip_unused("ITC/ITM queue buffer, not a model weight", |k| QUEUE_BUFFERS.contains(&k))
@@ -76,7 +93,11 @@ impl<B: Backend> FiberBackbone<B> {
     /// converted `model.safetensors`). Relative-position tables are resized to this model's
     /// windows; queues, buffers, unused modules and task heads are skipped with their reason.
     /// With `allow_new_modules`, absent fusion modules keep their fresh initialisation.
-    pub fn load_fiber_store(&mut self, store: TensorStore, allow_new_modules: bool) -> Result<LoadReport, FusionError> {
+    pub fn load_fiber_store(
+        &mut self,
+        store: TensorStore,
+        allow_new_modules: bool,
+    ) -> Result<LoadReport, FusionError> {
         let mut store = store;
         store.rename_prefix("module.", "");
         resize_position_tables(&mut store, &self.vit_model, "vit_model");
@@ -92,11 +113,21 @@ impl<B: Backend> FiberBackbone<B> {
     /// (`RobertaModel` or `RobertaForMaskedLM` layout) and a Swin store (HuggingFace or
     /// original layout). The fusion modules (and the unused text pooler when the RoBERTa file
     /// has none) start from spec F.3's initialisation.
-    pub fn from_unimodal(config: &FiberConfig, roberta: TensorStore, swin: TensorStore, caption_adapters: bool, device: &B::Device) -> Result<(Self, LoadReport), FusionError> {
+    pub fn from_unimodal(
+        config: &FiberConfig,
+        roberta: TensorStore,
+        swin: TensorStore,
+        caption_adapters: bool,
+        device: &B::Device,
+    ) -> Result<(Self, LoadReport), FusionError> {
         let mut model = Self::new(config, caption_adapters, device)?;
         let mut roberta = fiber_roberta::weights::strip_roberta_prefix(roberta);
         roberta.rename_prefix("", "text_transformer.");
-        let mut swin = if is_hf_layout(&swin) { hf_to_original(swin) } else { swin };
+        let mut swin = if is_hf_layout(&swin) {
+            hf_to_original(swin)
+        } else {
+            swin
+        };
         swin.rename_prefix("", "vit_model.");
         let mut store = roberta;
         for (key, tensor) in swin.into_iter_sorted() {
@@ -107,8 +138,13 @@ impl<B: Backend> FiberBackbone<B> {
             .fiber_loader(store)
             .allow_missing(is_fusion_key)
             .allow_missing(|k| k.starts_with("text_transformer.pooler."))
-            .skip_unused("masked-LM head of the RoBERTa file, not used by FIBER (spec C.1)", |k| k.starts_with("text_transformer.lm_head."))
-            .skip_unused("image-classification head, not part of the backbone", |k| k.starts_with("vit_model.head.") || k.starts_with("vit_model.classifier."));
+            .skip_unused(
+                "masked-LM head of the RoBERTa file, not used by FIBER (spec C.1)",
+                |k| k.starts_with("text_transformer.lm_head."),
+            )
+            .skip_unused("image-classification head, not part of the backbone", |k| {
+                k.starts_with("vit_model.head.") || k.starts_with("vit_model.classifier.")
+            });
         model.visit_weights(&mut loader, "");
         let report = loader.finish()?;
         Ok((model, report))
@@ -121,22 +157,35 @@ impl<B: Backend> FiberBackbone<B> {
 /// The image size follows the original code's `window = image_size / 32`.
 pub fn infer_config(store: &TensorStore) -> Result<FiberConfig, FusionError> {
     let shape = |key: &str| -> Result<Vec<usize>, FusionError> {
-        store.get(key).map(|t| t.shape.clone()).ok_or_else(|| FusionError::InvalidConfig(format!("cannot infer the configuration: the checkpoint has no `{key}`")))
+        store.get(key).map(|t| t.shape.clone()).ok_or_else(|| {
+            FusionError::InvalidConfig(format!(
+                "cannot infer the configuration: the checkpoint has no `{key}`"
+            ))
+        })
     };
     let patch = shape("vit_model.patch_embed.proj.weight")?; // [embed, channels, p, p]
     let mut depths = Vec::new();
     let mut heads = Vec::new();
-    while store.contains(&format!("vit_model.layers.{}.blocks.0.norm1.weight", depths.len())) {
+    while store.contains(&format!(
+        "vit_model.layers.{}.blocks.0.norm1.weight",
+        depths.len()
+    )) {
         let s = depths.len();
         let mut d = 0;
         while store.contains(&format!("vit_model.layers.{s}.blocks.{d}.norm1.weight")) {
             d += 1;
         }
-        heads.push(shape(&format!("vit_model.layers.{s}.blocks.0.attn.relative_position_bias_table"))?[1]);
+        heads.push(
+            shape(&format!(
+                "vit_model.layers.{s}.blocks.0.attn.relative_position_bias_table"
+            ))?[1],
+        );
         depths.push(d);
     }
     if depths.is_empty() {
-        return Err(FusionError::InvalidConfig("cannot infer the configuration: no Swin blocks under vit_model.layers".into()));
+        return Err(FusionError::InvalidConfig(
+            "cannot infer the configuration: no Swin blocks under vit_model.layers".into(),
+        ));
     }
     let table_rows = shape("vit_model.layers.0.blocks.0.attn.relative_position_bias_table")?[0];
     let window = (((table_rows as f64).sqrt().round() as usize) + 1) / 2;
@@ -150,25 +199,42 @@ pub fn infer_config(store: &TensorStore) -> Result<FiberConfig, FusionError> {
 
     let words = shape("text_transformer.embeddings.word_embeddings.weight")?;
     let mut layers = 0;
-    while store.contains(&format!("text_transformer.encoder.layer.{layers}.attention.self.query.weight")) {
+    while store.contains(&format!(
+        "text_transformer.encoder.layer.{layers}.attention.self.query.weight"
+    )) {
         layers += 1;
     }
     let intermediate = shape("text_transformer.encoder.layer.0.intermediate.dense.weight")?[0];
     let hidden = words[1];
     let roberta = RobertaConfig::new(words[0], hidden, layers, (hidden / 64).max(1), intermediate)
-        .with_max_position_embeddings(shape("text_transformer.embeddings.position_embeddings.weight")?[0])
-        .with_type_vocab_size(shape("text_transformer.embeddings.token_type_embeddings.weight")?[0]);
+        .with_max_position_embeddings(
+            shape("text_transformer.embeddings.position_embeddings.weight")?[0],
+        )
+        .with_type_vocab_size(
+            shape("text_transformer.embeddings.token_type_embeddings.weight")?[0],
+        );
 
-    let num_fuse_block = store.names().filter(|k| k.ends_with("attn.alpha_i2t")).count();
-    let version = if store.names().any(|k| k.contains("norm_i2t_i")) { FusionVersion::V1 } else { FusionVersion::V2 };
-    let config = FiberConfig::new(swin, roberta).with_num_fuse_block(num_fuse_block).with_fusion_version(version);
+    let num_fuse_block = store
+        .names()
+        .filter(|k| k.ends_with("attn.alpha_i2t"))
+        .count();
+    let version = if store.names().any(|k| k.contains("norm_i2t_i")) {
+        FusionVersion::V1
+    } else {
+        FusionVersion::V2
+    };
+    let config = FiberConfig::new(swin, roberta)
+        .with_num_fuse_block(num_fuse_block)
+        .with_fusion_version(version);
     config.validate()?;
     Ok(config)
 }
 
 /// Whether the store holds captioning adapters (`cross_modal_att_layers.*`).
 pub fn has_caption_adapters(store: &TensorStore) -> bool {
-    store.names().any(|k| k.starts_with("cross_modal_att_layers."))
+    store
+        .names()
+        .any(|k| k.starts_with("cross_modal_att_layers."))
 }
 
 /// Spec D.3: `rank_output` should equal row 1 of `itm_score.fc`; returns a warning naming the
@@ -179,10 +245,18 @@ pub fn rank_output_warning(store: &TensorStore) -> Option<String> {
     let (itm_w, rank_w) = (itm.as_f32()?, rank.as_f32()?);
     let width = *itm.shape.get(1)?;
     if itm.shape.first() != Some(&2) || rank_w.len() != width {
-        return Some(format!("rank_output.weight {:?} does not fit itm_score.fc.weight {:?}", rank.shape, itm.shape));
+        return Some(format!(
+            "rank_output.weight {:?} does not fit itm_score.fc.weight {:?}",
+            rank.shape, itm.shape
+        ));
     }
     let mut diff = fiber_core::compare::max_abs_diff(&itm_w[width..], rank_w);
-    if let (Some(ib), Some(rb)) = (store.get("itm_score.fc.bias").and_then(StoredTensor::as_f32), store.get("rank_output.bias").and_then(StoredTensor::as_f32)) {
+    if let (Some(ib), Some(rb)) = (
+        store
+            .get("itm_score.fc.bias")
+            .and_then(StoredTensor::as_f32),
+        store.get("rank_output.bias").and_then(StoredTensor::as_f32),
+    ) {
         if ib.len() == 2 && rb.len() == 1 {
             diff = diff.max((ib[1] - rb[0]).abs());
         }
@@ -206,7 +280,10 @@ impl FiberCheckpoint {
     pub fn read(path: impl AsRef<Path>, config: Option<&Path>) -> Result<Self, FusionError> {
         let path = path.as_ref();
         let (store, folder_config): (TensorStore, Option<PathBuf>) = if path.is_dir() {
-            (TensorStore::read_safetensors(path.join("model.safetensors"))?, Some(path.join("config.json")))
+            (
+                TensorStore::read_safetensors(path.join("model.safetensors"))?,
+                Some(path.join("config.json")),
+            )
         } else {
             (TensorStore::read_any(path)?, None)
         };
@@ -220,8 +297,12 @@ impl FiberCheckpoint {
     }
 
     /// Builds the backbone and loads every tensor it needs (strict: nothing may be missing).
-    pub fn backbone<B: Backend>(&self, device: &B::Device) -> Result<(FiberBackbone<B>, LoadReport), FusionError> {
-        let mut model = FiberBackbone::new(&self.config, has_caption_adapters(&self.store), device)?;
+    pub fn backbone<B: Backend>(
+        &self,
+        device: &B::Device,
+    ) -> Result<(FiberBackbone<B>, LoadReport), FusionError> {
+        let mut model =
+            FiberBackbone::new(&self.config, has_caption_adapters(&self.store), device)?;
         let report = model.load_fiber_store(self.store.clone(), false)?;
         Ok((model, report))
     }

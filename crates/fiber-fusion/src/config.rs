@@ -88,13 +88,23 @@ impl FiberConfig {
     /// last `num_fuse_block` text layers. For FIBER-Base: stage 2 blocks 14–17 and stage 3
     /// blocks 0–1 with layers 6–11.
     pub fn fused_pairs(&self) -> Vec<FusedPair> {
-        let blocks: Vec<(usize, usize)> = self.swin.depths.iter().enumerate().flat_map(|(s, &d)| (0..d).map(move |b| (s, b))).collect();
+        let blocks: Vec<(usize, usize)> = self
+            .swin
+            .depths
+            .iter()
+            .enumerate()
+            .flat_map(|(s, &d)| (0..d).map(move |b| (s, b)))
+            .collect();
         let n = self.num_fuse_block;
         let first_layer = self.roberta.num_hidden_layers - n;
         blocks[blocks.len() - n..]
             .iter()
             .enumerate()
-            .map(|(k, &(stage, block))| FusedPair { stage, block, layer: first_layer + k })
+            .map(|(k, &(stage, block))| FusedPair {
+                stage,
+                block,
+                layer: first_layer + k,
+            })
             .collect()
     }
 
@@ -107,7 +117,8 @@ impl FiberConfig {
 
     /// Writes the configuration as pretty JSON (temporary file, then rename).
     pub fn save_json(&self, path: impl AsRef<Path>) -> Result<(), FusionError> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| FusionError::InvalidConfig(e.to_string()))?;
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| FusionError::InvalidConfig(e.to_string()))?;
         fiber_core::store::write_atomically(path.as_ref(), text.as_bytes())?;
         Ok(())
     }
@@ -120,8 +131,21 @@ mod tests {
     #[test]
     fn fiber_base_pairs_follow_spec_b1() {
         let pairs = FiberConfig::fiber_base_384().fused_pairs();
-        let expected = [(2, 14, 6), (2, 15, 7), (2, 16, 8), (2, 17, 9), (3, 0, 10), (3, 1, 11)];
-        assert_eq!(pairs.iter().map(|p| (p.stage, p.block, p.layer)).collect::<Vec<_>>(), expected);
+        let expected = [
+            (2, 14, 6),
+            (2, 15, 7),
+            (2, 16, 8),
+            (2, 17, 9),
+            (3, 0, 10),
+            (3, 1, 11),
+        ];
+        assert_eq!(
+            pairs
+                .iter()
+                .map(|p| (p.stage, p.block, p.layer))
+                .collect::<Vec<_>>(),
+            expected
+        );
         let c576 = FiberConfig::fiber_base(576);
         assert_eq!(c576.swin.window_size, 18);
     }
@@ -132,7 +156,11 @@ mod tests {
         let roberta = RobertaConfig::new(50, 16, 3, 2, 32);
         let config = FiberConfig::new(swin, roberta).with_num_fuse_block(3);
         config.validate().unwrap();
-        let pairs: Vec<_> = config.fused_pairs().iter().map(|p| (p.stage, p.block, p.layer)).collect();
+        let pairs: Vec<_> = config
+            .fused_pairs()
+            .iter()
+            .map(|p| (p.stage, p.block, p.layer))
+            .collect();
         assert_eq!(pairs, vec![(1, 1, 0), (2, 0, 1), (2, 1, 2)]);
         assert!(config.clone().with_num_fuse_block(4).validate().is_err());
     }

@@ -32,7 +32,14 @@ pub struct ImageToTextAttention<B: Backend> {
 impl<B: Backend> ImageToTextAttention<B> {
     /// New modules for image width `dim` and text width `text_dim`, initialised as timm does
     /// (truncated normal 0.02, zero biases, LayerNorm (1, 0)) with the gate at 0 (spec F.3).
-    pub fn new(dim: usize, text_dim: usize, num_heads: usize, version: FusionVersion, eps: f64, device: &B::Device) -> Self {
+    pub fn new(
+        dim: usize,
+        text_dim: usize,
+        num_heads: usize,
+        version: FusionVersion,
+        eps: f64,
+        device: &B::Device,
+    ) -> Self {
         Self {
             qkv_text_i2t: linear_trunc_normal(text_dim, 2 * dim, true, 0.02, device),
             qkv_i2t: linear_trunc_normal(dim, dim, true, 0.02, device),
@@ -46,7 +53,12 @@ impl<B: Backend> ImageToTextAttention<B> {
     /// `S + α·Y`, with `Y = proj(softmax(Q·Kᵀ/√d + text_mask)·V)`, `Q` from `S` `[batch, n, C]`,
     /// `K, V` from `text` `[batch, l, text_width]`; `text_mask` is the additive padding mask
     /// `[batch, 1, 1, l]` → `[batch, n, C]`.
-    pub fn forward(&self, attention_output: Tensor<B, 3>, text: Tensor<B, 3>, text_mask: Tensor<B, 4>) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        attention_output: Tensor<B, 3>,
+        text: Tensor<B, 3>,
+        text_mask: Tensor<B, 4>,
+    ) -> Tensor<B, 3> {
         let [batch, len, _] = text.dims();
         let dim = attention_output.dims()[2];
         let query_input = match &self.norm_i2t_i {
@@ -58,7 +70,9 @@ impl<B: Backend> ImageToTextAttention<B> {
         let k = split_heads(kv.clone().slice([0..batch, 0..len, 0..dim]), self.num_heads);
         let v = split_heads(kv.slice([0..batch, 0..len, dim..2 * dim]), self.num_heads);
         let scale = ((dim / self.num_heads) as f64).powf(-0.5);
-        let y = self.proj_i2t.forward(merge_heads(attention_probs(q, k, scale, Some(text_mask)).matmul(v)));
+        let y = self.proj_i2t.forward(merge_heads(
+            attention_probs(q, k, scale, Some(text_mask)).matmul(v),
+        ));
         attention_output + y * self.alpha_i2t.val().unsqueeze::<3>()
     }
 
@@ -70,6 +84,10 @@ impl<B: Backend> ImageToTextAttention<B> {
         if let Some(norm) = &mut self.norm_i2t_i {
             visit_layer_norm(v, &format!("{key}.norm_i2t_i"), norm);
         }
-        v.visit(&format!("{key}.alpha_i2t"), &mut self.alpha_i2t, Layout::Same);
+        v.visit(
+            &format!("{key}.alpha_i2t"),
+            &mut self.alpha_i2t,
+            Layout::Same,
+        );
     }
 }

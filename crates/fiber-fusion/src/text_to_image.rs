@@ -31,7 +31,14 @@ impl<B: Backend> TextToImageAttention<B> {
     pub fn new(config: &RobertaConfig, image_dim: usize, device: &B::Device) -> Self {
         let (h, std) = (config.hidden_size, config.initializer_range);
         Self {
-            attention: RobertaSelfAttention::new(h, image_dim, config.num_attention_heads, config.attention_probs_dropout_prob, std, device),
+            attention: RobertaSelfAttention::new(
+                h,
+                image_dim,
+                config.num_attention_heads,
+                config.attention_probs_dropout_prob,
+                std,
+                device,
+            ),
             output_dense: linear_normal(h, h, true, std, device),
             dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
             alpha_t2i: Param::from_tensor(Tensor::zeros([1], device)),
@@ -41,7 +48,9 @@ impl<B: Backend> TextToImageAttention<B> {
     /// `a + α·Dropout(Dense(CrossAttn(a, image)))`: `a` `[batch, l, hidden]`, image tokens
     /// `[batch, n, C]` (no mask) → `[batch, l, hidden]`.
     pub fn forward(&self, attention_output: Tensor<B, 3>, image: Tensor<B, 3>) -> Tensor<B, 3> {
-        let context = self.attention.forward(attention_output.clone(), image, None);
+        let context = self
+            .attention
+            .forward(attention_output.clone(), image, None);
         let c = self.dropout.forward(self.output_dense.forward(context));
         attention_output + c * self.alpha_t2i.val().unsqueeze::<3>()
     }
@@ -49,8 +58,17 @@ impl<B: Backend> TextToImageAttention<B> {
     /// Walks the parameters under `{key}.crossattention_t2i.*` and `{key}.alpha_t2i`
     /// (`key` = `….encoder.layer.{i}`).
     pub fn visit_weights<V: WeightVisitor<B>>(&mut self, v: &mut V, key: &str) {
-        self.attention.visit_weights(v, &format!("{key}.crossattention_t2i.self"));
-        visit_linear(v, &format!("{key}.crossattention_t2i.output.dense"), &mut self.output_dense);
-        v.visit(&format!("{key}.alpha_t2i"), &mut self.alpha_t2i, Layout::Same);
+        self.attention
+            .visit_weights(v, &format!("{key}.crossattention_t2i.self"));
+        visit_linear(
+            v,
+            &format!("{key}.crossattention_t2i.output.dense"),
+            &mut self.output_dense,
+        );
+        v.visit(
+            &format!("{key}.alpha_t2i"),
+            &mut self.alpha_t2i,
+            Layout::Same,
+        );
     }
 }

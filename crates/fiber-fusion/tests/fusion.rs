@@ -21,7 +21,11 @@ fn dir() -> PathBuf {
 }
 
 fn checkpoint() -> FiberCheckpoint {
-    FiberCheckpoint::read(dir().join("fiber_tiny.ckpt"), Some(&dir().join("config.json"))).unwrap()
+    FiberCheckpoint::read(
+        dir().join("fiber_tiny.ckpt"),
+        Some(&dir().join("config.json")),
+    )
+    .unwrap()
 }
 
 struct Inputs<BE: Backend> {
@@ -36,9 +40,19 @@ fn inputs<BE: Backend>() -> Inputs<BE> {
     let p = store.get("pixel_values").unwrap();
     let int = |name: &str| {
         let t = store.get(name).unwrap();
-        Tensor::<BE, 2, Int>::from_data(TensorData::new(t.as_i64().unwrap().to_vec(), t.shape.clone()), &device)
+        Tensor::<BE, 2, Int>::from_data(
+            TensorData::new(t.as_i64().unwrap().to_vec(), t.shape.clone()),
+            &device,
+        )
     };
-    Inputs { pixels: Tensor::from_data(TensorData::new(p.as_f32().unwrap().to_vec(), p.shape.clone()), &device), ids: int("input_ids"), mask: int("attention_mask") }
+    Inputs {
+        pixels: Tensor::from_data(
+            TensorData::new(p.as_f32().unwrap().to_vec(), p.shape.clone()),
+            &device,
+        ),
+        ids: int("input_ids"),
+        mask: int("attention_mask"),
+    }
 }
 
 fn expected() -> TensorStore {
@@ -83,8 +97,15 @@ fn one_fused_pair_and_the_whole_forward_match_the_pytorch_reference() {
 
 /// Replaces every parameter it visits by `f(old)`.
 struct MapParams<F>(F);
-impl<BE: Backend, F: FnMut(&str, Tensor<BE, 1>) -> Tensor<BE, 1>> WeightVisitor<BE> for MapParams<F> {
-    fn visit<const D: usize>(&mut self, key: &str, param: &mut Param<Tensor<BE, D>>, _layout: Layout) {
+impl<BE: Backend, F: FnMut(&str, Tensor<BE, 1>) -> Tensor<BE, 1>> WeightVisitor<BE>
+    for MapParams<F>
+{
+    fn visit<const D: usize>(
+        &mut self,
+        key: &str,
+        param: &mut Param<Tensor<BE, D>>,
+        _layout: Layout,
+    ) {
         let value = param.val();
         let shape = value.dims();
         let flat = (self.0)(key, value.reshape([shape.iter().product::<usize>()]));
@@ -93,7 +114,16 @@ impl<BE: Backend, F: FnMut(&str, Tensor<BE, 1>) -> Tensor<BE, 1>> WeightVisitor<
 }
 
 fn set_gates_to_zero(model: &mut FiberBackbone<B>) {
-    model.visit_fusion_weights(&mut MapParams(|key: &str, t: Tensor<B, 1>| if key.contains("alpha") { t.zeros_like() } else { t }), "");
+    model.visit_fusion_weights(
+        &mut MapParams(|key: &str, t: Tensor<B, 1>| {
+            if key.contains("alpha") {
+                t.zeros_like()
+            } else {
+                t
+            }
+        }),
+        "",
+    );
 }
 
 #[test]
@@ -105,8 +135,14 @@ fn with_every_gate_at_zero_the_fused_forward_equals_the_unimodal_backbones() {
     set_gates_to_zero(&mut clean);
     let fused = clean.forward_fused(x.pixels.clone(), x.ids.clone(), x.mask.clone());
     let dual = clean.forward_dual(x.pixels.clone(), x.ids.clone(), x.mask.clone());
-    let image_err = max_err(fused.image.tokens, &dual.image.tokens.into_data().into_vec::<f32>().unwrap());
-    let text_err = max_err(fused.text, &dual.text.clone().into_data().into_vec::<f32>().unwrap());
+    let image_err = max_err(
+        fused.image.tokens,
+        &dual.image.tokens.into_data().into_vec::<f32>().unwrap(),
+    );
+    let text_err = max_err(
+        fused.text,
+        &dual.text.clone().into_data().into_vec::<f32>().unwrap(),
+    );
     println!("alpha = 0, clean path: image {image_err:.2e}, text {text_err:.2e}");
     assert!(image_err <= 1e-5 && text_err <= 1e-5);
 
@@ -116,10 +152,22 @@ fn with_every_gate_at_zero_the_fused_forward_equals_the_unimodal_backbones() {
     let fused = quirky.forward_fused(x.pixels.clone(), x.ids.clone(), x.mask.clone());
     let normed_image = quirky.vit_model.norm.forward(fused.image.tokens);
     let last = quirky.text_transformer.encoder.layer.len() - 1;
-    let normed_text = quirky.text_transformer.encoder.layer[last].output_norm.forward(fused.text);
+    let normed_text = quirky.text_transformer.encoder.layer[last]
+        .output_norm
+        .forward(fused.text);
     let dual = quirky.forward_dual(x.pixels, x.ids, x.mask);
-    assert!(max_err(normed_image, &dual.image.tokens.into_data().into_vec::<f32>().unwrap()) <= 1e-5);
-    assert!(max_err(normed_text, &dual.text.into_data().into_vec::<f32>().unwrap()) <= 1e-5);
+    assert!(
+        max_err(
+            normed_image,
+            &dual.image.tokens.into_data().into_vec::<f32>().unwrap()
+        ) <= 1e-5
+    );
+    assert!(
+        max_err(
+            normed_text,
+            &dual.text.into_data().into_vec::<f32>().unwrap()
+        ) <= 1e-5
+    );
 }
 
 /// Records whether every visited parameter has a gradient with a nonzero entry.
@@ -129,9 +177,18 @@ struct GradCheck<'a> {
     checked: usize,
 }
 impl WeightVisitor<Autodiff<B>> for GradCheck<'_> {
-    fn visit<const D: usize>(&mut self, key: &str, param: &mut Param<Tensor<Autodiff<B>, D>>, _layout: Layout) {
+    fn visit<const D: usize>(
+        &mut self,
+        key: &str,
+        param: &mut Param<Tensor<Autodiff<B>, D>>,
+        _layout: Layout,
+    ) {
         self.checked += 1;
-        let nonzero = param.val().grad(self.grads).map(|g| g.abs().max().into_scalar() > 0.0).unwrap_or(false);
+        let nonzero = param
+            .val()
+            .grad(self.grads)
+            .map(|g| g.abs().max().into_scalar() > 0.0)
+            .unwrap_or(false);
         if !nonzero {
             self.missing.push(key.to_string());
         }
@@ -146,36 +203,79 @@ fn with_gates_open_outputs_change_and_every_fusion_parameter_gets_a_gradient() {
     let x = inputs::<A>();
     let fused = model.forward_fused(x.pixels.clone(), x.ids.clone(), x.mask.clone());
     let mut closed = ckpt.backbone::<A>(&Default::default()).unwrap().0;
-    closed.visit_fusion_weights(&mut MapParams(|key: &str, t: Tensor<A, 1>| if key.contains("alpha") { t.zeros_like() } else { t }), "");
+    closed.visit_fusion_weights(
+        &mut MapParams(|key: &str, t: Tensor<A, 1>| {
+            if key.contains("alpha") {
+                t.zeros_like()
+            } else {
+                t
+            }
+        }),
+        "",
+    );
     let gated_off = closed.forward_fused(x.pixels, x.ids, x.mask);
-    let image_change = (fused.image.tokens.clone() - gated_off.image.tokens).abs().max().into_scalar();
-    let text_change = (fused.text.clone() - gated_off.text).abs().max().into_scalar();
-    assert!(image_change > 1e-2 && text_change > 1e-2, "open gates change both outputs ({image_change}, {text_change})");
+    let image_change = (fused.image.tokens.clone() - gated_off.image.tokens)
+        .abs()
+        .max()
+        .into_scalar();
+    let text_change = (fused.text.clone() - gated_off.text)
+        .abs()
+        .max()
+        .into_scalar();
+    assert!(
+        image_change > 1e-2 && text_change > 1e-2,
+        "open gates change both outputs ({image_change}, {text_change})"
+    );
     let loss = fused.image.tokens.powf_scalar(2.0).mean() + fused.text.powf_scalar(2.0).mean();
     let grads = loss.backward();
-    let mut check = GradCheck { grads: &grads, missing: Vec::new(), checked: 0 };
+    let mut check = GradCheck {
+        grads: &grads,
+        missing: Vec::new(),
+        checked: 0,
+    };
     model.visit_fusion_weights(&mut check, "");
     // 3 pairs × (i2t: 3 linears with bias, LayerNorm, gate = 9; t2i: 4 linears with bias, gate = 9)
     assert_eq!(check.checked, 3 * 18);
-    assert!(check.missing.is_empty(), "fusion parameters without gradient: {:?}", check.missing);
+    assert!(
+        check.missing.is_empty(),
+        "fusion parameters without gradient: {:?}",
+        check.missing
+    );
 }
 
 #[test]
 fn the_original_checkpoint_loads_and_every_skipped_key_is_reported_with_its_reason() {
     let ckpt = checkpoint();
-    assert!(rank_output_warning(&ckpt.store).unwrap().contains("rank_output differs"));
+    assert!(rank_output_warning(&ckpt.store)
+        .unwrap()
+        .contains("rank_output differs"));
     let (_, report) = ckpt.backbone::<B>(&Default::default()).unwrap();
-    let mut skipped: Vec<(String, String)> = report.skipped.iter().map(|s| (s.key.clone(), s.reason.clone())).collect();
+    let mut skipped: Vec<(String, String)> = report
+        .skipped
+        .iter()
+        .map(|s| (s.key.clone(), s.reason.clone()))
+        .collect();
     skipped.sort();
-    let reason = |key: &str| skipped.iter().find(|(k, _)| k == key).map(|(_, r)| r.as_str()).unwrap_or("<not skipped>");
+    let reason = |key: &str| {
+        skipped
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, r)| r.as_str())
+            .unwrap_or("<not skipped>")
+    };
     assert!(reason("image_queue").contains("queue"));
     assert!(reason("queue_ptr").contains("queue"));
     assert!(reason("vit_model.layers.0.blocks.1.attn_mask").contains("recomputed"));
-    assert!(reason("vit_model.layers.0.blocks.0.attn.relative_position_index").contains("recomputed"));
+    assert!(
+        reason("vit_model.layers.0.blocks.0.attn.relative_position_index").contains("recomputed")
+    );
     assert!(reason("text_transformer.embeddings.position_ids").contains("recomputed"));
     assert!(reason("itm_score.fc.weight").contains("task head"));
     assert!(reason("temp").contains("task head"));
-    assert!(reason("text_transformer.encoder.layer.3.crossattention_t2i.output.LayerNorm.weight").contains("never uses"));
+    assert!(
+        reason("text_transformer.encoder.layer.3.crossattention_t2i.output.LayerNorm.weight")
+            .contains("never uses")
+    );
     assert!(reason("text_transformer.encoder.layer.0.alpha_t2i").contains("unfused"));
     // exactly these: 3 queue buffers, 3 buffers, 5 head tensors, 6 unused LayerNorm tensors, 1 gate
     assert_eq!(skipped.len(), 3 + 3 + 5 + 6 + 1, "{skipped:#?}");
@@ -186,7 +286,10 @@ fn the_original_checkpoint_loads_and_every_skipped_key_is_reported_with_its_reas
 fn the_dual_path_never_reads_a_fusion_parameter() {
     let x = inputs::<B>();
     let mut model = model();
-    model.visit_fusion_weights(&mut MapParams(|_: &str, t: Tensor<B, 1>| t.zeros_like().add_scalar(f32::NAN)), "");
+    model.visit_fusion_weights(
+        &mut MapParams(|_: &str, t: Tensor<B, 1>| t.zeros_like().add_scalar(f32::NAN)),
+        "",
+    );
     let dual = model.forward_dual(x.pixels, x.ids, x.mask);
     let expected = expected();
     assert_matches("dual_image", dual.image.tokens, &expected);
@@ -199,29 +302,55 @@ fn building_from_unimodal_weights_initialises_fusion_as_spec_f3() {
     let device = Default::default();
     let mut source = FiberBackbone::<B>::new(&config, false, &device).unwrap();
     let (mut roberta, mut swin) = (WeightCollector::new(), WeightCollector::new());
-    source.text_transformer.visit_weights(&mut roberta, "roberta");
+    source
+        .text_transformer
+        .visit_weights(&mut roberta, "roberta");
     source.vit_model.visit_weights(&mut swin, "");
-    let (mut model, report) = FiberBackbone::<B>::from_unimodal(&config, roberta.into_store(), swin.into_store(), false, &device).unwrap();
-    assert_eq!(report.initialised.len(), 3 * 18, "every fusion parameter is new: {:?}", report.initialised);
+    let (mut model, report) = FiberBackbone::<B>::from_unimodal(
+        &config,
+        roberta.into_store(),
+        swin.into_store(),
+        false,
+        &device,
+    )
+    .unwrap();
+    assert_eq!(
+        report.initialised.len(),
+        3 * 18,
+        "every fusion parameter is new: {:?}",
+        report.initialised
+    );
     let mut gates = Vec::new();
-    model.visit_fusion_weights(&mut MapParams(|key: &str, t: Tensor<B, 1>| {
-        if key.contains("alpha") {
-            gates.push(t.clone().into_data().into_vec::<f32>().unwrap()[0]);
-        }
-        t
-    }), "");
+    model.visit_fusion_weights(
+        &mut MapParams(|key: &str, t: Tensor<B, 1>| {
+            if key.contains("alpha") {
+                gates.push(t.clone().into_data().into_vec::<f32>().unwrap()[0]);
+            }
+            t
+        }),
+        "",
+    );
     assert_eq!(gates, vec![0.0; 6]);
     // α = 0: the fused image path equals the backbone it came from (before the final norm).
     let x = inputs::<B>();
     let fused = model.forward_fused(x.pixels.clone(), x.ids, x.mask);
     let swin_only = source.vit_model.forward(x.pixels);
-    let reference = swin_only.hidden_states.last().unwrap().tokens.clone().into_data().into_vec::<f32>().unwrap();
+    let reference = swin_only
+        .hidden_states
+        .last()
+        .unwrap()
+        .tokens
+        .clone()
+        .into_data()
+        .into_vec::<f32>()
+        .unwrap();
     assert!(max_err(fused.image.tokens, &reference) <= 1e-5);
 }
 
 #[test]
 fn parameter_count_of_fiber_base_matches_spec_f1() {
-    let model = FiberBackbone::<B>::new(&FiberConfig::fiber_base_384(), false, &Default::default()).unwrap();
+    let model = FiberBackbone::<B>::new(&FiberConfig::fiber_base_384(), false, &Default::default())
+        .unwrap();
     // Spec F.1: Swin 86,878,584 + i2t 12,607,494 + RoBERTa 124,645,632 + t2i 13,397,004; our
     // t2i omits the 6 never-used cross-attention LayerNorms (6 × 1536) and the 6 gates of
     // unfused layers.

@@ -46,33 +46,63 @@ pub struct Caption {
 impl<B: Backend> FiberModel<B> {
     /// Teacher-forced caption logits `[n, len, vocab]`: the captioning text path (causal masks,
     /// text-to-image attention only) over `image` tokens, then `mlm_score(cross_modal_text_transform(·))`.
-    pub fn caption_logits(&self, image: &FeatureMap<B>, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>, FusionError> {
-        let text = self.backbone.caption_text(image, input_ids, attention_mask)?;
-        Ok(self.mlm_score.forward(self.fused.text_transform.forward(text)))
+    pub fn caption_logits(
+        &self,
+        image: &FeatureMap<B>,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+    ) -> Result<Tensor<B, 3>, FusionError> {
+        let text = self
+            .backbone
+            .caption_text(image, input_ids, attention_mask)?;
+        Ok(self
+            .mlm_score
+            .forward(self.fused.text_transform.forward(text)))
     }
 
     /// Next-token cross-entropy: position t predicts token t+1; positions whose next token is
     /// padding are ignored. Logits `[n, len, vocab]`, ids and mask `[n, len]` → `[1]`.
-    pub fn caption_loss(&self, logits: Tensor<B, 3>, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+    pub fn caption_loss(
+        &self,
+        logits: Tensor<B, 3>,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 1> {
         let [n, len, vocab] = logits.dims();
-        let predicted = logits.slice([0..n, 0..len - 1]).reshape([n * (len - 1), vocab]);
+        let predicted = logits
+            .slice([0..n, 0..len - 1])
+            .reshape([n * (len - 1), vocab]);
         let next = input_ids.slice([0..n, 1..len]);
         let keep = attention_mask.slice([0..n, 1..len]).equal_elem(1);
-        let targets = next.mask_fill(keep.bool_not(), IGNORE_INDEX).reshape([n * (len - 1)]);
+        let targets = next
+            .mask_fill(keep.bool_not(), IGNORE_INDEX)
+            .reshape([n * (len - 1)]);
         cross_entropy(predicted, targets, Some(IGNORE_INDEX))
     }
 
     /// Log-probabilities of the next token after each row of `prefixes` (`<s>` included) for
     /// one image's tokens `[1, n, C]` → `rows × vocab`, row-major, `<mask>` set to −∞.
-    fn next_token_log_probs(&self, image: &FeatureMap<B>, prefixes: &[Vec<i64>], mask_id: i64) -> Result<(Vec<f32>, usize), FusionError> {
+    fn next_token_log_probs(
+        &self,
+        image: &FeatureMap<B>,
+        prefixes: &[Vec<i64>],
+        mask_id: i64,
+    ) -> Result<(Vec<f32>, usize), FusionError> {
         let rows = prefixes.len();
         let len = prefixes[0].len();
         let device = image.tokens.device();
-        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(prefixes.concat(), [rows, len]), &device);
+        let ids = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(prefixes.concat(), [rows, len]),
+            &device,
+        );
         let mask = Tensor::<B, 2, Int>::ones([rows, len], &device);
         let [_, n, c] = image.tokens.dims();
         let tokens = image.tokens.clone().expand([rows, n, c]);
-        let image = FeatureMap { tokens, height: image.height, width: image.width };
+        let image = FeatureMap {
+            tokens,
+            height: image.height,
+            width: image.width,
+        };
         let logits = self.caption_logits(&image, ids, mask)?;
         let vocab = logits.dims()[2];
         let last = logits.slice([0..rows, len - 1..len]).reshape([rows, vocab]);
@@ -88,12 +118,22 @@ impl<B: Backend> FiberModel<B> {
     /// Decodes a caption for one image (tokens `[1, n, C]` from
     /// [`fiber_fusion::FiberBackbone::caption_image`]) by beam search; `beam_size = 1` is greedy
     /// decoding. Returns the best caption.
-    pub fn generate_caption(&self, image: &FeatureMap<B>, config: &DecodeConfig) -> Result<Caption, FusionError> {
+    pub fn generate_caption(
+        &self,
+        image: &FeatureMap<B>,
+        config: &DecodeConfig,
+    ) -> Result<Caption, FusionError> {
         let beam = config.beam_size.max(1);
         // live beams: (tokens with <s>, summed log-probability)
         let mut live: Vec<(Vec<i64>, f64)> = vec![(vec![config.bos], 0.0)];
         let mut finished: Vec<Caption> = Vec::new();
-        let rank_score = |log_prob: f64, generated: usize| if config.length_normalized { log_prob / generated.max(1) as f64 } else { log_prob };
+        let rank_score = |log_prob: f64, generated: usize| {
+            if config.length_normalized {
+                log_prob / generated.max(1) as f64
+            } else {
+                log_prob
+            }
+        };
         for _ in 0..config.max_len {
             let prefixes: Vec<Vec<i64>> = live.iter().map(|(t, _)| t.clone()).collect();
             let (log_probs, vocab) = self.next_token_log_probs(image, &prefixes, config.mask)?;
@@ -119,7 +159,11 @@ impl<B: Backend> FiberModel<B> {
                 if token == config.eos || token == config.pad {
                     if rank < beam {
                         let generated = tokens.len() - 1;
-                        finished.push(Caption { tokens: tokens[1..].to_vec(), log_prob: score, score: rank_score(score, generated) });
+                        finished.push(Caption {
+                            tokens: tokens[1..].to_vec(),
+                            log_prob: score,
+                            score: rank_score(score, generated),
+                        });
                     }
                 } else if next.len() < beam {
                     next.push((tokens, score));
@@ -139,7 +183,10 @@ impl<B: Backend> FiberModel<B> {
                 let mut scores: Vec<f64> = finished.iter().map(|c| c.score).collect();
                 scores.sort_by(|a, b| b.total_cmp(a));
                 let worst_kept = scores[beam - 1];
-                let best_live = live.iter().map(|(t, s)| rank_score(*s, t.len() - 1)).fold(f64::NEG_INFINITY, f64::max);
+                let best_live = live
+                    .iter()
+                    .map(|(t, s)| rank_score(*s, t.len() - 1))
+                    .fold(f64::NEG_INFINITY, f64::max);
                 if best_live <= worst_kept {
                     break;
                 }
@@ -150,8 +197,17 @@ impl<B: Backend> FiberModel<B> {
         }
         for (tokens, score) in live {
             let generated = tokens.len() - 1;
-            finished.push(Caption { tokens: tokens[1..].to_vec(), log_prob: score, score: rank_score(score, generated) });
+            finished.push(Caption {
+                tokens: tokens[1..].to_vec(),
+                log_prob: score,
+                score: rank_score(score, generated),
+            });
         }
-        finished.into_iter().max_by(|a, b| a.score.total_cmp(&b.score)).ok_or_else(|| FusionError::InvalidConfig("decoding produced no caption (max_len is 0)".into()))
+        finished
+            .into_iter()
+            .max_by(|a, b| a.score.total_cmp(&b.score))
+            .ok_or_else(|| {
+                FusionError::InvalidConfig("decoding produced no caption (max_len is 0)".into())
+            })
     }
 }

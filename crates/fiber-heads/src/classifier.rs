@@ -42,7 +42,8 @@ impl<B: Backend> ClassifierHead<B> {
 
     /// `[n, input]` → logits `[n, classes]`.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.output.forward(Activation::Gelu.forward(self.norm.forward(self.dense.forward(x))))
+        self.output
+            .forward(Activation::Gelu.forward(self.norm.forward(self.dense.forward(x))))
     }
 
     /// VQA loss (spec D.1): binary cross-entropy with logits against soft scores `[n, answers]`,

@@ -20,12 +20,16 @@ pub struct Temperature<B: Backend> {
 impl<B: Backend> Temperature<B> {
     /// A temperature of `value`.
     pub fn new(value: f64, device: &B::Device) -> Self {
-        Self { temp: Param::from_tensor(Tensor::from_floats([value as f32], device)) }
+        Self {
+            temp: Param::from_tensor(Tensor::from_floats([value as f32], device)),
+        }
     }
 
     /// The clamped temperature `[1]`.
     pub fn value(&self) -> Tensor<B, 1> {
-        self.temp.val().clamp(TEMPERATURE_RANGE.0, TEMPERATURE_RANGE.1)
+        self.temp
+            .val()
+            .clamp(TEMPERATURE_RANGE.0, TEMPERATURE_RANGE.1)
     }
 
     /// Clamps the stored value into [`TEMPERATURE_RANGE`], as the original does before every
@@ -34,7 +38,9 @@ impl<B: Backend> Temperature<B> {
     pub fn clamp_in_place(self) -> Self {
         let temp = self.temp.map(|t| {
             let trainable = t.is_require_grad();
-            t.clamp(TEMPERATURE_RANGE.0, TEMPERATURE_RANGE.1).detach().set_require_grad(trainable)
+            t.clamp(TEMPERATURE_RANGE.0, TEMPERATURE_RANGE.1)
+                .detach()
+                .set_require_grad(trainable)
         });
         Self { temp }
     }
@@ -64,7 +70,12 @@ impl<B: Backend> Default for FeatureQueue<B> {
 impl<B: Backend> FeatureQueue<B> {
     /// An empty queue holding at most `capacity` entries per modality.
     pub fn new(capacity: usize) -> Self {
-        Self { capacity, image: None, text: None, indices: Vec::new() }
+        Self {
+            capacity,
+            image: None,
+            text: None,
+            indices: Vec::new(),
+        }
     }
 
     /// Number of queued entries.
@@ -132,7 +143,12 @@ pub struct ItcOutput<B: Backend> {
 /// ITC over the batch plus the queue: `image`, `text` `[batch, d]` L2-normalised features.
 /// Row b's positive is column b; queue entries are negatives, even when they are in fact
 /// positives (spec C.2).
-pub fn itc_loss<B: Backend>(image: Tensor<B, 2>, text: Tensor<B, 2>, queue: &FeatureQueue<B>, temperature: Tensor<B, 1>) -> ItcOutput<B> {
+pub fn itc_loss<B: Backend>(
+    image: Tensor<B, 2>,
+    text: Tensor<B, 2>,
+    queue: &FeatureQueue<B>,
+    temperature: Tensor<B, 1>,
+) -> ItcOutput<B> {
     let [batch, _] = image.dims();
     let with_queue = |own: Tensor<B, 2>, queued: Option<Tensor<B, 2>>| match queued {
         Some(q) => Tensor::cat(vec![own, q], 0),
@@ -144,9 +160,18 @@ pub fn itc_loss<B: Backend>(image: Tensor<B, 2>, text: Tensor<B, 2>, queue: &Fea
     let logits_i2t = image.matmul(all_text.transpose()) * inv_temp.clone();
     let logits_t2i = text.matmul(all_image.transpose()) * inv_temp;
     let device = logits_i2t.device();
-    let targets = Tensor::<B, 1, Int>::from_data(TensorData::new((0..batch as i64).collect::<Vec<_>>(), [batch]), &device);
-    let loss = (cross_entropy(logits_i2t.clone(), targets.clone(), None) + cross_entropy(logits_t2i.clone(), targets, None)) / 2.0;
-    ItcOutput { loss, logits_i2t, logits_t2i }
+    let targets = Tensor::<B, 1, Int>::from_data(
+        TensorData::new((0..batch as i64).collect::<Vec<_>>(), [batch]),
+        &device,
+    );
+    let loss = (cross_entropy(logits_i2t.clone(), targets.clone(), None)
+        + cross_entropy(logits_t2i.clone(), targets, None))
+        / 2.0;
+    ItcOutput {
+        loss,
+        logits_i2t,
+        logits_t2i,
+    }
 }
 
 #[cfg(test)]
@@ -160,12 +185,23 @@ mod tests {
         let image = Tensor::<B, 2>::from_floats([[1.0, 0.0], [0.0, 1.0]], &device);
         let text = Tensor::<B, 2>::from_floats([[0.6, 0.8], [0.0, 1.0]], &device);
         let mut queue = FeatureQueue::new(4);
-        queue.push(Tensor::from_floats([[0.8, 0.6]], &device), Tensor::from_floats([[1.0, 0.0]], &device), &[7]);
+        queue.push(
+            Tensor::from_floats([[0.8, 0.6]], &device),
+            Tensor::from_floats([[1.0, 0.0]], &device),
+            &[7],
+        );
         let t = 0.5;
-        let out = itc_loss(image.clone(), text.clone(), &queue, Tensor::from_floats([t as f32], &device));
+        let out = itc_loss(
+            image.clone(),
+            text.clone(),
+            &queue,
+            Tensor::from_floats([t as f32], &device),
+        );
         assert_eq!(out.logits_i2t.dims(), [2, 3]);
         // i2t row 0: image0·[text0, text1, q] = [0.6, 0, 1.0]/t, target 0; row 1: [0.8, 1, 0]/t, target 1.
-        let ce = |row: [f64; 3], target: usize| -(row[target] / t - row.iter().map(|v| (v / t).exp()).sum::<f64>().ln());
+        let ce = |row: [f64; 3], target: usize| {
+            -(row[target] / t - row.iter().map(|v| (v / t).exp()).sum::<f64>().ln())
+        };
         let i2t = (ce([0.6, 0.0, 1.0], 0) + ce([0.8, 1.0, 0.0], 1)) / 2.0;
         // t2i row 0: text0·[image0, image1, q] = [0.6, 0.8, 0.96]; row 1: [0, 1, 0.6].
         let t2i = (ce([0.6, 0.8, 0.96], 0) + ce([0.0, 1.0, 0.6], 1)) / 2.0;
@@ -189,9 +225,19 @@ mod tests {
     #[test]
     fn temperature_is_clamped_when_used_and_in_place() {
         let device = Default::default();
-        assert_eq!(Temperature::<B>::new(5.0, &device).value().into_scalar(), 1.0);
-        assert_eq!(Temperature::<B>::new(1e-5, &device).value().into_scalar(), 0.001);
-        let stored = Temperature::<B>::new(5.0, &device).clamp_in_place().temp.val().into_scalar();
+        assert_eq!(
+            Temperature::<B>::new(5.0, &device).value().into_scalar(),
+            1.0
+        );
+        assert_eq!(
+            Temperature::<B>::new(1e-5, &device).value().into_scalar(),
+            0.001
+        );
+        let stored = Temperature::<B>::new(5.0, &device)
+            .clamp_in_place()
+            .temp
+            .val()
+            .into_scalar();
         assert_eq!(stored, 1.0);
     }
 }

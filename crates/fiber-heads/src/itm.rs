@@ -21,7 +21,9 @@ pub struct ItmHead<B: Backend> {
 impl<B: Backend> ItmHead<B> {
     /// A fresh head for `cls_feats` of width `width` (N(0, 0.02), zero bias).
     pub fn new(width: usize, device: &B::Device) -> Self {
-        Self { fc: linear_normal(width, 2, true, 0.02, device) }
+        Self {
+            fc: linear_normal(width, 2, true, 0.02, device),
+        }
     }
 
     /// Logits `[n, 2]` from `cls_feats` `[n, 2H]`.
@@ -56,7 +58,12 @@ impl<B: Backend> ItmHead<B> {
 /// against every candidate), draws one candidate from `softmax(row)` with column `own[b]`
 /// excluded (spec C.3: the own pair never serves as its own negative; 1e-9 is added to every
 /// other weight as the original does). Returns the chosen columns.
-pub fn sample_hard_negatives(similarities: &[f32], columns: usize, own: &[usize], rng: &mut impl Rng) -> Vec<usize> {
+pub fn sample_hard_negatives(
+    similarities: &[f32],
+    columns: usize,
+    own: &[usize],
+    rng: &mut impl Rng,
+) -> Vec<usize> {
     similarities
         .chunks(columns)
         .zip(own)
@@ -66,7 +73,13 @@ pub fn sample_hard_negatives(similarities: &[f32], columns: usize, own: &[usize]
             let weights: Vec<f64> = row
                 .iter()
                 .enumerate()
-                .map(|(j, &s)| if j == own { 0.0 } else { ((s - max) as f64).exp() / total + 1e-9 })
+                .map(|(j, &s)| {
+                    if j == own {
+                        0.0
+                    } else {
+                        ((s - max) as f64).exp() / total + 1e-9
+                    }
+                })
                 .collect();
             match WeightedIndex::new(&weights) {
                 Ok(dist) => dist.sample(rng),
@@ -99,7 +112,10 @@ mod tests {
             let observed = counts[j] as f64 / draws as f64;
             // five standard deviations of a binomial proportion
             let tolerance = 5.0 * (expected * (1.0 - expected) / draws as f64).sqrt();
-            assert!((observed - expected).abs() < tolerance, "column {j}: {observed} vs {expected}");
+            assert!(
+                (observed - expected).abs() < tolerance,
+                "column {j}: {observed} vs {expected}"
+            );
         }
     }
 

@@ -39,7 +39,12 @@ pub struct MaskedBatch {
 impl MlmMasker {
     /// Masks `input_ids` (padding marked by `attention_mask` = 0 is never chosen); the result
     /// depends only on the inputs and the state of `rng`.
-    pub fn mask(&self, input_ids: &[i64], attention_mask: &[i64], rng: &mut impl Rng) -> MaskedBatch {
+    pub fn mask(
+        &self,
+        input_ids: &[i64],
+        attention_mask: &[i64],
+        rng: &mut impl Rng,
+    ) -> MaskedBatch {
         let mut ids = input_ids.to_vec();
         let mut labels = vec![IGNORE_INDEX; ids.len()];
         for (i, id) in ids.iter_mut().enumerate() {
@@ -58,7 +63,10 @@ impl MlmMasker {
                 *id = random_token;
             }
         }
-        MaskedBatch { input_ids: ids, labels }
+        MaskedBatch {
+            input_ids: ids,
+            labels,
+        }
     }
 }
 
@@ -73,7 +81,9 @@ pub struct MlmHead<B: Backend> {
 impl<B: Backend> MlmHead<B> {
     /// A fresh head (N(0, 0.02), zero biases, LayerNorm (1, 0)).
     pub fn new(hidden: usize, vocab: usize, device: &B::Device) -> Self {
-        Self { head: RobertaLmHead::with_sizes(hidden, vocab, 1e-12, 0.02, device) }
+        Self {
+            head: RobertaLmHead::with_sizes(hidden, vocab, 1e-12, 0.02, device),
+        }
     }
 
     /// Transformed text features `[batch, len, H]` → logits `[batch, len, vocab]`.
@@ -85,20 +95,33 @@ impl<B: Backend> MlmHead<B> {
     /// `[batch, len, vocab]`, labels `[batch, len]` → `[1]`.
     pub fn loss(&self, logits: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Tensor<B, 1> {
         let [batch, len, vocab] = logits.dims();
-        cross_entropy(logits.reshape([batch * len, vocab]), labels.reshape([batch * len]), Some(IGNORE_INDEX))
+        cross_entropy(
+            logits.reshape([batch * len, vocab]),
+            labels.reshape([batch * len]),
+            Some(IGNORE_INDEX),
+        )
     }
 
     /// Walks the parameters under `mlm_score.*`.
     pub fn visit_weights<V: WeightVisitor<B>>(&mut self, v: &mut V) {
         visit_linear(v, "mlm_score.transform.dense", &mut self.head.dense);
-        visit_layer_norm(v, "mlm_score.transform.LayerNorm", &mut self.head.layer_norm);
+        visit_layer_norm(
+            v,
+            "mlm_score.transform.LayerNorm",
+            &mut self.head.layer_norm,
+        );
         visit_linear(v, "mlm_score.decoder", &mut self.head.decoder);
         v.visit("mlm_score.bias", &mut self.head.bias, Layout::Same);
     }
 }
 
 /// Labels `[batch, len]` as a tensor.
-pub fn labels_tensor<B: Backend>(labels: &[i64], batch: usize, len: usize, device: &B::Device) -> Tensor<B, 2, Int> {
+pub fn labels_tensor<B: Backend>(
+    labels: &[i64],
+    batch: usize,
+    len: usize,
+    device: &B::Device,
+) -> Tensor<B, 2, Int> {
     Tensor::from_data(TensorData::new(labels.to_vec(), [batch, len]), device)
 }
 
@@ -108,7 +131,12 @@ mod tests {
     use rand::SeedableRng;
 
     fn masker() -> MlmMasker {
-        MlmMasker { probability: 0.15, mask_id: 4, vocab_size: 100, special_ids: vec![0, 1, 2, 3, 4] }
+        MlmMasker {
+            probability: 0.15,
+            mask_id: 4,
+            vocab_size: 100,
+            special_ids: vec![0, 1, 2, 3, 4],
+        }
     }
 
     #[test]
@@ -121,17 +149,30 @@ mod tests {
         for r in 0..rows {
             let real = 10 + r % 40;
             for i in 0..len {
-                ids.push(if i == 0 { 0 } else if i + 1 == real { 2 } else if i < real { 5 + ((r * 7 + i) % 90) as i64 } else { 1 });
+                ids.push(if i == 0 {
+                    0
+                } else if i + 1 == real {
+                    2
+                } else if i < real {
+                    5 + ((r * 7 + i) % 90) as i64
+                } else {
+                    1
+                });
                 mask.push((i < real) as i64);
             }
         }
         let out = masker().mask(&ids, &mask, &mut rng);
-        let (mut chosen, mut masked, mut unchanged, mut eligible) = (0usize, 0usize, 0usize, 0usize);
+        let (mut chosen, mut masked, mut unchanged, mut eligible) =
+            (0usize, 0usize, 0usize, 0usize);
         for i in 0..ids.len() {
             let is_eligible = mask[i] == 1 && ids[i] > 4;
             eligible += is_eligible as usize;
             if out.labels[i] != IGNORE_INDEX {
-                assert!(is_eligible, "position {i} (id {}) must not be chosen", ids[i]);
+                assert!(
+                    is_eligible,
+                    "position {i} (id {}) must not be chosen",
+                    ids[i]
+                );
                 assert_eq!(out.labels[i], ids[i]);
                 chosen += 1;
                 masked += (out.input_ids[i] == 4) as usize;

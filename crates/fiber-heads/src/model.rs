@@ -4,10 +4,12 @@
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use fiber_core::weights::{Layout, WeightVisitor};
 use fiber_core::store::tensor_values;
+use fiber_core::weights::{Layout, WeightVisitor};
 use fiber_core::{LoadReport, TensorStore};
-use fiber_fusion::{BackboneOutput, FiberBackbone, FiberConfig, FusionError, ImageState, TextState};
+use fiber_fusion::{
+    BackboneOutput, FiberBackbone, FiberConfig, FusionError, ImageState, TextState,
+};
 use rand::Rng;
 
 use crate::itc::{itc_loss, FeatureQueue, Temperature};
@@ -69,7 +71,11 @@ pub struct PretrainLosses<B: Backend> {
 impl<B: Backend> FiberModel<B> {
     /// A fresh model: the backbone as [`FiberBackbone::new`] (with the captioning adapters
     /// when `caption_adapters`), heads initialised as spec C.1.
-    pub fn new(config: &FiberConfig, caption_adapters: bool, device: &B::Device) -> Result<Self, FusionError> {
+    pub fn new(
+        config: &FiberConfig,
+        caption_adapters: bool,
+        device: &B::Device,
+    ) -> Result<Self, FusionError> {
         let backbone = FiberBackbone::new(config, caption_adapters, device)?;
         let (text_width, image_width) = (config.roberta.hidden_size, config.swin.num_features());
         let hidden = text_width;
@@ -91,28 +97,52 @@ impl<B: Backend> FiberModel<B> {
 
     /// `cls_feats` `[n, 2H]`: pooled fused text (token 0) and pooled fused image (mean).
     pub fn cls_feats(&self, out: &BackboneOutput<B>) -> Tensor<B, 2> {
-        Tensor::cat(vec![self.fused.pooled_text(out.text.clone()), self.fused.pooled_image(out.image.tokens.clone())], 1)
+        Tensor::cat(
+            vec![
+                self.fused.pooled_text(out.text.clone()),
+                self.fused.pooled_image(out.image.tokens.clone()),
+            ],
+            1,
+        )
     }
 
     /// L2-normalised dual-encoder features `[n, H]` of images and texts from their prefixes.
-    pub fn itc_features(&self, image: &ImageState<B>, text: &TextState<B>) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    pub fn itc_features(
+        &self,
+        image: &ImageState<B>,
+        text: &TextState<B>,
+    ) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let image = self.backbone.image_only_suffix(image).tokens;
         let text = self.backbone.text_only_suffix(text);
-        (l2_normalize(self.itc.pooled_image(image)), l2_normalize(self.itc.pooled_text(text)))
+        (
+            l2_normalize(self.itc.pooled_image(image)),
+            l2_normalize(self.itc.pooled_text(text)),
+        )
     }
 
     /// NLVR2 features (spec D.2): two fused forwards, (left image, sentence) and (right image,
     /// sentence), sharing the sentence's prefix; their `cls_feats` concatenated → `[n, 4H]`.
-    pub fn nlvr2_features(&self, left: Tensor<B, 4>, right: Tensor<B, 4>, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+    pub fn nlvr2_features(
+        &self,
+        left: Tensor<B, 4>,
+        right: Tensor<B, 4>,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 2> {
         let text = self.backbone.text_prefix(input_ids, attention_mask);
-        let left = self.backbone.fused_suffix(&self.backbone.image_prefix(left), &text);
-        let right = self.backbone.fused_suffix(&self.backbone.image_prefix(right), &text);
+        let left = self
+            .backbone
+            .fused_suffix(&self.backbone.image_prefix(left), &text);
+        let right = self
+            .backbone
+            .fused_suffix(&self.backbone.image_prefix(right), &text);
         Tensor::cat(vec![self.cls_feats(&left), self.cls_feats(&right)], 1)
     }
 
     /// MLM logits `[n, len, vocab]` from a fused output.
     pub fn mlm_logits(&self, out: &BackboneOutput<B>) -> Tensor<B, 3> {
-        self.mlm_score.forward(self.fused.text_transform.forward(out.text.clone()))
+        self.mlm_score
+            .forward(self.fused.text_transform.forward(out.text.clone()))
     }
 
     /// One coarse pre-training step's losses (spec C.2–C.4). Uni-modal prefixes are computed
@@ -129,12 +159,23 @@ impl<B: Backend> FiberModel<B> {
     ) -> PretrainLosses<B> {
         let n = batch.indices.len();
         let image = self.backbone.image_prefix(batch.pixels.clone());
-        let text = self.backbone.text_prefix(batch.input_ids.clone(), batch.attention_mask.clone());
+        let text = self
+            .backbone
+            .text_prefix(batch.input_ids.clone(), batch.attention_mask.clone());
 
         // ITC over the batch and the queue.
         let (image_feats, text_feats) = self.itc_features(&image, &text);
-        let usable_queue = if fetch.is_some() { queue.clone() } else { FeatureQueue::new(0) };
-        let itc = itc_loss(image_feats.clone(), text_feats.clone(), &usable_queue, self.temperature.value());
+        let usable_queue = if fetch.is_some() {
+            queue.clone()
+        } else {
+            FeatureQueue::new(0)
+        };
+        let itc = itc_loss(
+            image_feats.clone(),
+            text_feats.clone(),
+            &usable_queue,
+            self.temperature.value(),
+        );
 
         // Hard negatives from the (detached) similarities: a text for each image, an image for
         // each text.
@@ -148,10 +189,18 @@ impl<B: Backend> FiberModel<B> {
         // Candidates beyond the batch come from the queue: fetch their inputs and prefixes.
         let mut image_pool = image.clone();
         let mut text_pool = text.clone();
-        let queued: Vec<usize> = neg_text_cols.iter().chain(&neg_image_cols).filter(|&&c| c >= n).map(|&c| c - n).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let queued: Vec<usize> = neg_text_cols
+            .iter()
+            .chain(&neg_image_cols)
+            .filter(|&&c| c >= n)
+            .map(|&c| c - n)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let mut remap = std::collections::HashMap::new();
         if let (Some(fetch), false) = (fetch, queued.is_empty()) {
-            let dataset_indices: Vec<usize> = queued.iter().map(|&q| usable_queue.indices()[q]).collect();
+            let dataset_indices: Vec<usize> =
+                queued.iter().map(|&q| usable_queue.indices()[q]).collect();
             let (pixels, ids, mask) = fetch(&dataset_indices);
             image_pool = ImageState::cat(vec![image_pool, self.backbone.image_prefix(pixels)]);
             text_pool = TextState::cat(vec![text_pool, self.backbone.text_prefix(ids, mask)]);
@@ -160,8 +209,10 @@ impl<B: Backend> FiberModel<B> {
             }
         }
         let row = |c: usize| if c < n { c } else { remap[&c] };
-        let neg_texts = text_pool.select(&neg_text_cols.iter().map(|&c| row(c)).collect::<Vec<_>>());
-        let neg_images = image_pool.select(&neg_image_cols.iter().map(|&c| row(c)).collect::<Vec<_>>());
+        let neg_texts =
+            text_pool.select(&neg_text_cols.iter().map(|&c| row(c)).collect::<Vec<_>>());
+        let neg_images =
+            image_pool.select(&neg_image_cols.iter().map(|&c| row(c)).collect::<Vec<_>>());
 
         // ITM: (image, text) matching; (image, hard text) and (hard image, text) not.
         let itm_images = ImageState::cat(vec![image.clone(), image.clone(), neg_images]);
@@ -171,13 +222,24 @@ impl<B: Backend> FiberModel<B> {
         let itm = self.itm_score.loss(itm_logits, n);
 
         // MLM: masked text fused with the (unmasked) image prefix.
-        let masked = self.backbone.text_prefix(batch.masked_ids.clone(), batch.attention_mask.clone());
+        let masked = self
+            .backbone
+            .text_prefix(batch.masked_ids.clone(), batch.attention_mask.clone());
         let mlm_out = self.backbone.fused_suffix(&image, &masked);
         let mlm_logits = self.mlm_logits(&mlm_out);
-        let mlm = self.mlm_score.loss(mlm_logits.clone(), batch.mlm_labels.clone());
+        let mlm = self
+            .mlm_score
+            .loss(mlm_logits.clone(), batch.mlm_labels.clone());
 
         let total = itc.loss.clone() + itm.clone() + mlm.clone();
-        PretrainLosses { total, itc: itc.loss, itm, mlm, mlm_logits, itc_features: (image_feats, text_feats) }
+        PretrainLosses {
+            total,
+            itc: itc.loss,
+            itm,
+            mlm,
+            mlm_logits,
+            itc_features: (image_feats, text_feats),
+        }
     }
 
     /// Walks every parameter under the original checkpoint keys.
@@ -196,7 +258,13 @@ impl<B: Backend> FiberModel<B> {
         let mut store = store;
         store.rename_prefix("module.", "");
         if let Some(temp) = store.get("temp").filter(|t| t.shape.is_empty()).cloned() {
-            store.insert("temp", fiber_core::StoredTensor { shape: vec![1], values: temp.values });
+            store.insert(
+                "temp",
+                fiber_core::StoredTensor {
+                    shape: vec![1],
+                    values: temp.values,
+                },
+            );
         }
         let mut loader = self.backbone.fiber_loader(store);
         self.visit_weights(&mut loader);
@@ -205,6 +273,11 @@ impl<B: Backend> FiberModel<B> {
 }
 
 /// Token ids `[n, len]` from row-major values.
-pub fn ids_tensor<B: Backend>(values: Vec<i64>, rows: usize, len: usize, device: &B::Device) -> Tensor<B, 2, Int> {
+pub fn ids_tensor<B: Backend>(
+    values: Vec<i64>,
+    rows: usize,
+    len: usize,
+    device: &B::Device,
+) -> Tensor<B, 2, Int> {
     Tensor::from_data(TensorData::new(values, [rows, len]), device)
 }

@@ -41,8 +41,12 @@ impl<B: Backend> ModalityProjections<B> {
         Self {
             text_transform: lin(text_width, hidden),
             image_transform: lin(image_width, hidden),
-            text_pooler: Pooler { dense: lin(hidden, hidden) },
-            image_pooler: Pooler { dense: lin(hidden, hidden) },
+            text_pooler: Pooler {
+                dense: lin(hidden, hidden),
+            },
+            image_pooler: Pooler {
+                dense: lin(hidden, hidden),
+            },
         }
     }
 
@@ -59,22 +63,47 @@ impl<B: Backend> ModalityProjections<B> {
     /// Pooled image `[batch, H]` from tokens `[batch, n, image_width]` (transform, mean over all
     /// tokens, pooler).
     pub fn pooled_image(&self, image: Tensor<B, 3>) -> Tensor<B, 2> {
-        let mean = self.image_transform.forward(image).mean_dim(1).squeeze_dim::<2>(1);
+        let mean = self
+            .image_transform
+            .forward(image)
+            .mean_dim(1)
+            .squeeze_dim::<2>(1);
         self.image_pooler.forward(mean)
     }
 
     /// Walks the parameters under `{prefix}cross_modal_text_transform{suffix}` and the other
     /// three names (suffix `""` for the fused set, `"_itc"` for the dual set).
     pub fn visit_weights<V: WeightVisitor<B>>(&mut self, v: &mut V, suffix: &str) {
-        visit_linear(v, &format!("cross_modal_text_transform{suffix}"), &mut self.text_transform);
-        visit_linear(v, &format!("cross_modal_image_transform{suffix}"), &mut self.image_transform);
-        visit_linear(v, &format!("cross_modal_text_pooler{suffix}.dense"), &mut self.text_pooler.dense);
-        visit_linear(v, &format!("cross_modal_image_pooler{suffix}.dense"), &mut self.image_pooler.dense);
+        visit_linear(
+            v,
+            &format!("cross_modal_text_transform{suffix}"),
+            &mut self.text_transform,
+        );
+        visit_linear(
+            v,
+            &format!("cross_modal_image_transform{suffix}"),
+            &mut self.image_transform,
+        );
+        visit_linear(
+            v,
+            &format!("cross_modal_text_pooler{suffix}.dense"),
+            &mut self.text_pooler.dense,
+        );
+        visit_linear(
+            v,
+            &format!("cross_modal_image_pooler{suffix}.dense"),
+            &mut self.image_pooler.dense,
+        );
     }
 }
 
 /// L2-normalises each row of `[n, d]` (with a floor of 1e-12 on the norm, as `F.normalize`).
 pub fn l2_normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
-    let norm = x.clone().powf_scalar(2.0).sum_dim(1).sqrt().clamp_min(1e-12);
+    let norm = x
+        .clone()
+        .powf_scalar(2.0)
+        .sum_dim(1)
+        .sqrt()
+        .clamp_min(1e-12);
     x / norm
 }

@@ -29,23 +29,37 @@ pub fn top_k(scores: &[f32], columns: usize, k: usize) -> Vec<Vec<usize>> {
 impl<B: Backend> FiberModel<B> {
     /// ITM matching logits `[n]` for the pairs `(images[pairs[j].0], texts[pairs[j].1])`, from
     /// prefix states computed once per image and text.
-    pub fn itm_scores(&self, images: &ImageState<B>, texts: &TextState<B>, pairs: &[(usize, usize)]) -> Tensor<B, 1> {
+    pub fn itm_scores(
+        &self,
+        images: &ImageState<B>,
+        texts: &TextState<B>,
+        pairs: &[(usize, usize)],
+    ) -> Tensor<B, 1> {
         let image_rows: Vec<usize> = pairs.iter().map(|p| p.0).collect();
         let text_rows: Vec<usize> = pairs.iter().map(|p| p.1).collect();
-        let out = self.backbone.fused_suffix(&images.select(&image_rows), &texts.select(&text_rows));
+        let out = self
+            .backbone
+            .fused_suffix(&images.select(&image_rows), &texts.select(&text_rows));
         self.itm_score.score(self.cls_feats(&out))
     }
 
     /// Text-to-image retrieval by ITC top-`k` then ITM re-ranking: for each text, the `k` images
     /// with the highest cosine similarity, reordered by their ITM score (best first).
-    pub fn rerank_text_to_image(&self, itc: &[f32], images: &ImageState<B>, texts: &TextState<B>, k: usize) -> Vec<Vec<usize>> {
+    pub fn rerank_text_to_image(
+        &self,
+        itc: &[f32],
+        images: &ImageState<B>,
+        texts: &TextState<B>,
+        k: usize,
+    ) -> Vec<Vec<usize>> {
         let n_images = images.map.tokens.dims()[0];
         top_k(itc, n_images, k)
             .into_iter()
             .enumerate()
             .map(|(t, candidates)| {
                 let pairs: Vec<(usize, usize)> = candidates.iter().map(|&i| (i, t)).collect();
-                let scores = fiber_core::store::tensor_values(self.itm_scores(images, texts, &pairs));
+                let scores =
+                    fiber_core::store::tensor_values(self.itm_scores(images, texts, &pairs));
                 let mut ranked: Vec<(usize, f32)> = candidates.into_iter().zip(scores).collect();
                 ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
                 ranked.into_iter().map(|(i, _)| i).collect()

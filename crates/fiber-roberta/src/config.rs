@@ -157,13 +157,23 @@ impl RobertaConfig {
     pub fn validate(&self) -> Result<(), RobertaError> {
         let bad = |m: String| Err(RobertaError::InvalidConfig(m));
         if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
-            return bad(format!("hidden_size {} is not divisible by num_attention_heads {}", self.hidden_size, self.num_attention_heads));
+            return bad(format!(
+                "hidden_size {} is not divisible by num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            ));
         }
         if self.pad_token_id >= self.vocab_size {
-            return bad(format!("pad_token_id {} is outside the vocabulary of {}", self.pad_token_id, self.vocab_size));
+            return bad(format!(
+                "pad_token_id {} is outside the vocabulary of {}",
+                self.pad_token_id, self.vocab_size
+            ));
         }
         if self.max_position_embeddings <= self.pad_token_id + 1 {
-            return bad(format!("max_position_embeddings {} leaves no position after the padding offset {}", self.max_position_embeddings, self.pad_token_id + 1));
+            return bad(format!(
+                "max_position_embeddings {} leaves no position after the padding offset {}",
+                self.max_position_embeddings,
+                self.pad_token_id + 1
+            ));
         }
         Ok(())
     }
@@ -193,8 +203,12 @@ mod tests {
 
     #[test]
     fn malformed_json_reports_line_and_column() {
-        let err = RobertaConfig::from_hf_json_str("{\n  \"hidden_size\": 768,\n  oops\n}").unwrap_err();
-        let RobertaError::Config(fiber_core::json::ConfigFileError::Parse { line, .. }) = err else { panic!("{err}") };
+        let err =
+            RobertaConfig::from_hf_json_str("{\n  \"hidden_size\": 768,\n  oops\n}").unwrap_err();
+        let RobertaError::Config(fiber_core::json::ConfigFileError::Parse { line, .. }) = err
+        else {
+            panic!("{err}")
+        };
         assert_eq!(line, 3);
         let err = RobertaConfig::from_hf_json_str(r#"{"hidden_size": 768}"#).unwrap_err();
         assert!(err.to_string().contains("missing field"), "{err}");
@@ -203,6 +217,10 @@ mod tests {
     #[test]
     fn inconsistent_sizes_are_rejected() {
         let config = RobertaConfig::new(100, 30, 1, 4, 64);
-        assert!(config.validate().unwrap_err().to_string().contains("not divisible"));
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("not divisible"));
     }
 }

@@ -32,7 +32,13 @@ impl<B: Backend> RobertaEmbeddings<B> {
         let pad = Some(config.pad_token_id);
         Self {
             word_embeddings: embedding_normal(config.vocab_size, h, std, pad, device),
-            position_embeddings: embedding_normal(config.max_position_embeddings, h, std, pad, device),
+            position_embeddings: embedding_normal(
+                config.max_position_embeddings,
+                h,
+                std,
+                pad,
+                device,
+            ),
             token_type_embeddings: embedding_normal(config.type_vocab_size, h, std, None, device),
             layer_norm: layer_norm(h, config.layer_norm_eps, device),
             dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
@@ -48,7 +54,11 @@ impl<B: Backend> RobertaEmbeddings<B> {
     }
 
     /// Token ids `[batch, len]` (token types all 0 when `None`) → embeddings `[batch, len, hidden]`.
-    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, token_type_ids: Option<Tensor<B, 2, Int>>) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        token_type_ids: Option<Tensor<B, 2, Int>>,
+    ) -> Tensor<B, 3> {
         let positions = self.position_ids(input_ids.clone());
         let token_types = token_type_ids.unwrap_or_else(|| input_ids.zeros_like());
         let x = self.word_embeddings.forward(input_ids)
@@ -59,9 +69,21 @@ impl<B: Backend> RobertaEmbeddings<B> {
 
     /// Walks the parameters under `{key}.word_embeddings`, … `{key}.LayerNorm`.
     pub fn visit_weights<V: WeightVisitor<B>>(&mut self, v: &mut V, key: &str) {
-        visit_embedding(v, &format!("{key}.word_embeddings"), &mut self.word_embeddings);
-        visit_embedding(v, &format!("{key}.position_embeddings"), &mut self.position_embeddings);
-        visit_embedding(v, &format!("{key}.token_type_embeddings"), &mut self.token_type_embeddings);
+        visit_embedding(
+            v,
+            &format!("{key}.word_embeddings"),
+            &mut self.word_embeddings,
+        );
+        visit_embedding(
+            v,
+            &format!("{key}.position_embeddings"),
+            &mut self.position_embeddings,
+        );
+        visit_embedding(
+            v,
+            &format!("{key}.token_type_embeddings"),
+            &mut self.token_type_embeddings,
+        );
         visit_layer_norm(v, &format!("{key}.LayerNorm"), &mut self.layer_norm);
     }
 }
@@ -77,7 +99,12 @@ mod tests {
         let config = RobertaConfig::new(20, 8, 1, 2, 16);
         let embeddings = RobertaEmbeddings::<B>::new(&config, &device);
         let ids = Tensor::<B, 2, Int>::from_ints([[0, 5, 6, 2], [0, 7, 2, 1]], &device);
-        let positions: Vec<i64> = embeddings.position_ids(ids).into_data().convert::<i64>().into_vec().unwrap();
+        let positions: Vec<i64> = embeddings
+            .position_ids(ids)
+            .into_data()
+            .convert::<i64>()
+            .into_vec()
+            .unwrap();
         assert_eq!(positions, vec![2, 3, 4, 5, 2, 3, 4, 1]);
     }
 }

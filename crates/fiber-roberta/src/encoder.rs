@@ -18,12 +18,21 @@ pub struct RobertaEncoder<B: Backend> {
 impl<B: Backend> RobertaEncoder<B> {
     /// Fresh layers initialised as HuggingFace does.
     pub fn new(config: &RobertaConfig, device: &B::Device) -> Self {
-        Self { layer: (0..config.num_hidden_layers).map(|_| RobertaLayer::new(config, device)).collect() }
+        Self {
+            layer: (0..config.num_hidden_layers)
+                .map(|_| RobertaLayer::new(config, device))
+                .collect(),
+        }
     }
 
     /// Runs layers `range` (e.g. `0..6` for FIBER's uni-modal prefix):
     /// `[batch, len, hidden]` → `[batch, len, hidden]`. Panics if the range exceeds the stack.
-    pub fn forward_layers(&self, mut hidden: Tensor<B, 3>, mask: Option<Tensor<B, 4>>, range: Range<usize>) -> Tensor<B, 3> {
+    pub fn forward_layers(
+        &self,
+        mut hidden: Tensor<B, 3>,
+        mask: Option<Tensor<B, 4>>,
+        range: Range<usize>,
+    ) -> Tensor<B, 3> {
         for layer in &self.layer[range] {
             hidden = layer.forward(hidden, mask.clone());
         }

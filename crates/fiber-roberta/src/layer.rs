@@ -36,9 +36,20 @@ pub struct RobertaLayer<B: Backend> {
 impl<B: Backend> RobertaLayer<B> {
     /// A fresh layer initialised as HuggingFace does.
     pub fn new(config: &RobertaConfig, device: &B::Device) -> Self {
-        let (h, std, eps) = (config.hidden_size, config.initializer_range, config.layer_norm_eps);
+        let (h, std, eps) = (
+            config.hidden_size,
+            config.initializer_range,
+            config.layer_norm_eps,
+        );
         Self {
-            self_attention: RobertaSelfAttention::new(h, h, config.num_attention_heads, config.attention_probs_dropout_prob, std, device),
+            self_attention: RobertaSelfAttention::new(
+                h,
+                h,
+                config.num_attention_heads,
+                config.attention_probs_dropout_prob,
+                std,
+                device,
+            ),
             attention_dense: linear_normal(h, h, true, std, device),
             attention_norm: layer_norm(h, eps, device),
             intermediate: linear_normal(h, config.intermediate_size, true, std, device),
@@ -51,20 +62,30 @@ impl<B: Backend> RobertaLayer<B> {
 
     /// The self-attention sub-layer output before residual and LayerNorm:
     /// `Dropout(Dense_o(SelfAttn(hidden)))`, `[batch, len, hidden]` → `[batch, len, hidden]`.
-    pub fn self_attention_output(&self, hidden: Tensor<B, 3>, mask: Option<Tensor<B, 4>>) -> Tensor<B, 3> {
+    pub fn self_attention_output(
+        &self,
+        hidden: Tensor<B, 3>,
+        mask: Option<Tensor<B, 4>>,
+    ) -> Tensor<B, 3> {
         let context = self.self_attention.forward(hidden.clone(), hidden, mask);
         self.dropout.forward(self.attention_dense.forward(context))
     }
 
     /// Residual and LayerNorm of the attention sub-layer: `LN(attention_output + hidden)`.
-    pub fn attention_residual(&self, attention_output: Tensor<B, 3>, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+    pub fn attention_residual(
+        &self,
+        attention_output: Tensor<B, 3>,
+        hidden: Tensor<B, 3>,
+    ) -> Tensor<B, 3> {
         self.attention_norm.forward(attention_output + hidden)
     }
 
     /// Feed-forward sub-layer with residual: `LN(W₂·act(W₁·h) + h)`; with `final_norm = false`
     /// the LayerNorm is skipped (FIBER's last fused text layer, spec B.2 quirk).
     pub fn feed_forward(&self, hidden: Tensor<B, 3>, final_norm: bool) -> Tensor<B, 3> {
-        let inner = self.activation.forward(self.intermediate.forward(hidden.clone()));
+        let inner = self
+            .activation
+            .forward(self.intermediate.forward(hidden.clone()));
         let out = self.dropout.forward(self.output_dense.forward(inner)) + hidden;
         if final_norm {
             self.output_norm.forward(out)
@@ -81,10 +102,23 @@ impl<B: Backend> RobertaLayer<B> {
 
     /// Walks the parameters under `{key}.attention.self.*`, … `{key}.output.LayerNorm`.
     pub fn visit_weights<V: WeightVisitor<B>>(&mut self, v: &mut V, key: &str) {
-        self.self_attention.visit_weights(v, &format!("{key}.attention.self"));
-        visit_linear(v, &format!("{key}.attention.output.dense"), &mut self.attention_dense);
-        visit_layer_norm(v, &format!("{key}.attention.output.LayerNorm"), &mut self.attention_norm);
-        visit_linear(v, &format!("{key}.intermediate.dense"), &mut self.intermediate);
+        self.self_attention
+            .visit_weights(v, &format!("{key}.attention.self"));
+        visit_linear(
+            v,
+            &format!("{key}.attention.output.dense"),
+            &mut self.attention_dense,
+        );
+        visit_layer_norm(
+            v,
+            &format!("{key}.attention.output.LayerNorm"),
+            &mut self.attention_norm,
+        );
+        visit_linear(
+            v,
+            &format!("{key}.intermediate.dense"),
+            &mut self.intermediate,
+        );
         visit_linear(v, &format!("{key}.output.dense"), &mut self.output_dense);
         visit_layer_norm(v, &format!("{key}.output.LayerNorm"), &mut self.output_norm);
     }

@@ -27,7 +27,13 @@ pub struct RobertaLmHead<B: Backend> {
 impl<B: Backend> RobertaLmHead<B> {
     /// A fresh head initialised as HuggingFace does.
     pub fn new(config: &RobertaConfig, device: &B::Device) -> Self {
-        Self::with_sizes(config.hidden_size, config.vocab_size, config.layer_norm_eps, config.initializer_range, device)
+        Self::with_sizes(
+            config.hidden_size,
+            config.vocab_size,
+            config.layer_norm_eps,
+            config.initializer_range,
+            device,
+        )
     }
 
     /// A fresh head for width `hidden` and `vocab` outputs, LayerNorm epsilon `eps`, weights
@@ -43,7 +49,9 @@ impl<B: Backend> RobertaLmHead<B> {
 
     /// `[batch, len, hidden]` → logits `[batch, len, vocab]`.
     pub fn forward(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = self.layer_norm.forward(Activation::Gelu.forward(self.dense.forward(hidden)));
+        let x = self
+            .layer_norm
+            .forward(Activation::Gelu.forward(self.dense.forward(hidden)));
         self.decoder.forward(x) + self.bias.val().unsqueeze::<3>()
     }
 
@@ -68,13 +76,23 @@ pub struct RobertaForMaskedLm<B: Backend> {
 impl<B: Backend> RobertaForMaskedLm<B> {
     /// A freshly initialised model.
     pub fn new(config: &RobertaConfig, device: &B::Device) -> Self {
-        Self { roberta: RobertaModel::new(config, false, device), lm_head: RobertaLmHead::new(config, device) }
+        Self {
+            roberta: RobertaModel::new(config, false, device),
+            lm_head: RobertaLmHead::new(config, device),
+        }
     }
 
     /// Token ids and padding mask `[batch, len]` → (`last_hidden_state` `[batch, len, hidden]`,
     /// logits `[batch, len, vocab]`).
-    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>) -> (Tensor<B, 3>, Tensor<B, 3>) {
-        let hidden = self.roberta.forward(input_ids, attention_mask, false).last_hidden_state;
+    pub fn forward(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let hidden = self
+            .roberta
+            .forward(input_ids, attention_mask, false)
+            .last_hidden_state;
         let logits = self.lm_head.forward(hidden.clone());
         (hidden, logits)
     }

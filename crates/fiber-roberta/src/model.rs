@@ -54,7 +54,9 @@ impl<B: Backend> RobertaModel<B> {
         Self {
             embeddings: RobertaEmbeddings::new(config, device),
             encoder: RobertaEncoder::new(config, device),
-            pooler: with_pooler.then(|| RobertaPooler { dense: linear_normal(h, h, true, config.initializer_range, device) }),
+            pooler: with_pooler.then(|| RobertaPooler {
+                dense: linear_normal(h, h, true, config.initializer_range, device),
+            }),
         }
     }
 
@@ -74,17 +76,29 @@ impl<B: Backend> RobertaModel<B> {
 
     /// Token ids and padding mask `[batch, len]` → hidden states `[batch, len, hidden]` and the
     /// pooled `<s>` state `[batch, hidden]`. With `causal`, token i only attends to tokens ≤ i.
-    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>, causal: bool) -> RobertaModelOutput<B> {
+    pub fn forward(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+        causal: bool,
+    ) -> RobertaModelOutput<B> {
         let mask = self.attention_mask(attention_mask, causal);
         let hidden = self.embeddings.forward(input_ids, None);
         let last_hidden_state = self.encoder.forward(hidden, Some(mask));
-        let pooler_output = self.pooler.as_ref().map(|p| p.forward(last_hidden_state.clone()));
-        RobertaModelOutput { last_hidden_state, pooler_output }
+        let pooler_output = self
+            .pooler
+            .as_ref()
+            .map(|p| p.forward(last_hidden_state.clone()));
+        RobertaModelOutput {
+            last_hidden_state,
+            pooler_output,
+        }
     }
 
     /// Walks every parameter under `prefix` (empty for HuggingFace `RobertaModel` files).
     pub fn visit_weights<V: WeightVisitor<B>>(&mut self, v: &mut V, prefix: &str) {
-        self.embeddings.visit_weights(v, &join_key(prefix, "embeddings"));
+        self.embeddings
+            .visit_weights(v, &join_key(prefix, "embeddings"));
         self.encoder.visit_weights(v, &join_key(prefix, "encoder"));
         if let Some(pooler) = &mut self.pooler {
             visit_linear(v, &join_key(prefix, "pooler.dense"), &mut pooler.dense);

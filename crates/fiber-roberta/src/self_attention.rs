@@ -25,7 +25,14 @@ pub struct RobertaSelfAttention<B: Backend> {
 impl<B: Backend> RobertaSelfAttention<B> {
     /// New attention with weights from N(0, init_std²): queries from `hidden`-wide states,
     /// keys and values from `kv_dim`-wide states (`kv_dim == hidden` for self-attention).
-    pub fn new(hidden: usize, kv_dim: usize, num_heads: usize, dropout: f64, init_std: f64, device: &B::Device) -> Self {
+    pub fn new(
+        hidden: usize,
+        kv_dim: usize,
+        num_heads: usize,
+        dropout: f64,
+        init_std: f64,
+        device: &B::Device,
+    ) -> Self {
         Self {
             query: linear_normal(hidden, hidden, true, init_std, device),
             key: linear_normal(kv_dim, hidden, true, init_std, device),
@@ -38,7 +45,12 @@ impl<B: Backend> RobertaSelfAttention<B> {
     /// Attends from `queries` `[batch, lq, hidden]` to `context` `[batch, lk, kv_dim]` with an
     /// additive `mask` broadcastable to `[batch, heads, lq, lk]` → `[batch, lq, hidden]`
     /// (the concatenated heads, before the output projection).
-    pub fn forward(&self, queries: Tensor<B, 3>, context: Tensor<B, 3>, mask: Option<Tensor<B, 4>>) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        queries: Tensor<B, 3>,
+        context: Tensor<B, 3>,
+        mask: Option<Tensor<B, 4>>,
+    ) -> Tensor<B, 3> {
         let q = split_heads(self.query.forward(queries), self.num_heads);
         let k = split_heads(self.key.forward(context.clone()), self.num_heads);
         let v = split_heads(self.value.forward(context), self.num_heads);

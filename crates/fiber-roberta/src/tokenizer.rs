@@ -50,10 +50,19 @@ pub struct EncodedBatch {
 
 impl EncodedBatch {
     /// The ids and the mask as `[batch, len]` integer tensors.
-    pub fn to_tensors<B: Backend>(&self, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+    pub fn to_tensors<B: Backend>(
+        &self,
+        device: &B::Device,
+    ) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
         let shape = [self.batch, self.len];
-        let ids = Tensor::from_data(burn::tensor::TensorData::new(self.input_ids.clone(), shape), device);
-        let mask = Tensor::from_data(burn::tensor::TensorData::new(self.attention_mask.clone(), shape), device);
+        let ids = Tensor::from_data(
+            burn::tensor::TensorData::new(self.input_ids.clone(), shape),
+            device,
+        );
+        let mask = Tensor::from_data(
+            burn::tensor::TensorData::new(self.attention_mask.clone(), shape),
+            device,
+        );
         (ids, mask)
     }
 
@@ -83,8 +92,18 @@ fn special_added_tokens() -> Vec<AddedToken> {
 
 impl RobertaTokenizer {
     fn from_inner(mut inner: Tokenizer) -> Result<Self, RobertaError> {
-        let id = |s: &str| inner.token_to_id(s).ok_or_else(|| RobertaError::Tokenizer(format!("the vocabulary has no `{s}` token")));
-        let special = SpecialTokens { bos: id("<s>")?, pad: id("<pad>")?, eos: id("</s>")?, unk: id("<unk>")?, mask: id("<mask>")? };
+        let id = |s: &str| {
+            inner.token_to_id(s).ok_or_else(|| {
+                RobertaError::Tokenizer(format!("the vocabulary has no `{s}` token"))
+            })
+        };
+        let special = SpecialTokens {
+            bos: id("<s>")?,
+            pad: id("<pad>")?,
+            eos: id("</s>")?,
+            unk: id("<unk>")?,
+            mask: id("<mask>")?,
+        };
         // Sequences are wrapped here, not by the file's post-processor, so that truncation
         // keeps `</s>` whatever the file says; no padding or truncation inside the library.
         inner.with_padding(None);
@@ -96,24 +115,40 @@ impl RobertaTokenizer {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, RobertaError> {
         let path = path.as_ref();
         if !path.exists() {
-            return Err(RobertaError::Tokenizer(format!("{}: file not found", path.display())));
+            return Err(RobertaError::Tokenizer(format!(
+                "{}: file not found",
+                path.display()
+            )));
         }
-        Self::from_inner(Tokenizer::from_file(path).map_err(|e| RobertaError::Tokenizer(format!("{}: {e}", path.display())))?)
+        Self::from_inner(
+            Tokenizer::from_file(path)
+                .map_err(|e| RobertaError::Tokenizer(format!("{}: {e}", path.display())))?,
+        )
     }
 
     /// Builds the roberta-base tokenizer from `vocab.json` and `merges.txt`.
-    pub fn from_vocab_merges(vocab: impl AsRef<Path>, merges: impl AsRef<Path>) -> Result<Self, RobertaError> {
+    pub fn from_vocab_merges(
+        vocab: impl AsRef<Path>,
+        merges: impl AsRef<Path>,
+    ) -> Result<Self, RobertaError> {
         let (vocab, merges) = (vocab.as_ref(), merges.as_ref());
         for p in [vocab, merges] {
             if !p.exists() {
-                return Err(RobertaError::Tokenizer(format!("{}: file not found", p.display())));
+                return Err(RobertaError::Tokenizer(format!(
+                    "{}: file not found",
+                    p.display()
+                )));
             }
         }
-        let bpe = BPE::from_file(&vocab.to_string_lossy(), &merges.to_string_lossy()).build().map_err(tk_err)?;
+        let bpe = BPE::from_file(&vocab.to_string_lossy(), &merges.to_string_lossy())
+            .build()
+            .map_err(tk_err)?;
         let mut inner = Tokenizer::new(bpe);
         inner.with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
-        inner.add_special_tokens(special_added_tokens()).map_err(tk_err)?;
+        inner
+            .add_special_tokens(special_added_tokens())
+            .map_err(tk_err)?;
         let mut tokenizer = Self::from_inner(inner)?;
         tokenizer.set_post_processor();
         Ok(tokenizer)
@@ -127,13 +162,20 @@ impl RobertaTokenizer {
         } else if dir.join("vocab.json").exists() {
             Self::from_vocab_merges(dir.join("vocab.json"), dir.join("merges.txt"))
         } else {
-            Err(RobertaError::Tokenizer(format!("{}: neither tokenizer.json nor vocab.json + merges.txt found", dir.display())))
+            Err(RobertaError::Tokenizer(format!(
+                "{}: neither tokenizer.json nor vocab.json + merges.txt found",
+                dir.display()
+            )))
         }
     }
 
     /// Trains a byte-level BPE vocabulary of at most `vocab_size` entries (special tokens and
     /// the 256 byte symbols included) on `corpus`, one text per item.
-    pub fn train<I, S>(corpus: I, vocab_size: usize, min_frequency: u64) -> Result<Self, RobertaError>
+    pub fn train<I, S>(
+        corpus: I,
+        vocab_size: usize,
+        min_frequency: u64,
+    ) -> Result<Self, RobertaError>
     where
         I: Iterator<Item = S> + Send,
         S: AsRef<str> + Send,
@@ -157,14 +199,18 @@ impl RobertaTokenizer {
 
     fn set_post_processor(&mut self) {
         let s = self.special;
-        self.inner.with_post_processor(Some(RobertaProcessing::new(("</s>".into(), s.eos), ("<s>".into(), s.bos))));
+        self.inner.with_post_processor(Some(RobertaProcessing::new(
+            ("</s>".into(), s.eos),
+            ("<s>".into(), s.bos),
+        )));
     }
 
     /// Saves as a HuggingFace `tokenizer.json` (written to a temporary file, then renamed).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), RobertaError> {
         let path = path.as_ref();
         let json = self.inner.to_string(true).map_err(tk_err)?;
-        fiber_core::store::write_atomically(path, json.as_bytes()).map_err(|e| RobertaError::Tokenizer(e.to_string()))
+        fiber_core::store::write_atomically(path, json.as_bytes())
+            .map_err(|e| RobertaError::Tokenizer(e.to_string()))
     }
 
     /// The special-token ids.
@@ -179,19 +225,53 @@ impl RobertaTokenizer {
 
     /// Ids of `text` without special tokens.
     pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>, RobertaError> {
-        Ok(self.inner.encode(text, false).map_err(tk_err)?.get_ids().to_vec())
+        Ok(self
+            .inner
+            .encode(text, false)
+            .map_err(tk_err)?
+            .get_ids()
+            .to_vec())
+    }
+
+    /// Ids of `text` without special tokens, each with the character range `[start, end)` of
+    /// `text` it covers (Python string indices, as MDETR's `tokens_positive` use).
+    pub fn encode_with_char_offsets(
+        &self,
+        text: &str,
+    ) -> Result<Vec<(u32, (usize, usize))>, RobertaError> {
+        let encoding = self
+            .inner
+            .encode_char_offsets(text, false)
+            .map_err(tk_err)?;
+        Ok(encoding
+            .get_ids()
+            .iter()
+            .copied()
+            .zip(encoding.get_offsets().iter().copied())
+            .collect())
     }
 
     /// Encodes `texts` as `<s> … </s>`, truncated to `max_len` tokens (the `</s>` is kept) and
     /// padded with `<pad>` to exactly `max_len` (FIBER pads to the maximum length, spec A.2).
-    pub fn encode_batch<S: AsRef<str>>(&self, texts: &[S], max_len: usize) -> Result<EncodedBatch, RobertaError> {
+    pub fn encode_batch<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        max_len: usize,
+    ) -> Result<EncodedBatch, RobertaError> {
         if max_len < 2 {
-            return Err(RobertaError::Tokenizer(format!("max_len {max_len} cannot hold <s> and </s>")));
+            return Err(RobertaError::Tokenizer(format!(
+                "max_len {max_len} cannot hold <s> and </s>"
+            )));
         }
         let inputs: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
         let encodings = self.inner.encode_batch(inputs, false).map_err(tk_err)?;
         let s = self.special;
-        let mut batch = EncodedBatch { input_ids: Vec::new(), attention_mask: Vec::new(), batch: texts.len(), len: max_len };
+        let mut batch = EncodedBatch {
+            input_ids: Vec::new(),
+            attention_mask: Vec::new(),
+            batch: texts.len(),
+            len: max_len,
+        };
         for encoding in encodings {
             let body = encoding.get_ids();
             let body = &body[..body.len().min(max_len - 2)];
@@ -199,9 +279,13 @@ impl RobertaTokenizer {
             batch.input_ids.push(s.bos as i64);
             batch.input_ids.extend(body.iter().map(|&id| id as i64));
             batch.input_ids.push(s.eos as i64);
-            batch.input_ids.extend(std::iter::repeat_n(s.pad as i64, max_len - real));
+            batch
+                .input_ids
+                .extend(std::iter::repeat_n(s.pad as i64, max_len - real));
             batch.attention_mask.extend(std::iter::repeat_n(1, real));
-            batch.attention_mask.extend(std::iter::repeat_n(0, max_len - real));
+            batch
+                .attention_mask
+                .extend(std::iter::repeat_n(0, max_len - real));
         }
         Ok(batch)
     }
@@ -245,7 +329,15 @@ mod tests {
     fn batches_are_wrapped_truncated_and_padded() {
         let tok = RobertaTokenizer::train(corpus().iter(), 300, 1).unwrap();
         let s = tok.special();
-        let batch = tok.encode_batch(&["a red circle", "a green square left of a small square left of a small circle."], 8).unwrap();
+        let batch = tok
+            .encode_batch(
+                &[
+                    "a red circle",
+                    "a green square left of a small square left of a small circle.",
+                ],
+                8,
+            )
+            .unwrap();
         assert_eq!((batch.batch, batch.len), (2, 8));
         let short = batch.row(0);
         let n = batch.attention_mask[..8].iter().sum::<i64>() as usize;
@@ -264,7 +356,10 @@ mod tests {
         tok.save(dir.join("tokenizer.json")).unwrap();
         let back = RobertaTokenizer::from_dir(&dir).unwrap();
         let text = ["a yellow square <mask> a red circle"];
-        assert_eq!(back.encode_batch(&text, 20).unwrap(), tok.encode_batch(&text, 20).unwrap());
+        assert_eq!(
+            back.encode_batch(&text, 20).unwrap(),
+            tok.encode_batch(&text, 20).unwrap()
+        );
         let plain = back.encode_plain("a square <mask>").unwrap();
         assert_eq!(*plain.last().unwrap(), back.special().mask);
         std::fs::remove_dir_all(dir).unwrap();
@@ -272,7 +367,9 @@ mod tests {
 
     #[test]
     fn missing_files_are_reported_by_name() {
-        let err = RobertaTokenizer::from_dir("/nonexistent/tokenizer/dir").unwrap_err().to_string();
+        let err = RobertaTokenizer::from_dir("/nonexistent/tokenizer/dir")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/tokenizer/dir"), "{err}");
     }
 }

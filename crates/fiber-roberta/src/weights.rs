@@ -32,8 +32,12 @@ pub fn strip_roberta_prefix(mut store: TensorStore) -> TensorStore {
 pub fn model_loader(store: TensorStore, with_pooler: bool) -> WeightLoader {
     WeightLoader::new(strip_roberta_prefix(store))
         .skip_unused("buffer, recomputed", is_buffer)
-        .skip_unused("masked-LM head, not part of the encoder", |k| k.starts_with("lm_head."))
-        .skip_unused("pooler, not part of this model", move |k| !with_pooler && k.starts_with("pooler."))
+        .skip_unused("masked-LM head, not part of the encoder", |k| {
+            k.starts_with("lm_head.")
+        })
+        .skip_unused("pooler, not part of this model", move |k| {
+            !with_pooler && k.starts_with("pooler.")
+        })
 }
 
 /// A loader over a HuggingFace checkpoint for [`RobertaForMaskedLm`]: encoder keys get the
@@ -41,14 +45,21 @@ pub fn model_loader(store: TensorStore, with_pooler: bool) -> WeightLoader {
 /// `lm_head.decoder.bias` (a tied alias of `lm_head.bias`) is accepted in its place.
 pub fn masked_lm_loader(store: TensorStore) -> WeightLoader {
     let mut store = strip_roberta_prefix(store);
-    let encoder_keys: Vec<String> = store.names().filter(|k| !k.starts_with("lm_head.")).map(String::from).collect();
+    let encoder_keys: Vec<String> = store
+        .names()
+        .filter(|k| !k.starts_with("lm_head."))
+        .map(String::from)
+        .collect();
     for key in encoder_keys {
         if let Some(t) = store.remove(&key) {
             store.insert(format!("roberta.{key}"), t);
         }
     }
     if !store.contains("lm_head.decoder.weight") {
-        if let Some(tied) = store.get("roberta.embeddings.word_embeddings.weight").cloned() {
+        if let Some(tied) = store
+            .get("roberta.embeddings.word_embeddings.weight")
+            .cloned()
+        {
             store.insert("lm_head.decoder.weight", tied);
         }
     }
@@ -59,8 +70,12 @@ pub fn masked_lm_loader(store: TensorStore) -> WeightLoader {
     }
     WeightLoader::new(store)
         .skip_unused("buffer, recomputed", is_buffer)
-        .skip_unused("pooler, not part of the masked-LM model", |k| k.starts_with("roberta.pooler."))
-        .skip_unused("tied alias of lm_head.bias", |k| k == "lm_head.decoder.bias")
+        .skip_unused("pooler, not part of the masked-LM model", |k| {
+            k.starts_with("roberta.pooler.")
+        })
+        .skip_unused("tied alias of lm_head.bias", |k| {
+            k == "lm_head.decoder.bias"
+        })
 }
 
 fn read_dir_files(dir: &Path) -> Result<(RobertaConfig, TensorStore), RobertaError> {
@@ -80,7 +95,10 @@ impl<B: Backend> RobertaModel<B> {
 
     /// Builds the model described by `dir/config.json` with the weights of
     /// `dir/model.safetensors` (with pooler, as HuggingFace's `RobertaModel`).
-    pub fn from_pretrained(dir: impl AsRef<Path>, device: &B::Device) -> Result<(Self, RobertaConfig), RobertaError> {
+    pub fn from_pretrained(
+        dir: impl AsRef<Path>,
+        device: &B::Device,
+    ) -> Result<(Self, RobertaConfig), RobertaError> {
         let (config, store) = read_dir_files(dir.as_ref())?;
         let mut model = Self::new(&config, true, device);
         model.load_hf(store)?;
@@ -97,7 +115,10 @@ impl<B: Backend> RobertaForMaskedLm<B> {
     }
 
     /// Builds the model described by `dir/config.json` with the weights of `dir/model.safetensors`.
-    pub fn from_pretrained(dir: impl AsRef<Path>, device: &B::Device) -> Result<(Self, RobertaConfig), RobertaError> {
+    pub fn from_pretrained(
+        dir: impl AsRef<Path>,
+        device: &B::Device,
+    ) -> Result<(Self, RobertaConfig), RobertaError> {
         let (config, store) = read_dir_files(dir.as_ref())?;
         let mut model = Self::new(&config, device);
         model.load_hf(store)?;
@@ -125,8 +146,24 @@ mod tests {
         store.remove("lm_head.decoder.weight");
         let mut model = RobertaForMaskedLm::<B>::new(&tiny(), &device);
         model.load_hf(store).unwrap();
-        let decoder: Vec<f32> = model.lm_head.decoder.weight.val().transpose().into_data().into_vec().unwrap();
-        let words: Vec<f32> = source.roberta.embeddings.word_embeddings.weight.val().into_data().into_vec().unwrap();
+        let decoder: Vec<f32> = model
+            .lm_head
+            .decoder
+            .weight
+            .val()
+            .transpose()
+            .into_data()
+            .into_vec()
+            .unwrap();
+        let words: Vec<f32> = source
+            .roberta
+            .embeddings
+            .word_embeddings
+            .weight
+            .val()
+            .into_data()
+            .into_vec()
+            .unwrap();
         assert_eq!(decoder, words);
     }
 
@@ -142,7 +179,10 @@ mod tests {
         assert!(report.skipped_keys().contains(&"lm_head.bias"));
         let mut with_pooler = RobertaModel::<B>::new(&tiny(), true, &device);
         let err = with_pooler.load_hf(store).unwrap_err().to_string();
-        assert!(err.contains("missing:     pooler.dense.weight expected [8, 8]"), "{err}");
+        assert!(
+            err.contains("missing:     pooler.dense.weight expected [8, 8]"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -152,9 +192,16 @@ mod tests {
         let mut collector = WeightCollector::new();
         source.visit_weights(&mut collector, "");
         let mut other = RobertaModel::<B>::new(&RobertaConfig::new(30, 8, 2, 2, 16), true, &device);
-        let WeightError::Keys(problems) = other.load_hf(collector.into_store()).unwrap_err() else { panic!() };
+        let WeightError::Keys(problems) = other.load_hf(collector.into_store()).unwrap_err() else {
+            panic!()
+        };
         // intermediate.dense.{weight,bias} and output.dense.weight in each of the two layers.
         assert_eq!(problems.mismatched.len(), 6);
-        assert!(problems.mismatched.iter().any(|m| m.key == "encoder.layer.1.output.dense.weight" && m.expected == vec![8, 16] && m.found == vec![8, 12]));
+        assert!(problems
+            .mismatched
+            .iter()
+            .any(|m| m.key == "encoder.layer.1.output.dense.weight"
+                && m.expected == vec![8, 16]
+                && m.found == vec![8, 12]));
     }
 }

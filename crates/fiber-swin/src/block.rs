@@ -46,20 +46,37 @@ pub struct SwinBlock<B: Backend> {
 
 impl<B: Backend> SwinBlock<B> {
     /// Block `index` of stage `stage`, with stochastic-depth rate `drop_path`.
-    pub fn new(config: &SwinConfig, stage: usize, index: usize, drop_path: f64, device: &B::Device) -> Self {
+    pub fn new(
+        config: &SwinConfig,
+        stage: usize,
+        index: usize,
+        drop_path: f64,
+        device: &B::Device,
+    ) -> Self {
         let dim = config.stage_dim(stage);
         let hidden = (dim as f64 * config.mlp_ratio) as usize;
         let eps = config.layer_norm_eps;
         Self {
             norm1: layer_norm(dim, eps, device),
-            attn: WindowAttention::new(dim, config.num_heads[stage], config.stage_window(stage), config.qkv_bias, config.attention_probs_dropout_prob, device),
+            attn: WindowAttention::new(
+                dim,
+                config.num_heads[stage],
+                config.stage_window(stage),
+                config.qkv_bias,
+                config.attention_probs_dropout_prob,
+                device,
+            ),
             norm2: layer_norm(dim, eps, device),
             fc1: linear_trunc_normal(dim, hidden, true, 0.02, device),
             fc2: linear_trunc_normal(hidden, dim, true, 0.02, device),
             dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
             drop_path: DropPath { prob: drop_path },
             window_size: config.window_size,
-            shift_size: if index % 2 == 1 { config.window_size / 2 } else { 0 },
+            shift_size: if index % 2 == 1 {
+                config.window_size / 2
+            } else {
+                0
+            },
             activation: config.hidden_act,
         }
     }
@@ -88,9 +105,14 @@ impl<B: Backend> SwinBlock<B> {
             t = self.attn.table_window
         );
         let (hp, wp) = (round_up(h, ws), round_up(w, ws));
-        let grid = pad_end(pad_end(self.norm1.forward(x).reshape([b, h, w, c]), 2, wp), 1, hp);
+        let grid = pad_end(
+            pad_end(self.norm1.forward(x).reshape([b, h, w, c]), 2, wp),
+            1,
+            hp,
+        );
         let shifted = roll_grid(grid, -(shift as isize));
-        let mask = (shift > 0).then(|| shifted_window_mask::<B>(hp, wp, ws, shift, &shifted.device()));
+        let mask =
+            (shift > 0).then(|| shifted_window_mask::<B>(hp, wp, ws, shift, &shifted.device()));
         let attended = self.attn.forward(window_partition(shifted, ws), ws, mask);
         let mut grid = roll_grid(window_reverse(attended, ws, hp, wp), shift as isize);
         if hp != h || wp != w {
@@ -102,7 +124,10 @@ impl<B: Backend> SwinBlock<B> {
     /// Residuals and MLP: `x₁ = x + DropPath(attention)`, `x₁ + DropPath(MLP(LN2(x₁)))`.
     pub fn finish(&self, x: Tensor<B, 3>, attention: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = x + self.drop_path.forward(attention);
-        let mlp = self.fc2.forward(self.activation.forward(self.fc1.forward(self.norm2.forward(x.clone()))));
+        let mlp = self.fc2.forward(
+            self.activation
+                .forward(self.fc1.forward(self.norm2.forward(x.clone()))),
+        );
         x.clone() + self.drop_path.forward(self.dropout.forward(mlp))
     }
 

@@ -132,7 +132,9 @@ impl SwinConfig {
 
     fn from_hf(hf: HfSwinConfig) -> Result<Self, SwinError> {
         if hf.use_absolute_embeddings {
-            return Err(SwinError::InvalidConfig("absolute position embeddings (use_absolute_embeddings) are not supported".into()));
+            return Err(SwinError::InvalidConfig(
+                "absolute position embeddings (use_absolute_embeddings) are not supported".into(),
+            ));
         }
         let config = Self {
             image_size: hf.image_size,
@@ -181,12 +183,17 @@ impl SwinConfig {
     pub fn validate(&self) -> Result<(), SwinError> {
         let bad = |m: String| Err(SwinError::InvalidConfig(m));
         if self.depths.is_empty() || self.depths.len() != self.num_heads.len() {
-            return bad(format!("depths {:?} and num_heads {:?} must be non-empty and equally long", self.depths, self.num_heads));
+            return bad(format!(
+                "depths {:?} and num_heads {:?} must be non-empty and equally long",
+                self.depths, self.num_heads
+            ));
         }
         for s in 0..self.depths.len() {
             let (dim, heads) = (self.stage_dim(s), self.num_heads[s]);
             if heads == 0 || dim % heads != 0 {
-                return bad(format!("stage {s}: width {dim} is not divisible by {heads} heads"));
+                return bad(format!(
+                    "stage {s}: width {dim} is not divisible by {heads} heads"
+                ));
             }
         }
         if self.window_size == 0 || self.patch_size == 0 {
@@ -224,7 +231,9 @@ impl SwinConfig {
     /// Stochastic-depth rate of every block, in order (linear from 0 to `drop_path_rate`).
     pub fn drop_path_rates(&self) -> Vec<f64> {
         let n: usize = self.depths.iter().sum();
-        (0..n).map(|i| self.drop_path_rate * i as f64 / (n.max(2) - 1) as f64).collect()
+        (0..n)
+            .map(|i| self.drop_path_rate * i as f64 / (n.max(2) - 1) as f64)
+            .collect()
     }
 }
 
@@ -237,7 +246,10 @@ mod tests {
         let c = SwinConfig::swin_base_384();
         let res: Vec<usize> = (0..4).map(|s| c.stage_resolution(s)).collect();
         assert_eq!(res, vec![96, 48, 24, 12]);
-        assert_eq!((0..4).map(|s| c.stage_window(s)).collect::<Vec<_>>(), vec![12; 4]);
+        assert_eq!(
+            (0..4).map(|s| c.stage_window(s)).collect::<Vec<_>>(),
+            vec![12; 4]
+        );
         assert_eq!(c.num_features(), 1024);
         let rates = c.drop_path_rates();
         assert_eq!(rates.len(), 24);
@@ -257,9 +269,14 @@ mod tests {
 
     #[test]
     fn inconsistent_configs_are_rejected_with_the_reason() {
-        let err = SwinConfig::new(224, 96, vec![2, 2], vec![3], 7).validate().unwrap_err();
+        let err = SwinConfig::new(224, 96, vec![2, 2], vec![3], 7)
+            .validate()
+            .unwrap_err();
         assert!(err.to_string().contains("equally long"), "{err}");
-        let err = SwinConfig::from_hf_json_str(r#"{"embed_dim": 96, "depths": [2], "num_heads": [5], "window_size": 7}"#).unwrap_err();
+        let err = SwinConfig::from_hf_json_str(
+            r#"{"embed_dim": 96, "depths": [2], "num_heads": [5], "window_size": 7}"#,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("not divisible"), "{err}");
     }
 }

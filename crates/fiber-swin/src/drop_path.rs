@@ -36,10 +36,17 @@ mod tests {
         let dp = DropPath { prob: 0.5 };
         let x = Tensor::<Infer, 3>::ones([64, 3, 2], &Default::default());
         assert_eq!(dp.forward(x.clone()).into_data(), x.into_data());
-        let y: Vec<f32> = dp.forward(Tensor::<Train, 3>::ones([64, 3, 2], &Default::default())).into_data().into_vec().unwrap();
+        let y: Vec<f32> = dp
+            .forward(Tensor::<Train, 3>::ones([64, 3, 2], &Default::default()))
+            .into_data()
+            .into_vec()
+            .unwrap();
         let mut dropped = 0;
         for sample in y.chunks(6) {
-            assert!(sample.iter().all(|&v| v == sample[0]), "a sample is dropped or kept whole");
+            assert!(
+                sample.iter().all(|&v| v == sample[0]),
+                "a sample is dropped or kept whole"
+            );
             assert!(sample[0] == 0.0 || sample[0] == 2.0);
             dropped += (sample[0] == 0.0) as usize;
         }

@@ -25,7 +25,9 @@ impl<B: Backend> PatchEmbed<B> {
     pub fn new(config: &SwinConfig, device: &B::Device) -> Self {
         let p = config.patch_size;
         Self {
-            proj: Conv2dConfig::new([config.num_channels, config.embed_dim], [p, p]).with_stride([p, p]).init(device),
+            proj: Conv2dConfig::new([config.num_channels, config.embed_dim], [p, p])
+                .with_stride([p, p])
+                .init(device),
             norm: layer_norm(config.embed_dim, 1e-5, device),
             patch_size: p,
         }
@@ -36,7 +38,11 @@ impl<B: Backend> PatchEmbed<B> {
     pub fn forward(&self, pixels: Tensor<B, 4>) -> (Tensor<B, 3>, (usize, usize)) {
         let [_, _, height, width] = pixels.dims();
         let p = self.patch_size;
-        let pixels = pad_end(pad_end(pixels, 3, round_up(width, p)), 2, round_up(height, p));
+        let pixels = pad_end(
+            pad_end(pixels, 3, round_up(width, p)),
+            2,
+            round_up(height, p),
+        );
         let x = self.proj.forward(pixels);
         let [b, c, h, w] = x.dims();
         let tokens = x.reshape([b, c, h * w]).swap_dims(1, 2);

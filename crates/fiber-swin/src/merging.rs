@@ -20,18 +20,28 @@ pub struct PatchMerging<B: Backend> {
 impl<B: Backend> PatchMerging<B> {
     /// Fresh merging for input width `dim`.
     pub fn new(dim: usize, device: &B::Device) -> Self {
-        Self { norm: layer_norm(4 * dim, 1e-5, device), reduction: linear_trunc_normal(4 * dim, 2 * dim, false, 0.02, device) }
+        Self {
+            norm: layer_norm(4 * dim, 1e-5, device),
+            reduction: linear_trunc_normal(4 * dim, 2 * dim, false, 0.02, device),
+        }
     }
 
     /// Tokens `[batch, h·w, C]` on grid `(h, w)` (odd sides zero-padded) →
     /// `[batch, ⌈h/2⌉·⌈w/2⌉, 2C]` and the new grid.
-    pub fn forward(&self, x: Tensor<B, 3>, (h, w): (usize, usize)) -> (Tensor<B, 3>, (usize, usize)) {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        (h, w): (usize, usize),
+    ) -> (Tensor<B, 3>, (usize, usize)) {
         let [b, _, c] = x.dims();
         let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
         let x = pad_end(pad_end(x.reshape([b, h, w, c]), 2, 2 * w2), 1, 2 * h2);
         // [b, h2, row, w2, col, c] → [b, h2, w2, col, row, c]: concatenation order (row, col) =
         // (0,0), (1,0), (0,1), (1,1).
-        let x = x.reshape([b, h2, 2, w2, 2, c]).permute([0, 1, 3, 4, 2, 5]).reshape([b, h2 * w2, 4 * c]);
+        let x = x
+            .reshape([b, h2, 2, w2, 2, c])
+            .permute([0, 1, 3, 4, 2, 5])
+            .reshape([b, h2 * w2, 4 * c]);
         (self.reduction.forward(self.norm.forward(x)), (h2, w2))
     }
 

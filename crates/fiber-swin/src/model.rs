@@ -24,7 +24,10 @@ impl<B: Backend> FeatureMap<B> {
     /// The same values as an NCHW map `[batch, channels, height, width]`.
     pub fn nchw(&self) -> Tensor<B, 4> {
         let [b, _, c] = self.tokens.dims();
-        self.tokens.clone().reshape([b, self.height, self.width, c]).permute([0, 3, 1, 2])
+        self.tokens
+            .clone()
+            .reshape([b, self.height, self.width, c])
+            .permute([0, 3, 1, 2])
     }
 }
 
@@ -60,18 +63,27 @@ impl<B: Backend> SwinModel<B> {
         let mut start = 0;
         let layers = (0..config.num_stages())
             .map(|s| {
-                let stage = SwinStage::new(config, s, &rates[start..start + config.depths[s]], device);
+                let stage =
+                    SwinStage::new(config, s, &rates[start..start + config.depths[s]], device);
                 start += config.depths[s];
                 stage
             })
             .collect();
-        Self { patch_embed: PatchEmbed::new(config, device), layers, norm: layer_norm(config.num_features(), config.layer_norm_eps, device) }
+        Self {
+            patch_embed: PatchEmbed::new(config, device),
+            layers,
+            norm: layer_norm(config.num_features(), config.layer_norm_eps, device),
+        }
     }
 
     /// Pixels `[batch, channels, H, W]` → patch tokens and their grid.
     pub fn embed(&self, pixels: Tensor<B, 4>) -> FeatureMap<B> {
         let (tokens, (height, width)) = self.patch_embed.forward(pixels);
-        FeatureMap { tokens, height, width }
+        FeatureMap {
+            tokens,
+            height,
+            width,
+        }
     }
 
     /// Runs the whole backbone on pixels `[batch, channels, H, W]`.
@@ -82,19 +94,33 @@ impl<B: Backend> SwinModel<B> {
         for stage in &self.layers {
             let grid = (x.height, x.width);
             let tokens = stage.forward_blocks(x.tokens, grid, 0..stage.blocks.len());
-            stage_outputs.push(FeatureMap { tokens: tokens.clone(), height: grid.0, width: grid.1 });
+            stage_outputs.push(FeatureMap {
+                tokens: tokens.clone(),
+                height: grid.0,
+                width: grid.1,
+            });
             let (tokens, (height, width)) = stage.merge(tokens, grid);
-            x = FeatureMap { tokens, height, width };
+            x = FeatureMap {
+                tokens,
+                height,
+                width,
+            };
             hidden_states.push(x.clone());
         }
         let last_hidden_state = self.norm.forward(x.tokens);
         let pooler_output = last_hidden_state.clone().mean_dim(1).squeeze_dim::<2>(1);
-        SwinOutput { last_hidden_state, pooler_output, hidden_states, stage_outputs }
+        SwinOutput {
+            last_hidden_state,
+            pooler_output,
+            hidden_states,
+            stage_outputs,
+        }
     }
 
     /// Walks every parameter under `prefix`, with the original key names.
     pub fn visit_weights<V: WeightVisitor<B>>(&mut self, v: &mut V, prefix: &str) {
-        self.patch_embed.visit_weights(v, &join_key(prefix, "patch_embed"));
+        self.patch_embed
+            .visit_weights(v, &join_key(prefix, "patch_embed"));
         for (s, stage) in self.layers.iter_mut().enumerate() {
             stage.visit_weights(v, &join_key(prefix, &format!("layers.{s}")));
         }

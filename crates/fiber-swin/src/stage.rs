@@ -23,13 +23,22 @@ impl<B: Backend> SwinStage<B> {
     pub fn new(config: &SwinConfig, s: usize, drop_paths: &[f64], device: &B::Device) -> Self {
         let last = s + 1 == config.num_stages();
         Self {
-            blocks: drop_paths.iter().enumerate().map(|(i, &dp)| SwinBlock::new(config, s, i, dp, device)).collect(),
+            blocks: drop_paths
+                .iter()
+                .enumerate()
+                .map(|(i, &dp)| SwinBlock::new(config, s, i, dp, device))
+                .collect(),
             downsample: (!last).then(|| PatchMerging::new(config.stage_dim(s), device)),
         }
     }
 
     /// Runs blocks `range` on tokens `[batch, h·w, C]` on `grid` → same shape.
-    pub fn forward_blocks(&self, mut x: Tensor<B, 3>, grid: (usize, usize), range: Range<usize>) -> Tensor<B, 3> {
+    pub fn forward_blocks(
+        &self,
+        mut x: Tensor<B, 3>,
+        grid: (usize, usize),
+        range: Range<usize>,
+    ) -> Tensor<B, 3> {
         for block in &self.blocks[range] {
             x = block.forward(x, grid);
         }

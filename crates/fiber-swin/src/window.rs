@@ -7,14 +7,24 @@ use burn::tensor::TensorData;
 /// `[batch, h, w, c]` → `[batch·(h/ws)·(w/ws), ws·ws, c]`; `h` and `w` must be multiples of `ws`.
 pub fn window_partition<B: Backend>(x: Tensor<B, 4>, ws: usize) -> Tensor<B, 3> {
     let [b, h, w, c] = x.dims();
-    x.reshape([b, h / ws, ws, w / ws, ws, c]).swap_dims(2, 3).reshape([b * (h / ws) * (w / ws), ws * ws, c])
+    x.reshape([b, h / ws, ws, w / ws, ws, c])
+        .swap_dims(2, 3)
+        .reshape([b * (h / ws) * (w / ws), ws * ws, c])
 }
 
 /// Inverse of [`window_partition`]: `[batch·nw, ws·ws, c]` → `[batch, h, w, c]`.
-pub fn window_reverse<B: Backend>(windows: Tensor<B, 3>, ws: usize, h: usize, w: usize) -> Tensor<B, 4> {
+pub fn window_reverse<B: Backend>(
+    windows: Tensor<B, 3>,
+    ws: usize,
+    h: usize,
+    w: usize,
+) -> Tensor<B, 4> {
     let [n, _, c] = windows.dims();
     let b = n / ((h / ws) * (w / ws));
-    windows.reshape([b, h / ws, w / ws, ws, ws, c]).swap_dims(2, 3).reshape([b, h, w, c])
+    windows
+        .reshape([b, h / ws, w / ws, ws, ws, c])
+        .swap_dims(2, 3)
+        .reshape([b, h, w, c])
 }
 
 /// Cyclic shift of a `[batch, h, w, c]` grid by `shift` along both spatial axes with PyTorch's
@@ -26,7 +36,10 @@ pub fn roll_grid<B: Backend>(x: Tensor<B, 4>, shift: isize) -> Tensor<B, 4> {
         let n = x.dims()[dim] as isize;
         let split = (-shift).rem_euclid(n) as usize;
         if split != 0 {
-            x = Tensor::cat(vec![x.clone().slice_dim(dim, split..), x.slice_dim(dim, ..split)], dim);
+            x = Tensor::cat(
+                vec![x.clone().slice_dim(dim, split..), x.slice_dim(dim, ..split)],
+                dim,
+            );
         }
     }
     x
@@ -39,7 +52,13 @@ pub const SHIFT_MASK_VALUE: f32 = -100.0;
 /// Additive mask of shifted-window attention for a padded map of `h × w` tokens:
 /// `[num_windows, ws·ws, ws·ws]`, 0 within a region and [`SHIFT_MASK_VALUE`] across regions.
 /// Regions per axis: `[0, n−ws)`, `[n−ws, n−shift)`, `[n−shift, n)`.
-pub fn shifted_window_mask<B: Backend>(h: usize, w: usize, ws: usize, shift: usize, device: &B::Device) -> Tensor<B, 3> {
+pub fn shifted_window_mask<B: Backend>(
+    h: usize,
+    w: usize,
+    ws: usize,
+    shift: usize,
+    device: &B::Device,
+) -> Tensor<B, 3> {
     let region = |i: usize, n: usize| (i >= n - ws) as usize + (i >= n - shift) as usize;
     let (nh, nw) = (h / ws, w / ws);
     let area = ws * ws;
@@ -97,7 +116,9 @@ mod tests {
     fn partition_puts_a_windows_tokens_together_in_row_major_order() {
         let device = Default::default();
         // one channel whose value is y*10 + x
-        let values: Vec<f32> = (0..4).flat_map(|y| (0..4).map(move |x| (y * 10 + x) as f32)).collect();
+        let values: Vec<f32> = (0..4)
+            .flat_map(|y| (0..4).map(move |x| (y * 10 + x) as f32))
+            .collect();
         let x = Tensor::<B, 4>::from_data(TensorData::new(values, [1, 4, 4, 1]), &device);
         let w: Vec<f32> = window_partition(x, 2).into_data().into_vec().unwrap();
         assert_eq!(&w[..8], &[0.0, 1.0, 10.0, 11.0, 2.0, 3.0, 12.0, 13.0]);
@@ -105,12 +126,18 @@ mod tests {
 
     #[test]
     fn roll_follows_the_pytorch_convention() {
-        let values: Vec<f32> = (0..3).flat_map(|y| (0..3).map(move |x| (y * 10 + x) as f32)).collect();
-        let x = Tensor::<B, 4>::from_data(TensorData::new(values, [1, 3, 3, 1]), &Default::default());
+        let values: Vec<f32> = (0..3)
+            .flat_map(|y| (0..3).map(move |x| (y * 10 + x) as f32))
+            .collect();
+        let x =
+            Tensor::<B, 4>::from_data(TensorData::new(values, [1, 3, 3, 1]), &Default::default());
         // torch.roll(x, shifts=(-1, -1), dims=(1, 2)): the element at (1, 1) moves to (0, 0).
         let up: Vec<f32> = roll_grid(x.clone(), -1).into_data().into_vec().unwrap();
         assert_eq!(up, vec![11.0, 12.0, 10.0, 21.0, 22.0, 20.0, 1.0, 2.0, 0.0]);
-        assert_eq!(roll_grid(roll_grid(x.clone(), -1), 1).into_data(), x.into_data());
+        assert_eq!(
+            roll_grid(roll_grid(x.clone(), -1), 1).into_data(),
+            x.into_data()
+        );
     }
 
     #[test]
@@ -125,7 +152,10 @@ mod tests {
 
     #[test]
     fn shifted_mask_separates_the_wrapped_regions() {
-        let mask: Vec<f32> = shifted_window_mask::<B>(4, 4, 2, 1, &Default::default()).into_data().into_vec().unwrap();
+        let mask: Vec<f32> = shifted_window_mask::<B>(4, 4, 2, 1, &Default::default())
+            .into_data()
+            .into_vec()
+            .unwrap();
         // the first window holds one region only: nothing is masked
         assert!(mask[..16].iter().all(|&m| m == 0.0));
         // the last window mixes four regions: each token sees only itself

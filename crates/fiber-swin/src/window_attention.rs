@@ -29,9 +29,21 @@ pub struct WindowAttention<B: Backend> {
 
 impl<B: Backend> WindowAttention<B> {
     /// Fresh attention for width `dim`, initialised as timm does (truncated normal 0.02).
-    pub fn new(dim: usize, num_heads: usize, table_window: usize, qkv_bias: bool, attn_drop: f64, device: &B::Device) -> Self {
+    pub fn new(
+        dim: usize,
+        num_heads: usize,
+        table_window: usize,
+        qkv_bias: bool,
+        attn_drop: f64,
+        device: &B::Device,
+    ) -> Self {
         let side = 2 * table_window - 1;
-        let table = Tensor::<B, 2>::random([side * side, num_heads], Distribution::Normal(0.0, 0.02), device).clamp(-0.04, 0.04);
+        let table = Tensor::<B, 2>::random(
+            [side * side, num_heads],
+            Distribution::Normal(0.0, 0.02),
+            device,
+        )
+        .clamp(-0.04, 0.04);
         Self {
             qkv: linear_trunc_normal(dim, 3 * dim, qkv_bias, 0.02, device),
             proj: linear_trunc_normal(dim, dim, true, 0.02, device),
@@ -50,12 +62,21 @@ impl<B: Backend> WindowAttention<B> {
         let n = index.len();
         let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [n]), &device);
         let area = ws * ws;
-        table.select(0, index).reshape([area, area, self.num_heads]).permute([2, 0, 1]).unsqueeze::<4>()
+        table
+            .select(0, index)
+            .reshape([area, area, self.num_heads])
+            .permute([2, 0, 1])
+            .unsqueeze::<4>()
     }
 
     /// Self-attention within each window: `windows` `[batch·nw, ws², C]`, optional shift mask
     /// `[nw, ws², ws²]` → `[batch·nw, ws², C]` (after the output projection).
-    pub fn forward(&self, windows: Tensor<B, 3>, ws: usize, shift_mask: Option<Tensor<B, 3>>) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        windows: Tensor<B, 3>,
+        ws: usize,
+        shift_mask: Option<Tensor<B, 3>>,
+    ) -> Tensor<B, 3> {
         let [n, len, c] = windows.dims();
         let heads = self.num_heads;
         let qkv = self.qkv.forward(windows);
@@ -63,13 +84,17 @@ impl<B: Backend> WindowAttention<B> {
         let k = split_heads(qkv.clone().slice([0..n, 0..len, c..2 * c]), heads);
         let v = split_heads(qkv.slice([0..n, 0..len, 2 * c..3 * c]), heads);
         let scale = ((c / heads) as f64).powf(-0.5);
-        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + self.relative_position_bias(ws);
+        let mut scores =
+            q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + self.relative_position_bias(ws);
         if let Some(mask) = shift_mask {
             let nw = mask.dims()[0];
-            let scores5 = scores.reshape([n / nw, nw, heads, len, len]) + mask.unsqueeze_dim::<4>(1).unsqueeze::<5>();
+            let scores5 = scores.reshape([n / nw, nw, heads, len, len])
+                + mask.unsqueeze_dim::<4>(1).unsqueeze::<5>();
             scores = scores5.reshape([n, heads, len, len]);
         }
-        let probs = self.attn_drop.forward(burn::tensor::activation::softmax(scores, 3));
+        let probs = self
+            .attn_drop
+            .forward(burn::tensor::activation::softmax(scores, 3));
         self.proj.forward(merge_heads(probs.matmul(v)))
     }
 
@@ -77,6 +102,10 @@ impl<B: Backend> WindowAttention<B> {
     pub fn visit_weights<V: WeightVisitor<B>>(&mut self, v: &mut V, key: &str) {
         visit_linear(v, &format!("{key}.qkv"), &mut self.qkv);
         visit_linear(v, &format!("{key}.proj"), &mut self.proj);
-        v.visit(&format!("{key}.relative_position_bias_table"), &mut self.relative_position_bias_table, Layout::Same);
+        v.visit(
+            &format!("{key}.relative_position_bias_table"),
+            &mut self.relative_position_bias_table,
+            Layout::Same,
+        );
     }
 }

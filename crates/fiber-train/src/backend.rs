@@ -93,15 +93,27 @@ pub trait BackendJob {
 pub fn run_on<J: BackendJob>(kind: BackendKind, job: J) -> Result<J::Output, UnknownBackend> {
     match kind {
         #[cfg(feature = "ndarray")]
-        BackendKind::Ndarray => Ok(job.run::<burn::backend::Autodiff<burn::backend::NdArray<f32>>>(Default::default())),
+        BackendKind::Ndarray => {
+            Ok(job.run::<burn::backend::Autodiff<burn::backend::NdArray<f32>>>(Default::default()))
+        }
         #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => Ok(job.run::<burn::backend::Autodiff<burn::backend::Wgpu>>(Default::default())),
+        BackendKind::Wgpu => {
+            Ok(job.run::<burn::backend::Autodiff<burn::backend::Wgpu>>(Default::default()))
+        }
         #[cfg(feature = "cuda")]
-        BackendKind::Cuda => Ok(job.run::<burn::backend::Autodiff<burn::backend::Cuda>>(Default::default())),
+        BackendKind::Cuda => {
+            Ok(job.run::<burn::backend::Autodiff<burn::backend::Cuda>>(Default::default()))
+        }
         #[allow(unreachable_patterns)]
         other => {
-            let available: Vec<&str> = BackendKind::compiled().into_iter().map(BackendKind::name).collect();
-            Err(UnknownBackend::NotCompiled { name: other.name(), available: available.join(", ") })
+            let available: Vec<&str> = BackendKind::compiled()
+                .into_iter()
+                .map(BackendKind::name)
+                .collect();
+            Err(UnknownBackend::NotCompiled {
+                name: other.name(),
+                available: available.join(", "),
+            })
         }
     }
 }
@@ -113,7 +125,11 @@ mod tests {
     #[test]
     fn names_parse_and_unknown_names_are_rejected() {
         assert_eq!("CUDA".parse::<BackendKind>().unwrap(), BackendKind::Cuda);
-        assert!("tpu".parse::<BackendKind>().unwrap_err().to_string().contains("unknown backend `tpu`"));
+        assert!("tpu"
+            .parse::<BackendKind>()
+            .unwrap_err()
+            .to_string()
+            .contains("unknown backend `tpu`"));
     }
 
     struct Name;

@@ -5,4 +5,4 @@
 
 pub mod backend;
 
-pub use backend::{BackendJob, BackendKind, UnknownBackend, run_on};
+pub use backend::{run_on, BackendJob, BackendKind, UnknownBackend};
