@@ -30,6 +30,18 @@ pub enum BenchModel {
     FiberBase384Fused,
     /// FIBER-Base dual-encoder forward (image-only and text-only paths).
     FiberBase384Dual,
+    /// The data pipeline alone: decoding, transforms and collation through the prefetching
+    /// loader, in images/s (`--data`, `--transform`, `--image-size`).
+    Data,
+}
+
+/// Transform timed by `--model data`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchTransform {
+    /// Square bicubic resize + normalisation (coarse pre-training, evaluation).
+    Resize,
+    /// RandomResizedCrop + flip + RandAugment + normalisation (fine-tuning).
+    Augment,
 }
 
 /// Arguments of `bench`.
@@ -53,6 +65,16 @@ pub struct BenchArgs {
     /// Also write the result as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// `--model data`: a Karpathy-format folder (`dataset_*.json`); the built-in shapes world
+    /// (generated under `data/shapes` when missing) by default.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// `--model data`: the transform.
+    #[arg(long, value_enum, default_value = "resize")]
+    pub transform: BenchTransform,
+    /// `--model data`: output image side.
+    #[arg(long, default_value_t = 384)]
+    pub image_size: usize,
 }
 
 /// Timing statistics in milliseconds.
@@ -80,21 +102,31 @@ pub fn run(args: BenchArgs) -> Result<()> {
         args.reps > 0 && args.batch > 0,
         "--reps and --batch must be positive"
     );
-    let timing = run_on(args.backend, BenchJob(args.clone()))?;
+    let timing = if args.model == BenchModel::Data {
+        data_pipeline(&args)?
+    } else {
+        run_on(args.backend, BenchJob(args.clone()))?
+    };
     let median = timing.median();
     let (min, max) = (timing.runs_ms[0], *timing.runs_ms.last().unwrap_or(&median));
-    let name = format!("{:?}", args.model);
+    let name = match args.model {
+        BenchModel::Data => format!("Data ({:?} to {} px)", args.transform, args.image_size),
+        model => format!("{model:?}"),
+    };
+    let backend = match args.model {
+        BenchModel::Data => format!("cpu, {} threads", rayon::current_num_threads()),
+        _ => args.backend.to_string(),
+    };
     println!("| model | backend | batch | median ms | min ms | max ms | items/s |");
     println!("|---|---|---|---|---|---|---|");
     println!(
-        "| {name} | {} | {} | {median:.1} | {min:.1} | {max:.1} | {:.2} |",
-        args.backend,
+        "| {name} | {backend} | {} | {median:.1} | {min:.1} | {max:.1} | {:.2} |",
         args.batch,
         args.batch as f64 * 1000.0 / median
     );
     if let Some(path) = &args.json {
         let json = serde_json::json!({
-            "model": name, "backend": args.backend.name(), "batch": args.batch, "warmup": args.warmup, "reps": args.reps,
+            "model": name, "backend": backend, "batch": args.batch, "warmup": args.warmup, "reps": args.reps,
             "median_ms": median, "min_ms": min, "max_ms": max, "runs_ms": timing.runs_ms,
         });
         std::fs::write(path, format!("{json:#}\n"))
@@ -155,6 +187,7 @@ impl BackendJob for BenchJob {
                     out.text.sum() + out.image.tokens.sum()
                 })
             }
+            BenchModel::Data => unreachable!("the data pipeline runs without a backend"),
             BenchModel::RobertaBase => {
                 let config = RobertaConfig::roberta_base();
                 let model = RobertaModel::<B>::new(&config, true, &device).valid();
@@ -194,4 +227,70 @@ fn time_runs<B: Backend, const D: usize>(
     let mut runs_ms: Vec<f64> = (0..args.reps).map(|_| once()).collect();
     runs_ms.sort_by(f64::total_cmp);
     Timing { runs_ms }
+}
+
+/// Times batches of `--batch` images through the prefetching loader (decode, transform,
+/// normalise, tokenise) on all cores; each timed run is one batch.
+fn data_pipeline(args: &BenchArgs) -> Result<Timing> {
+    use fiber_data::loader::{ImageTransform, Loader, LoaderConfig, LoaderPosition};
+    use fiber_data::randaugment::RandAugment;
+    let dir = match &args.data {
+        Some(dir) => dir.clone(),
+        None => {
+            let dir = PathBuf::from("data/shapes");
+            fiber_data::shapes::write_shapes_world(
+                &fiber_data::shapes::ShapesWorldConfig::new(),
+                &dir,
+            )?;
+            dir
+        }
+    };
+    let file = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("dataset_") && n.ends_with(".json"))
+        })
+        .with_context(|| format!("no dataset_*.json in {}", dir.display()))?;
+    let mut problems = fiber_data::Problems::default();
+    let data = fiber_data::read_karpathy(&file, &dir, &mut problems)?;
+    let paths: Vec<PathBuf> = data.images.iter().map(|i| i.path.clone()).collect();
+    anyhow::ensure!(
+        paths.len() >= args.batch,
+        "{} has fewer images than one batch",
+        dir.display()
+    );
+    let transform = match args.transform {
+        BenchTransform::Resize => ImageTransform::Resize {
+            size: args.image_size,
+        },
+        BenchTransform::Augment => ImageTransform::Augment {
+            size: args.image_size,
+            randaugment: Some(RandAugment::default()),
+        },
+    };
+    let config = LoaderConfig {
+        prefetch: 4,
+        ..LoaderConfig::new(args.batch, 0)
+    };
+    let mut loader = Loader::spawn(
+        paths.len(),
+        config,
+        LoaderPosition::default(),
+        move |i, rng| transform.load(&paths[i], rng),
+        |samples, _| Ok(samples.len()),
+    )?;
+    for _ in 0..args.warmup {
+        loader.next_batch()?;
+    }
+    let mut runs_ms = Vec::with_capacity(args.reps);
+    for _ in 0..args.reps {
+        let start = Instant::now();
+        loader.next_batch()?;
+        runs_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    runs_ms.sort_by(f64::total_cmp);
+    Ok(Timing { runs_ms })
 }

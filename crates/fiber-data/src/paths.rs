@@ -18,9 +18,11 @@ pub fn resolve_under(root: &Path, relative: &str) -> Result<PathBuf, String> {
                 }
                 depth -= 1;
             }
-            Component::RootDir | Component::Prefix(_) => return Err(format!(
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(format!(
                 "`{relative}` is an absolute path; image paths must be relative to the data folder"
-            )),
+            ))
+            }
         }
     }
     if depth == 0 {
