@@ -4,5 +4,8 @@
 //! command; the loops follow as the model crates below it are completed.
 
 pub mod backend;
+pub mod error;
+pub mod optim;
 
 pub use backend::{run_on, BackendJob, BackendKind, UnknownBackend};
+pub use error::TrainError;

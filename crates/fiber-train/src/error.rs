@@ -1,0 +1,26 @@
+//! Errors of training and evaluation.
+
+/// What stopped a training or evaluation run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A loss or gradient is NaN or infinite.
+    #[error("non-finite values: {0}")]
+    NonFinite(String),
+    /// A checkpoint or optimiser state is missing, incomplete or inconsistent.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// Reading or writing weights failed.
+    #[error(transparent)]
+    Weights(#[from] fiber_core::WeightError),
+    /// The data pipeline failed.
+    #[error(transparent)]
+    Data(#[from] fiber_data::DataError),
+    /// A file could not be written or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,377 @@
+//! Optimisation as in spec C.5: HuggingFace's AdamW (bias-corrected moments, decoupled weight
+//! decay applied after the Adam update), parameter groups chosen by checkpoint key (no weight
+//! decay for biases and norms, learning-rate multipliers for fusion / cross-modal modules and
+//! heads), global gradient-norm clipping, gradient accumulation, and a state that is saved and
+//! restored exactly (moments and step count, keyed by checkpoint key).
+//!
+//! Parameters are reached through the models' `visit_weights`, so the optimiser sees the same
+//! names as the checkpoints and the spec's rules apply to them literally.
+
+use std::collections::BTreeMap;
+
+use burn::config::Config;
+use burn::module::Param;
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use fiber_core::weights::{Layout, WeightVisitor};
+use fiber_core::{StoredTensor, TensorStore};
+
+use crate::error::TrainError;
+
+/// AdamW hyper-parameters (spec C.5 defaults).
+#[derive(Config, Debug, PartialEq)]
+pub struct AdamWConfig {
+    /// β₁.
+    #[config(default = 0.9)]
+    pub beta1: f64,
+    /// β₂.
+    #[config(default = 0.98)]
+    pub beta2: f64,
+    /// ε added to the root of the second moment.
+    #[config(default = 1e-8)]
+    pub eps: f64,
+    /// Decoupled weight decay.
+    #[config(default = 0.01)]
+    pub weight_decay: f64,
+    /// Gradients are rescaled so that their global L2 norm is at most this (none when absent).
+    #[config(default = "None")]
+    pub max_grad_norm: Option<f64>,
+}
+
+/// Which parameters decay and how their learning rate is scaled, by checkpoint key.
+#[derive(Config, Debug, PartialEq)]
+pub struct ParamGroups {
+    /// A key containing any of these is not weight-decayed.
+    pub no_decay: Vec<String>,
+    /// `(substrings, multiplier)`: the first rule with a substring contained in the key sets its
+    /// learning-rate multiplier (1 when none matches).
+    pub lr_multipliers: Vec<(Vec<String>, f64)>,
+}
+
+impl ParamGroups {
+    /// Spec C.5: no decay for `bias`, `LayerNorm.`, `norm.`, `norm1.`, `norm2.` (which also catches
+    /// every relative-position bias table); ×`head_multiplier` for the task heads
+    /// (`mlm_score`, `itm_score`, `vqa_classifier`, `nlvr2_classifier`) and ×5 for anything
+    /// `cross_modal`, `i2t` or `t2i`.
+    pub fn fiber(head_multiplier: f64) -> Self {
+        let strings = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        Self::new(
+            strings(&["bias", "LayerNorm.", "norm.", "norm1.", "norm2."]),
+            vec![
+                (
+                    strings(&[
+                        "mlm_score",
+                        "itm_score",
+                        "vqa_classifier",
+                        "nlvr2_classifier",
+                    ]),
+                    head_multiplier,
+                ),
+                (strings(&["cross_modal", "i2t", "t2i"]), 5.0),
+            ],
+        )
+    }
+
+    /// Whether the parameter stored under `key` is weight-decayed.
+    pub fn decays(&self, key: &str) -> bool {
+        !self.no_decay.iter().any(|s| key.contains(s.as_str()))
+    }
+
+    /// The learning-rate multiplier of the parameter stored under `key`.
+    pub fn multiplier(&self, key: &str) -> f64 {
+        self.lr_multipliers
+            .iter()
+            .find(|(subs, _)| subs.iter().any(|s| key.contains(s.as_str())))
+            .map(|(_, m)| *m)
+            .unwrap_or(1.0)
+    }
+}
+
+/// Gradients by checkpoint key, flattened, on the inner (non-autodiff) backend.
+pub struct KeyedGradients<B: Backend> {
+    grads: BTreeMap<String, Tensor<B, 1>>,
+}
+
+impl<B: Backend> KeyedGradients<B> {
+    /// Adds another micro-batch's gradients (accumulation).
+    pub fn accumulate(&mut self, other: KeyedGradients<B>) {
+        for (key, g) in other.grads {
+            let merged = match self.grads.remove(&key) {
+                Some(mine) => mine + g,
+                None => g,
+            };
+            self.grads.insert(key, merged);
+        }
+    }
+
+    /// Multiplies every gradient by `factor` (e.g. 1 / micro-batches).
+    pub fn scale(&mut self, factor: f64) {
+        for g in self.grads.values_mut() {
+            *g = g.clone().mul_scalar(factor);
+        }
+    }
+
+    /// The global L2 norm of all gradients.
+    pub fn global_norm(&self) -> f64 {
+        let squares: f64 = self
+            .grads
+            .values()
+            .map(|g| g.clone().powf_scalar(2.0).sum().into_scalar().elem::<f64>())
+            .sum();
+        squares.sqrt()
+    }
+
+    /// Number of parameters with a gradient.
+    pub fn len(&self) -> usize {
+        self.grads.len()
+    }
+
+    /// Whether no parameter has a gradient.
+    pub fn is_empty(&self) -> bool {
+        self.grads.is_empty()
+    }
+
+    /// The keys with a gradient.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.grads.keys().map(String::as_str)
+    }
+}
+
+/// Takes each visited parameter's gradient out of a [`GradientsParams`], by checkpoint key:
+/// run the model's `visit_weights` with it, then [`GradientCollector::finish`].
+pub struct GradientCollector<'a, B: Backend> {
+    grads: &'a mut GradientsParams,
+    out: BTreeMap<String, Tensor<B, 1>>,
+}
+
+impl<'a, B: Backend> GradientCollector<'a, B> {
+    /// Collects from `grads`.
+    pub fn new(grads: &'a mut GradientsParams) -> Self {
+        Self {
+            grads,
+            out: BTreeMap::new(),
+        }
+    }
+
+    /// The collected gradients.
+    pub fn finish(self) -> KeyedGradients<B> {
+        KeyedGradients { grads: self.out }
+    }
+}
+
+impl<A: AutodiffBackend> WeightVisitor<A> for GradientCollector<'_, A::InnerBackend> {
+    fn visit<const D: usize>(
+        &mut self,
+        key: &str,
+        param: &mut Param<Tensor<A, D>>,
+        _layout: Layout,
+    ) {
+        if let Some(g) = self.grads.remove::<A::InnerBackend, D>(param.id) {
+            self.out.insert(key.to_string(), g.flatten::<1>(0, D - 1));
+        }
+    }
+}
+
+/// HuggingFace AdamW with parameter groups and a saved state.
+pub struct AdamW<B: Backend> {
+    config: AdamWConfig,
+    groups: ParamGroups,
+    step: u64,
+    moments: BTreeMap<String, (Tensor<B, 1>, Tensor<B, 1>)>,
+}
+
+/// What one optimiser step did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepInfo {
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// The factor the gradients were scaled by (1 without clipping).
+    pub clip_factor: f64,
+    /// Parameters updated.
+    pub updated: usize,
+}
+
+impl<B: Backend> AdamW<B> {
+    /// A fresh optimiser.
+    pub fn new(config: AdamWConfig, groups: ParamGroups) -> Self {
+        Self {
+            config,
+            groups,
+            step: 0,
+            moments: BTreeMap::new(),
+        }
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
+    /// The parameter groups.
+    pub fn groups(&self) -> &ParamGroups {
+        &self.groups
+    }
+
+    /// Prepares one step at base learning rate `lr`: checks the gradients are finite, clips
+    /// them, and returns the visitor that applies the update to each parameter it visits
+    /// (run the model's `visit_weights` with it, then [`AdamWUpdate::finish`]).
+    pub fn begin_step(
+        &mut self,
+        lr: f64,
+        gradients: KeyedGradients<B>,
+    ) -> Result<AdamWUpdate<'_, B>, TrainError> {
+        let grad_norm = gradients.global_norm();
+        if !grad_norm.is_finite() {
+            return Err(TrainError::NonFinite(format!(
+                "the gradient norm is {grad_norm}"
+            )));
+        }
+        let clip_factor = match self.config.max_grad_norm {
+            Some(max) if grad_norm > max => max / (grad_norm + 1e-6),
+            _ => 1.0,
+        };
+        self.step += 1;
+        Ok(AdamWUpdate {
+            optimizer: self,
+            lr,
+            gradients,
+            info: StepInfo {
+                grad_norm,
+                clip_factor,
+                updated: 0,
+            },
+        })
+    }
+
+    /// The state (moments under `exp_avg.{key}` / `exp_avg_sq.{key}`, the step count under
+    /// `step`) as named tensors.
+    pub fn state(&self) -> TensorStore {
+        let mut store = TensorStore::new();
+        store.insert("step", StoredTensor::i64(vec![1], vec![self.step as i64]));
+        for (key, (m, v)) in &self.moments {
+            store.insert(
+                format!("exp_avg.{key}"),
+                StoredTensor::from_tensor(m.clone()),
+            );
+            store.insert(
+                format!("exp_avg_sq.{key}"),
+                StoredTensor::from_tensor(v.clone()),
+            );
+        }
+        store
+    }
+
+    /// Restores a state written by [`AdamW::state`].
+    pub fn load_state(
+        &mut self,
+        store: &TensorStore,
+        device: &B::Device,
+    ) -> Result<(), TrainError> {
+        let step = store
+            .get("step")
+            .and_then(|t| t.as_i64())
+            .and_then(|v| v.first().copied())
+            .ok_or_else(|| TrainError::Checkpoint("the optimiser state has no `step`".into()))?;
+        let mut moments = BTreeMap::new();
+        for name in store.names() {
+            let Some(key) = name.strip_prefix("exp_avg.") else {
+                continue;
+            };
+            let read = |name: &str| -> Result<Tensor<B, 1>, TrainError> {
+                let t = store.get(name).ok_or_else(|| {
+                    TrainError::Checkpoint(format!("the optimiser state lacks `{name}`"))
+                })?;
+                let values = t
+                    .as_f32()
+                    .ok_or_else(|| TrainError::Checkpoint(format!("`{name}` is not f32")))?;
+                Ok(Tensor::from_data(
+                    TensorData::new(values.to_vec(), [values.len()]),
+                    device,
+                ))
+            };
+            moments.insert(
+                key.to_string(),
+                (read(name)?, read(&format!("exp_avg_sq.{key}"))?),
+            );
+        }
+        self.step = step as u64;
+        self.moments = moments;
+        Ok(())
+    }
+}
+
+/// Applies one AdamW step to the parameters it visits.
+pub struct AdamWUpdate<'a, B: Backend> {
+    optimizer: &'a mut AdamW<B>,
+    lr: f64,
+    gradients: KeyedGradients<B>,
+    info: StepInfo,
+}
+
+impl<B: Backend> AdamWUpdate<'_, B> {
+    /// Ends the step; every gradient must have met its parameter.
+    pub fn finish(self) -> Result<StepInfo, TrainError> {
+        if let Some(key) = self.gradients.grads.keys().next() {
+            return Err(TrainError::Checkpoint(format!(
+                "a gradient for `{key}` met no parameter"
+            )));
+        }
+        Ok(self.info)
+    }
+
+    fn update(&mut self, key: &str, value: Tensor<B, 1>) -> Option<Tensor<B, 1>> {
+        let grad = self
+            .gradients
+            .grads
+            .remove(key)?
+            .mul_scalar(self.info.clip_factor);
+        let c = &self.optimizer.config;
+        let (beta1, beta2) = (c.beta1, c.beta2);
+        let (m, v) = match self.optimizer.moments.remove(key) {
+            Some(state) => state,
+            None => (grad.zeros_like(), grad.zeros_like()),
+        };
+        let m = m.mul_scalar(beta1) + grad.clone().mul_scalar(1.0 - beta1);
+        let v = v.mul_scalar(beta2) + grad.powf_scalar(2.0).mul_scalar(1.0 - beta2);
+        let t = self.optimizer.step as i32;
+        let lr = self.lr * self.optimizer.groups.multiplier(key);
+        let step_size = lr * (1.0 - beta2.powi(t)).sqrt() / (1.0 - beta1.powi(t));
+        let denom = v.clone().sqrt().add_scalar(c.eps);
+        let mut updated = value - (m.clone() / denom).mul_scalar(step_size);
+        if self.optimizer.groups.decays(key) && c.weight_decay > 0.0 {
+            updated = updated.clone() - updated.mul_scalar(lr * c.weight_decay);
+        }
+        self.optimizer.moments.insert(key.to_string(), (m, v));
+        self.info.updated += 1;
+        Some(updated)
+    }
+}
+
+impl<A: AutodiffBackend> WeightVisitor<A> for AdamWUpdate<'_, A::InnerBackend> {
+    fn visit<const D: usize>(
+        &mut self,
+        key: &str,
+        param: &mut Param<Tensor<A, D>>,
+        _layout: Layout,
+    ) {
+        let value = param.val().inner();
+        let shape = value.shape();
+        let flat = value.flatten::<1>(0, D - 1);
+        if let Some(updated) = self.update(key, flat) {
+            let tensor = Tensor::<A, D>::from_inner(updated.reshape(shape)).require_grad();
+            *param = Param::initialized(param.id, tensor);
+        }
+    }
+}
+
+/// Learning rate of step `step` (from 0) of `total`: linear warm-up over `warmup` steps, then
+/// linear decay to 0 at `total` (spec C.5; HuggingFace's `get_linear_schedule_with_warmup`,
+/// whose first step has learning rate 0 when there is a warm-up).
+pub fn linear_schedule(step: u64, total: u64, warmup: u64, base_lr: f64) -> f64 {
+    if step < warmup {
+        base_lr * step as f64 / warmup.max(1) as f64
+    } else {
+        base_lr * (total.saturating_sub(step) as f64 / total.saturating_sub(warmup).max(1) as f64)
+    }
+}

@@ -1,0 +1,252 @@
+//! The optimiser against hand computation of HuggingFace's AdamW, its parameter groups, clipping,
+//! accumulation and an exact restore of its state.
+
+use burn::backend::{Autodiff, NdArray};
+use burn::module::Module;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use fiber_core::weights::{visit_layer_norm, visit_linear, WeightVisitor};
+use fiber_train::optim::{
+    linear_schedule, AdamW, AdamWConfig, GradientCollector, KeyedGradients, ParamGroups,
+};
+
+type Ad = Autodiff<NdArray>;
+type Inner = NdArray;
+
+#[derive(Module, Debug)]
+struct Tiny<B: Backend> {
+    cross_modal_text_transform: Linear<B>,
+    norm: LayerNorm<B>,
+}
+
+impl<B: Backend> Tiny<B> {
+    fn new(device: &B::Device) -> Self {
+        let mut linear = LinearConfig::new(3, 2).init(device);
+        linear.weight = burn::module::Param::from_tensor(Tensor::from_floats(
+            [[0.1, -0.2], [0.3, 0.4], [-0.5, 0.6]],
+            device,
+        ));
+        linear.bias = Some(burn::module::Param::from_tensor(Tensor::from_floats(
+            [0.05, -0.05],
+            device,
+        )));
+        Self {
+            cross_modal_text_transform: linear,
+            norm: LayerNormConfig::new(2).init(device),
+        }
+    }
+
+    fn visit_weights<V: WeightVisitor<B>>(&mut self, v: &mut V) {
+        visit_linear(
+            v,
+            "cross_modal_text_transform",
+            &mut self.cross_modal_text_transform,
+        );
+        visit_layer_norm(v, "norm", &mut self.norm);
+    }
+
+    fn loss(&self, x: Tensor<B, 2>) -> Tensor<B, 1> {
+        self.norm
+            .forward(self.cross_modal_text_transform.forward(x))
+            .powf_scalar(2.0)
+            .mul_scalar(0.5)
+            .sum()
+            + self.cross_modal_text_transform.weight.val().sum()
+    }
+}
+
+fn gradients(model: &mut Tiny<Ad>, x: [[f32; 3]; 2]) -> KeyedGradients<Inner> {
+    let device = Default::default();
+    let loss = model.loss(Tensor::from_floats(x, &device));
+    let mut grads = GradientsParams::from_grads(loss.backward(), model);
+    let mut collector = GradientCollector::new(&mut grads);
+    model.visit_weights(&mut collector);
+    collector.finish()
+}
+
+fn values<const D: usize>(t: Tensor<Ad, D>) -> Vec<f32> {
+    t.into_data().to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn one_step_matches_huggingface_adamw_by_hand() {
+    let mut model = Tiny::<Ad>::new(&Default::default());
+    let before = values(model.cross_modal_text_transform.weight.val());
+    let bias_before = values(
+        model
+            .cross_modal_text_transform
+            .bias
+            .as_ref()
+            .unwrap()
+            .val(),
+    );
+    let grads = gradients(&mut model, [[1.0, 2.0, 3.0], [-1.0, 0.5, 0.0]]);
+    let keys: Vec<&str> = grads.keys().collect();
+    assert_eq!(
+        keys,
+        vec![
+            "cross_modal_text_transform.bias",
+            "cross_modal_text_transform.weight",
+            "norm.bias",
+            "norm.weight"
+        ]
+    );
+    // The gradient of the weight, read through the module for the hand computation.
+    let device = Default::default();
+    let reference = Tiny::<Ad>::new(&device);
+    let loss = reference.loss(Tensor::from_floats(
+        [[1.0, 2.0, 3.0], [-1.0, 0.5, 0.0]],
+        &device,
+    ));
+    let g = loss.backward();
+    let gw: Vec<f32> = reference
+        .cross_modal_text_transform
+        .weight
+        .val()
+        .grad(&g)
+        .unwrap()
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let gb: Vec<f32> = reference
+        .cross_modal_text_transform
+        .bias
+        .as_ref()
+        .unwrap()
+        .val()
+        .grad(&g)
+        .unwrap()
+        .into_data()
+        .to_vec()
+        .unwrap();
+
+    let config = AdamWConfig::new();
+    let mut optimizer = AdamW::<Inner>::new(config.clone(), ParamGroups::fiber(5.0));
+    let mut update = optimizer.begin_step(1e-3, grads).unwrap();
+    model.visit_weights(&mut update);
+    let info = update.finish().unwrap();
+    assert_eq!(info.updated, 4);
+    // HF AdamW, step 1: m = (1-β1) g, v = (1-β2) g², step = lr·sqrt(1-β2)/(1-β1), p -= step·m/(sqrt v + ε),
+    // then p -= lr·wd·p for decayed parameters. `cross_modal` gets lr × 5; `bias` no decay.
+    let hand = |p: f32, g: f32, decay: bool| -> f32 {
+        let (b1, b2, eps, lr) = (0.9f64, 0.98f64, 1e-8f64, 5e-3f64);
+        let (m, v) = ((1.0 - b1) * g as f64, (1.0 - b2) * (g as f64).powi(2));
+        let step = lr * (1.0 - b2).sqrt() / (1.0 - b1);
+        let mut p = p as f64 - step * m / (v.sqrt() + eps);
+        if decay {
+            p -= lr * 0.01 * p;
+        }
+        p as f32
+    };
+    let after = values(model.cross_modal_text_transform.weight.val());
+    for i in 0..6 {
+        assert!(
+            (after[i] - hand(before[i], gw[i], true)).abs() < 1e-6,
+            "weight {i}: {} vs {}",
+            after[i],
+            hand(before[i], gw[i], true)
+        );
+    }
+    let bias_after = values(
+        model
+            .cross_modal_text_transform
+            .bias
+            .as_ref()
+            .unwrap()
+            .val(),
+    );
+    for i in 0..2 {
+        assert!((bias_after[i] - hand(bias_before[i], gb[i], false)).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn groups_follow_the_spec_rules() {
+    let groups = ParamGroups::fiber(50.0);
+    assert!(!groups.decays("text_transformer.encoder.layer.3.attention.output.LayerNorm.weight"));
+    assert!(!groups.decays("vit_model.layers.2.blocks.5.attn.relative_position_bias_table"));
+    assert!(!groups.decays("vit_model.layers.0.blocks.0.norm1.weight"));
+    assert!(groups.decays("temp") && groups.decays("vit_model.layers.2.blocks.5.alpha_i2t"));
+    assert_eq!(groups.multiplier("vqa_classifier.0.weight"), 50.0);
+    assert_eq!(
+        groups.multiplier("cross_modal_image_pooler.dense.weight"),
+        5.0
+    );
+    assert_eq!(
+        groups.multiplier("text_transformer.encoder.layer.8.crossattention_t2i.self.query.weight"),
+        5.0
+    );
+    assert_eq!(
+        groups.multiplier("vit_model.layers.2.blocks.5.attn.qkv.weight"),
+        1.0
+    );
+    assert_eq!(groups.multiplier("temp"), 1.0);
+}
+
+#[test]
+fn clipping_accumulation_and_a_restored_state_give_identical_updates() {
+    let device = Default::default();
+    let x1 = [[1.0, 2.0, 3.0], [-1.0, 0.5, 0.0]];
+    let x2 = [[0.5, -2.0, 1.0], [2.0, 0.0, -1.0]];
+    let config = AdamWConfig::new().with_max_grad_norm(Some(0.5));
+
+    // Accumulating two micro-batches and halving equals the mean of their gradients.
+    let mut model = Tiny::<Ad>::new(&device);
+    let mut acc = gradients(&mut model, x1);
+    acc.accumulate(gradients(&mut model, x2));
+    acc.scale(0.5);
+    let norm = acc.global_norm();
+    assert!(norm > 0.5, "the test needs clipping to act: {norm}");
+
+    let mut a = AdamW::<Inner>::new(config.clone(), ParamGroups::fiber(5.0));
+    let mut update = a.begin_step(1e-2, acc).unwrap();
+    model.visit_weights(&mut update);
+    let info = update.finish().unwrap();
+    assert!((info.clip_factor * info.grad_norm - 0.5).abs() < 1e-5);
+
+    // Save, restore into a fresh optimiser, and take the same second step with both.
+    let state = a.state();
+    let mut b = AdamW::<Inner>::new(config, ParamGroups::fiber(5.0));
+    b.load_state(&state, &device).unwrap();
+    assert_eq!(b.steps(), 1);
+    let mut twin = Tiny::<Ad>::new(&device);
+    twin = twin.load_record(model.clone().into_record());
+    for (optimizer, m) in [(&mut a, &mut model), (&mut b, &mut twin)] {
+        let g = gradients(m, x2);
+        let mut update = optimizer.begin_step(1e-2, g).unwrap();
+        m.visit_weights(&mut update);
+        update.finish().unwrap();
+    }
+    assert_eq!(
+        values(model.cross_modal_text_transform.weight.val()),
+        values(twin.cross_modal_text_transform.weight.val())
+    );
+    assert_eq!(
+        values(model.norm.gamma.val()),
+        values(twin.norm.gamma.val())
+    );
+}
+
+#[test]
+fn non_finite_gradients_stop_the_step() {
+    let mut model = Tiny::<Ad>::new(&Default::default());
+    let grads = gradients(&mut model, [[f32::NAN, 0.0, 0.0], [0.0, 0.0, 0.0]]);
+    let mut optimizer = AdamW::<Inner>::new(AdamWConfig::new(), ParamGroups::fiber(5.0));
+    let err = optimizer
+        .begin_step(1e-3, grads)
+        .err()
+        .expect("NaN gradients are refused");
+    assert!(err.to_string().contains("non-finite"), "{err}");
+    assert_eq!(optimizer.steps(), 0);
+}
+
+#[test]
+fn the_schedule_warms_up_then_decays_linearly() {
+    let lr = |s| linear_schedule(s, 100, 10, 1.0);
+    assert_eq!(lr(0), 0.0);
+    assert!((lr(5) - 0.5).abs() < 1e-12);
+    assert!((lr(10) - 1.0).abs() < 1e-12);
+    assert!((lr(55) - 0.5).abs() < 1e-12);
+    assert_eq!(lr(100), 0.0);
+}
