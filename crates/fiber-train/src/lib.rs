@@ -1,9 +1,11 @@
 //! Training and evaluation of FIBER: the coarse-grained pre-training loop (ITC + ITM + MLM),
 //! fine-tuning and evaluation for retrieval, VQA and captioning, checkpoints with exact resume
-//! (spec C.5, D). So far it holds the run-time choice of compute backend shared by every
-//! command; the loops follow as the model crates below it are completed.
+//! (spec C.5, D). So far: the run-time choice of compute backend, the optimiser (AdamW with the
+//! spec's parameter groups, clipping, accumulation, restorable state), the learning-rate schedule
+//! and atomic checkpoint folders; the loops themselves follow.
 
 pub mod backend;
+pub mod checkpoint;
 pub mod error;
 pub mod optim;
 
