@@ -97,6 +97,49 @@ fn array<'a>(value: &'a Value, key: &str, file: &Path) -> Result<&'a Vec<Value>,
     })
 }
 
+/// The entries of the top-level array `key` that deserialise as `T`, each with its location
+/// (`key[i]`); the others are reported as malformed.
+fn records<T: serde::de::DeserializeOwned>(
+    value: &Value,
+    key: &str,
+    file: &Path,
+    problems: &mut Problems,
+) -> Result<Vec<(String, T)>, DataError> {
+    let mut out = Vec::new();
+    for (i, entry) in array(value, key, file)?.iter().enumerate() {
+        let location = format!("{key}[{i}]");
+        match serde_json::from_value::<T>(entry.clone()) {
+            Ok(record) => out.push((location, record)),
+            Err(e) => problems.push(ProblemKind::MalformedRecord, file, location, e.to_string()),
+        }
+    }
+    Ok(out)
+}
+
+/// The image index of a non-crowd box, or `None` (crowd boxes silently, unknown images reported).
+fn box_image(
+    by_id: &HashMap<u64, usize>,
+    image_id: u64,
+    iscrowd: u8,
+    file: &Path,
+    location: &str,
+    problems: &mut Problems,
+) -> Option<usize> {
+    if iscrowd != 0 {
+        return None;
+    }
+    let index = by_id.get(&image_id).copied();
+    if index.is_none() {
+        problems.push(
+            ProblemKind::UnknownImage,
+            file,
+            location,
+            format!("image_id {image_id} is not in `images`"),
+        );
+    }
+    index
+}
+
 fn xywh_to_xyxy(b: [f32; 4]) -> BoxXyxy {
     [b[0], b[1], b[0] + b[2], b[1] + b[3]]
 }
@@ -130,17 +173,9 @@ pub fn read_mdetr(
     problems: &mut Problems,
 ) -> Result<Vec<GroundingRecord>, DataError> {
     let value: Value = fiber_core::json::read_json(file)?;
-    let mut records = Vec::new();
+    let mut out: Vec<GroundingRecord> = Vec::new();
     let mut by_id = HashMap::new();
-    for (i, entry) in array(&value, "images", file)?.iter().enumerate() {
-        let location = format!("images[{i}]");
-        let image: MdetrImage = match serde_json::from_value(entry.clone()) {
-            Ok(image) => image,
-            Err(e) => {
-                problems.push(ProblemKind::MalformedRecord, file, location, e.to_string());
-                continue;
-            }
-        };
+    for (location, image) in records::<MdetrImage>(&value, "images", file, problems)? {
         if image.caption.trim().is_empty() {
             problems.push(
                 ProblemKind::EmptyText,
@@ -152,8 +187,8 @@ pub fn read_mdetr(
         }
         match resolve_under(image_root, &image.file_name) {
             Ok(path) => {
-                by_id.insert(image.id, records.len());
-                records.push(GroundingRecord {
+                by_id.insert(image.id, out.len());
+                out.push(GroundingRecord {
                     id: image.id,
                     path,
                     height: image.height,
@@ -165,28 +200,18 @@ pub fn read_mdetr(
             Err(message) => problems.push(ProblemKind::PathOutsideRoot, file, location, message),
         }
     }
-    for (i, entry) in array(&value, "annotations", file)?.iter().enumerate() {
-        let location = format!("annotations[{i}]");
-        let annotation: MdetrBox = match serde_json::from_value(entry.clone()) {
-            Ok(a) => a,
-            Err(e) => {
-                problems.push(ProblemKind::MalformedRecord, file, location, e.to_string());
-                continue;
-            }
-        };
-        if annotation.iscrowd != 0 {
-            continue;
-        }
-        let Some(&index) = by_id.get(&annotation.image_id) else {
-            problems.push(
-                ProblemKind::UnknownImage,
-                file,
-                location,
-                format!("image_id {} is not in `images`", annotation.image_id),
-            );
+    for (location, annotation) in records::<MdetrBox>(&value, "annotations", file, problems)? {
+        let Some(index) = box_image(
+            &by_id,
+            annotation.image_id,
+            annotation.iscrowd,
+            file,
+            &location,
+            problems,
+        ) else {
             continue;
         };
-        let record = &mut records[index];
+        let record = &mut out[index];
         let xyxy = xywh_to_xyxy(annotation.bbox);
         if let Some(message) = box_problem(&xyxy, record.height, record.width) {
             problems.push(
@@ -229,7 +254,7 @@ pub fn read_mdetr(
             category: annotation.category_id,
         });
     }
-    Ok(records)
+    Ok(out)
 }
 
 /// An image of a detection dataset with its boxes and their category indices.
@@ -310,69 +335,46 @@ pub fn read_coco_detection(
     let value: Value = fiber_core::json::read_json(file)?;
     let mut out = DetectionDataset::default();
     let mut category_index = HashMap::new();
-    for (i, entry) in array(&value, "categories", file)?.iter().enumerate() {
-        match serde_json::from_value::<CocoCategory>(entry.clone()) {
-            Ok(c) if clean_name(&c.name).is_empty() => problems.push(
+    for (location, c) in records::<CocoCategory>(&value, "categories", file, problems)? {
+        if clean_name(&c.name).is_empty() {
+            problems.push(
                 ProblemKind::EmptyText,
                 file,
-                format!("categories[{i}]"),
+                location,
                 "category without a name",
-            ),
-            Ok(c) => {
-                category_index.insert(c.id, out.categories.len());
-                out.category_ids.push(c.id);
-                out.categories.push(clean_name(&c.name));
-            }
-            Err(e) => problems.push(
-                ProblemKind::MalformedRecord,
-                file,
-                format!("categories[{i}]"),
-                e.to_string(),
-            ),
-        }
-    }
-    let mut by_id = HashMap::new();
-    for (i, entry) in array(&value, "images", file)?.iter().enumerate() {
-        let location = format!("images[{i}]");
-        match serde_json::from_value::<CocoImage>(entry.clone()) {
-            Ok(image) => match resolve_under(image_root, &image.file_name) {
-                Ok(path) => {
-                    by_id.insert(image.id, out.images.len());
-                    out.images.push(DetectionImage {
-                        id: image.id,
-                        path,
-                        height: image.height,
-                        width: image.width,
-                        boxes: Vec::new(),
-                        labels: Vec::new(),
-                    });
-                }
-                Err(message) => {
-                    problems.push(ProblemKind::PathOutsideRoot, file, location, message)
-                }
-            },
-            Err(e) => problems.push(ProblemKind::MalformedRecord, file, location, e.to_string()),
-        }
-    }
-    for (i, entry) in array(&value, "annotations", file)?.iter().enumerate() {
-        let location = format!("annotations[{i}]");
-        let annotation: CocoBox = match serde_json::from_value(entry.clone()) {
-            Ok(a) => a,
-            Err(e) => {
-                problems.push(ProblemKind::MalformedRecord, file, location, e.to_string());
-                continue;
-            }
-        };
-        if annotation.iscrowd != 0 {
+            );
             continue;
         }
-        let Some(&index) = by_id.get(&annotation.image_id) else {
-            problems.push(
-                ProblemKind::UnknownImage,
-                file,
-                location,
-                format!("image_id {} is not in `images`", annotation.image_id),
-            );
+        category_index.insert(c.id, out.categories.len());
+        out.category_ids.push(c.id);
+        out.categories.push(clean_name(&c.name));
+    }
+    let mut by_id = HashMap::new();
+    for (location, image) in records::<CocoImage>(&value, "images", file, problems)? {
+        match resolve_under(image_root, &image.file_name) {
+            Ok(path) => {
+                by_id.insert(image.id, out.images.len());
+                out.images.push(DetectionImage {
+                    id: image.id,
+                    path,
+                    height: image.height,
+                    width: image.width,
+                    boxes: Vec::new(),
+                    labels: Vec::new(),
+                });
+            }
+            Err(message) => problems.push(ProblemKind::PathOutsideRoot, file, location, message),
+        }
+    }
+    for (location, annotation) in records::<CocoBox>(&value, "annotations", file, problems)? {
+        let Some(index) = box_image(
+            &by_id,
+            annotation.image_id,
+            annotation.iscrowd,
+            file,
+            &location,
+            problems,
+        ) else {
             continue;
         };
         let Some(&label) = category_index.get(&annotation.category_id) else {
