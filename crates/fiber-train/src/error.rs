@@ -15,6 +15,9 @@ pub enum TrainError {
     /// The data pipeline failed.
     #[error(transparent)]
     Data(#[from] fiber_data::DataError),
+    /// A configuration file is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
     /// A file could not be written or read.
     #[error("{path}: {source}")]
     Io {

@@ -6,7 +6,9 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod optim;
 
 pub use backend::{run_on, BackendJob, BackendKind, UnknownBackend};

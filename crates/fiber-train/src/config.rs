@@ -1,0 +1,216 @@
+//! Every hyper-parameter of a run, in one TOML file (`cargo xtask train --config FILE.toml`).
+//! The defaults are the tiny preset that trains on the built-in shapes world on a CPU in a few
+//! minutes; `RunConfig::fiber_base()` holds the spec's values for the base model (spec C.5, D).
+
+use std::path::{Path, PathBuf};
+
+use burn::config::Config;
+use fiber_data::shapes::ShapesWorldConfig;
+use fiber_fusion::FiberConfig;
+use fiber_roberta::RobertaConfig;
+use fiber_swin::SwinConfig;
+
+use crate::error::TrainError;
+use crate::optim::AdamWConfig;
+
+/// The model: sizes of both backbones and of the fusion.
+#[derive(Config, Debug, PartialEq)]
+pub struct ModelConfig {
+    /// The fused backbone (the text vocabulary size is replaced by the tokenizer's).
+    pub fiber: FiberConfig,
+    /// Text length in tokens (`<s>` and `</s>` included).
+    #[config(default = 32)]
+    pub max_text_len: usize,
+    /// Vocabulary size of a tokenizer trained on the data's corpus.
+    #[config(default = 400)]
+    pub tokenizer_vocab_size: usize,
+}
+
+impl ModelConfig {
+    /// The tiny preset: Swin with 3 stages (32/64/128 wide, window 4) at 64 px, a 4-layer
+    /// 64-wide RoBERTa, the last 2 blocks/layers fused.
+    pub fn tiny() -> Self {
+        let swin = SwinConfig::new(64, 32, vec![2, 2, 2], vec![2, 4, 8], 4)
+            .with_mlp_ratio(2.0)
+            .with_drop_path_rate(0.0);
+        let roberta = RobertaConfig::new(400, 64, 4, 4, 128)
+            .with_max_position_embeddings(40)
+            .with_hidden_dropout_prob(0.0)
+            .with_attention_probs_dropout_prob(0.0);
+        Self::new(FiberConfig::new(swin, roberta).with_num_fuse_block(2))
+    }
+}
+
+/// One training stage: steps, batches and optimisation.
+#[derive(Config, Debug, PartialEq)]
+pub struct StageConfig {
+    /// Optimiser steps (0 skips the stage).
+    pub steps: u64,
+    /// Samples per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimiser step (effective batch = batch_size × accumulation).
+    #[config(default = 1)]
+    pub accumulation: usize,
+    /// Base learning rate.
+    pub lr: f64,
+    /// Fraction of the steps spent warming up.
+    #[config(default = 0.1)]
+    pub warmup_ratio: f64,
+    /// Learning-rate multiplier of the task heads (5 pre-training, 50 fine-tuning).
+    #[config(default = 5.0)]
+    pub head_lr_multiplier: f64,
+    /// AdamW.
+    #[config(default = "AdamWConfig::new()")]
+    pub optimizer: AdamWConfig,
+    /// Save a checkpoint every this many steps (and at the end).
+    #[config(default = 100)]
+    pub checkpoint_every: u64,
+    /// Checkpoints kept.
+    #[config(default = 2)]
+    pub keep_checkpoints: usize,
+}
+
+/// Evaluation settings.
+#[derive(Config, Debug, PartialEq)]
+pub struct EvalConfig {
+    /// Images (and as many captions, one per image) ranked in retrieval.
+    #[config(default = 100)]
+    pub retrieval_candidates: usize,
+    /// ITC candidates re-ranked by ITM.
+    #[config(default = 10)]
+    pub itm_rerank_k: usize,
+    /// Images captioned.
+    #[config(default = 100)]
+    pub caption_images: usize,
+    /// Beam size of caption decoding.
+    #[config(default = 3)]
+    pub beam_size: usize,
+    /// Longest generated caption in tokens.
+    #[config(default = 30)]
+    pub max_caption_len: usize,
+}
+
+/// A whole run: data, model, the stages and evaluation.
+#[derive(Config, Debug, PartialEq)]
+pub struct RunConfig {
+    /// Name of the run (its folder is `runs/<name>`).
+    #[config(default = "String::from(\"shapes\")")]
+    pub name: String,
+    /// Seed of everything.
+    #[config(default = 0)]
+    pub seed: u64,
+    /// Data folder (the built-in world is generated there when it does not exist).
+    #[config(default = "PathBuf::from(\"data/shapes\")")]
+    pub data_dir: PathBuf,
+    /// The built-in world, when `data_dir` holds (or will hold) it.
+    #[config(default = "ShapesWorldConfig::new()")]
+    pub world: ShapesWorldConfig,
+    /// The model.
+    #[config(default = "ModelConfig::tiny()")]
+    pub model: ModelConfig,
+    /// Coarse-grained pre-training (ITC + ITM + MLM).
+    #[config(
+        default = "StageConfig::new(1500, 32, 1e-3).with_optimizer(AdamWConfig::new().with_max_grad_norm(Some(1.0)))"
+    )]
+    pub pretrain: StageConfig,
+    /// Size of the ITC feature queue.
+    #[config(default = 256)]
+    pub queue_size: usize,
+    /// VQA fine-tuning.
+    #[config(default = "StageConfig::new(400, 32, 5e-4).with_head_lr_multiplier(10.0)")]
+    pub vqa: StageConfig,
+    /// Captioning fine-tuning.
+    #[config(default = "StageConfig::new(400, 32, 5e-4)")]
+    pub caption: StageConfig,
+    /// Evaluation.
+    #[config(default = "EvalConfig::new()")]
+    pub eval: EvalConfig,
+}
+
+impl RunConfig {
+    /// Reads a TOML file; a missing key takes its default, an unknown key or a wrong type is an
+    /// error naming the file and where.
+    pub fn from_toml_file(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str(&text)
+            .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses TOML text (missing keys take their defaults; unknown keys are errors).
+    pub fn from_toml_str(text: &str) -> Result<Self, String> {
+        let given: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut merged = toml::Table::try_from(RunConfig::new()).map_err(|e| e.to_string())?;
+        merge(&mut merged, given.clone());
+        let config: RunConfig = merged
+            .try_into()
+            .map_err(|e: toml::de::Error| e.to_string())?;
+        let known = toml::Table::try_from(&config).map_err(|e| e.to_string())?;
+        check_known(&given, &known, "")?;
+        Ok(config)
+    }
+
+    /// The configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a run configuration serialises to TOML")
+    }
+}
+
+/// Overwrites `base` with `given`, recursively.
+fn merge(base: &mut toml::Table, given: toml::Table) {
+    for (key, value) in given {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(inner)), toml::Value::Table(value)) => merge(inner, value),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Every key of `given` must exist in `known` (the parsed configuration written back).
+fn check_known(given: &toml::Table, known: &toml::Table, path: &str) -> Result<(), String> {
+    for (key, value) in given {
+        let full = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        match (known.get(key), value) {
+            (None, _) => return Err(format!("unknown key `{full}`")),
+            (Some(toml::Value::Table(inner)), toml::Value::Table(value)) => {
+                check_known(value, inner, &full)?
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_defaults_and_rejects_unknown_keys() {
+        let config = RunConfig::from_toml_str(
+            "seed = 3\n[pretrain]\nsteps = 10\n[pretrain.optimizer]\nmax_grad_norm = 2.0\n",
+        )
+        .unwrap();
+        assert_eq!(config.seed, 3);
+        assert_eq!(config.pretrain.steps, 10);
+        assert_eq!(
+            config.pretrain.batch_size,
+            RunConfig::new().pretrain.batch_size
+        );
+        assert_eq!(config.pretrain.optimizer.max_grad_norm, Some(2.0));
+        let round_trip = RunConfig::from_toml_str(&config.to_toml()).unwrap();
+        assert_eq!(round_trip, config);
+        let err = RunConfig::from_toml_str("[pretrain]\nstep = 10\n").unwrap_err();
+        assert!(err.contains("unknown key `pretrain.step`"), "{err}");
+        let err = RunConfig::from_toml_str("seed = \"x\"\n").unwrap_err();
+        assert!(err.contains("seed"), "{err}");
+    }
+}
