@@ -7,10 +7,11 @@ pub mod data;
 pub mod fiber;
 pub mod hf_forward;
 pub mod tokenizer;
+pub mod train;
 
 use std::ffi::OsString;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 /// fiber-rs: FIBER vision-language models in Rust.
@@ -41,8 +42,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Train a byte-level BPE tokenizer on a text corpus and save it as tokenizer.json.
     TrainTokenizer(tokenizer::TrainTokenizerArgs),
-    /// Train FIBER on the built-in data (the main job). Not available yet.
-    Train,
+    /// Train FIBER (the main job): pre-train, fine-tune and evaluate on the built-in data.
+    Train(train::TrainArgs),
 }
 
 /// Parses `args` (program name first) and runs the command.
@@ -69,10 +70,6 @@ where
         Command::Convert(args) => fiber::convert(args),
         Command::FiberForward(args) => fiber::forward(args),
         Command::TrainTokenizer(args) => tokenizer::run(args),
-        Command::Train => bail!(
-            "`train` is not implemented yet: it will generate the built-in shapes world, pre-train a tiny FIBER \
-             (ITC + ITM + MLM) and fine-tune and evaluate retrieval, VQA and captioning; the Swin, fusion, head and \
-             data crates it needs are still being written"
-        ),
+        Command::Train(args) => train::run(args),
     }
 }

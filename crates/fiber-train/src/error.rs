@@ -15,6 +15,15 @@ pub enum TrainError {
     /// The data pipeline failed.
     #[error(transparent)]
     Data(#[from] fiber_data::DataError),
+    /// The run was stopped on request after this many steps (tests of resumption).
+    #[error("stopped after step {0} as requested")]
+    Stopped(u64),
+    /// The model could not be built or run.
+    #[error(transparent)]
+    Model(#[from] fiber_fusion::FusionError),
+    /// The tokenizer failed.
+    #[error(transparent)]
+    Tokenizer(#[from] fiber_roberta::RobertaError),
     /// A configuration file is invalid.
     #[error("configuration: {0}")]
     Config(String),

@@ -8,8 +8,13 @@ pub mod backend;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod eval;
+pub mod job;
+pub mod log;
 pub mod metrics;
 pub mod optim;
+pub mod stage;
+pub mod tasks;
 
 pub use backend::{run_on, BackendJob, BackendKind, UnknownBackend};
 pub use error::TrainError;

@@ -1,0 +1,359 @@
+//! One training stage (pre-training, a fine-tuning task): the step loop with gradient
+//! accumulation, the learning-rate schedule, the optimiser, NaN checks, progress, the metrics
+//! log and checkpoints with exact resume.
+//!
+//! Exact resume: a checkpoint holds the model, the optimiser state, the task's own state (e.g.
+//! the ITC queue), the step and the data loader's position. The backend's random generator is
+//! reseeded from (seed, stage, step) before every step and every data-side random choice is
+//! seeded by position, so a resumed run computes the same losses as an uninterrupted one.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use fiber_core::weights::{WeightCollector, WeightLoader, WeightVisitor};
+use fiber_core::TensorStore;
+use fiber_data::loader::{stream_seed, Loaded, Loader, LoaderPosition};
+use fiber_data::Problem;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::CheckpointDir;
+use crate::config::StageConfig;
+use crate::error::TrainError;
+use crate::log::MetricsLog;
+use crate::optim::{linear_schedule, AdamW, GradientCollector, KeyedGradients, ParamGroups};
+
+/// A model whose parameters can be walked under their checkpoint keys.
+pub trait VisitWeights<B: Backend> {
+    /// Visits every parameter.
+    fn visit_weights_with<V: WeightVisitor<B>>(&mut self, v: &mut V);
+}
+
+impl<B: Backend> VisitWeights<B> for fiber_heads::FiberModel<B> {
+    fn visit_weights_with<V: WeightVisitor<B>>(&mut self, v: &mut V) {
+        self.visit_weights(v);
+    }
+}
+
+/// The model's weights as safetensors bytes.
+pub fn model_bytes<B: Backend, M: VisitWeights<B> + Clone>(
+    model: &M,
+) -> Result<Vec<u8>, TrainError> {
+    let mut collector = WeightCollector::new();
+    model.clone().visit_weights_with(&mut collector);
+    Ok(collector.into_store().to_safetensors_bytes()?)
+}
+
+/// Loads every parameter of `model` from `store` (all keys must match).
+pub fn load_model<B: Backend, M: VisitWeights<B>>(
+    model: &mut M,
+    store: TensorStore,
+) -> Result<(), TrainError> {
+    let mut loader = WeightLoader::new(store);
+    model.visit_weights_with(&mut loader);
+    loader.finish()?;
+    Ok(())
+}
+
+/// What a stage's task computes for one micro-batch.
+pub struct StepLoss<B: AutodiffBackend> {
+    /// The loss to minimise `[1]`.
+    pub loss: Tensor<B, 1>,
+    /// Named parts to log (e.g. `itc`, `itm`, `mlm`), already read back.
+    pub parts: Vec<(&'static str, f64)>,
+}
+
+/// A training task: how a batch becomes a loss, and any state it keeps between steps.
+pub trait StageTask<B: AutodiffBackend> {
+    /// The model trained.
+    type Model: AutodiffModule<B> + VisitWeights<B> + Clone;
+    /// A collated batch from the loader.
+    type Batch: Send + 'static;
+
+    /// Starts the loader at `position`.
+    fn loader(&self, position: LoaderPosition) -> Result<Loader<Self::Batch>, TrainError>;
+    /// The model as a step starts (e.g. with the temperature clamped).
+    fn before_step(&mut self, model: Self::Model) -> Self::Model {
+        model
+    }
+    /// The loss of one micro-batch.
+    fn loss(
+        &mut self,
+        model: &Self::Model,
+        batch: Self::Batch,
+        step: u64,
+    ) -> Result<StepLoss<B>, TrainError>;
+    /// Called after the optimiser step (e.g. to push features into a queue).
+    fn after_step(&mut self) {}
+    /// The task's own state, for checkpoints.
+    fn state(&self) -> TensorStore {
+        TensorStore::new()
+    }
+    /// Restores [`StageTask::state`].
+    fn load_state(&mut self, _store: &TensorStore) -> Result<(), TrainError> {
+        Ok(())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct TrainerState {
+    step: u64,
+    position: LoaderPosition,
+    skipped_samples: usize,
+}
+
+/// Where and how a stage runs.
+pub struct StageRunner<'a> {
+    /// Name of the stage (folder and log key).
+    pub name: &'a str,
+    /// The stage's folder (checkpoints go to `checkpoints/`).
+    pub dir: PathBuf,
+    /// Steps, batches, optimisation.
+    pub config: &'a StageConfig,
+    /// Seed of the run.
+    pub seed: u64,
+    /// Continue from the stage's latest checkpoint when there is one.
+    pub resume: bool,
+    /// Stop (as if killed) after this many steps of this process (tests of resumption).
+    pub stop_after: Option<u64>,
+}
+
+/// How a stage ended.
+pub struct StageOutcome<M> {
+    /// The trained model.
+    pub model: M,
+    /// Steps completed.
+    pub steps: u64,
+    /// Samples the loader skipped (missing or corrupt images).
+    pub skipped: Vec<Problem>,
+    /// Wall time of this process's steps in seconds.
+    pub seconds: f64,
+    /// Whether the stage was already complete (loaded from its final checkpoint).
+    pub reused: bool,
+}
+
+impl StageRunner<'_> {
+    fn checkpoints(&self) -> CheckpointDir {
+        CheckpointDir::new(self.dir.join("checkpoints"), self.config.keep_checkpoints)
+    }
+
+    /// Runs the stage on `model` (or resumes it), logging every step to `log`.
+    pub fn run<B: AutodiffBackend, T: StageTask<B>>(
+        &self,
+        task: &mut T,
+        mut model: T::Model,
+        log: &mut MetricsLog,
+        device: &B::Device,
+    ) -> Result<StageOutcome<T::Model>, TrainError> {
+        let config = self.config;
+        let mut optimizer = AdamW::<B::InnerBackend>::new(
+            config.optimizer.clone(),
+            ParamGroups::fiber(config.head_lr_multiplier),
+        );
+        let mut state = TrainerState {
+            step: 0,
+            position: LoaderPosition::default(),
+            skipped_samples: 0,
+        };
+        let checkpoints = self.checkpoints();
+        if self.resume {
+            if let Some((step, folder)) = checkpoints.latest()? {
+                load_model(
+                    &mut model,
+                    TensorStore::from_safetensors_bytes(&CheckpointDir::read(
+                        &folder,
+                        "model.safetensors",
+                    )?)?,
+                )?;
+                optimizer.load_state(
+                    &TensorStore::from_safetensors_bytes(&CheckpointDir::read(
+                        &folder,
+                        "optimizer.safetensors",
+                    )?)?,
+                    device,
+                )?;
+                task.load_state(&TensorStore::from_safetensors_bytes(&CheckpointDir::read(
+                    &folder,
+                    "task.safetensors",
+                )?)?)?;
+                state = serde_json::from_slice(&CheckpointDir::read(&folder, "trainer.json")?)
+                    .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", folder.display())))?;
+                if state.step != step {
+                    return Err(TrainError::Checkpoint(format!(
+                        "{} holds step {}",
+                        folder.display(),
+                        state.step
+                    )));
+                }
+                log.truncate_stage(self.name, step)?;
+            }
+        }
+        if state.step >= config.steps {
+            return Ok(StageOutcome {
+                model,
+                steps: state.step,
+                skipped: Vec::new(),
+                seconds: 0.0,
+                reused: true,
+            });
+        }
+        let warmup = (config.steps as f64 * config.warmup_ratio).round() as u64;
+        let mut loader = task.loader(state.position)?;
+        let progress = progress_bar(self.name, config.steps, state.step);
+        let start = Instant::now();
+        let mut skipped = Vec::new();
+        let mut done_here = 0u64;
+        while state.step < config.steps {
+            let step = state.step;
+            B::seed(
+                device,
+                stream_seed(&[self.seed, name_seed(self.name), step]),
+            );
+            model = task.before_step(model);
+            let mut gradients: Option<KeyedGradients<B::InnerBackend>> = None;
+            let mut loss_sum = 0.0;
+            let mut parts_sum: Vec<(&'static str, f64)> = Vec::new();
+            for _ in 0..config.accumulation.max(1) {
+                let Loaded {
+                    batch,
+                    next,
+                    skipped: bad,
+                    ..
+                } = loader.next_batch()?;
+                state.position = next;
+                state.skipped_samples += bad.len();
+                for problem in &bad {
+                    progress.suspend(|| {
+                        eprintln!("warning: {}: {}", problem.file.display(), problem.message)
+                    });
+                }
+                skipped.extend(bad);
+                let StepLoss { loss, parts } = task.loss(&model, batch, step)?;
+                let value = loss.clone().into_scalar().elem::<f64>();
+                if !value.is_finite() {
+                    let last = checkpoints
+                        .latest()?
+                        .map(|(s, p)| {
+                            format!("; the last good checkpoint is step {s} in {}", p.display())
+                        })
+                        .unwrap_or_default();
+                    return Err(TrainError::NonFinite(format!(
+                        "the {} loss is {value} at step {step}{last}",
+                        self.name
+                    )));
+                }
+                loss_sum += value;
+                for (name, v) in parts {
+                    match parts_sum.iter_mut().find(|(n, _)| *n == name) {
+                        Some(slot) => slot.1 += v,
+                        None => parts_sum.push((name, v)),
+                    }
+                }
+                let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+                let mut collector = GradientCollector::new(&mut grads);
+                model.visit_weights_with(&mut collector);
+                let micro = collector.finish();
+                match &mut gradients {
+                    Some(acc) => acc.accumulate(micro),
+                    None => gradients = Some(micro),
+                }
+            }
+            let micro_batches = config.accumulation.max(1) as f64;
+            let mut gradients = gradients.expect("at least one micro-batch");
+            if micro_batches > 1.0 {
+                gradients.scale(1.0 / micro_batches);
+            }
+            let lr = linear_schedule(step, config.steps, warmup, config.lr);
+            let info = {
+                let mut update = optimizer.begin_step(lr, gradients).map_err(|e| match e {
+                    TrainError::NonFinite(m) => {
+                        TrainError::NonFinite(format!("{m} at step {step} of {}", self.name))
+                    }
+                    other => other,
+                })?;
+                model.visit_weights_with(&mut update);
+                update.finish()?
+            };
+            task.after_step();
+            state.step += 1;
+            done_here += 1;
+            let loss = loss_sum / micro_batches;
+            let parts: Vec<(&'static str, f64)> = parts_sum
+                .into_iter()
+                .map(|(n, v)| (n, v / micro_batches))
+                .collect();
+            log.record(
+                self.name,
+                state.step,
+                lr,
+                loss,
+                &parts,
+                info.grad_norm,
+                start.elapsed().as_secs_f64(),
+            )?;
+            progress.set_position(state.step);
+            progress.set_message(format!("loss {loss:.4}"));
+            if state.step % config.checkpoint_every == 0 || state.step == config.steps {
+                let files = vec![
+                    ("model.safetensors", model_bytes(&model)?),
+                    (
+                        "optimizer.safetensors",
+                        optimizer.state().to_safetensors_bytes()?,
+                    ),
+                    ("task.safetensors", task.state().to_safetensors_bytes()?),
+                    (
+                        "trainer.json",
+                        serde_json::to_vec_pretty(&state).expect("the trainer state serialises"),
+                    ),
+                ];
+                checkpoints.save(state.step, &files)?;
+            }
+            if self.stop_after.is_some_and(|n| done_here >= n) {
+                progress.abandon();
+                return Err(TrainError::Stopped(state.step));
+            }
+        }
+        progress.finish_and_clear();
+        Ok(StageOutcome {
+            model,
+            steps: state.step,
+            skipped,
+            seconds: start.elapsed().as_secs_f64(),
+            reused: false,
+        })
+    }
+}
+
+fn name_seed(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+fn progress_bar(name: &str, total: u64, position: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>9} [{bar:30}] {pos}/{len} {msg} {per_sec} eta {eta}",
+        )
+        .expect("a valid progress template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(name.to_string());
+    bar.set_position(position);
+    bar
+}
+
+/// The final model of a finished stage in `dir`, if its last checkpoint is complete.
+pub fn finished_model(dir: &Path, steps: u64) -> Result<Option<TensorStore>, TrainError> {
+    let checkpoints = CheckpointDir::new(dir.join("checkpoints"), 1);
+    match checkpoints.latest()? {
+        Some((step, folder)) if step >= steps => Ok(Some(TensorStore::from_safetensors_bytes(
+            &CheckpointDir::read(&folder, "model.safetensors")?,
+        )?)),
+        _ => Ok(None),
+    }
+}

@@ -1,0 +1,102 @@
+//! `cargo xtask train`: the main job. With no arguments it trains and evaluates a tiny FIBER on
+//! the built-in shapes world (generated under `data/shapes` when missing) on the CPU and writes
+//! `runs/shapes/report.json`, `metrics.jsonl` and `loss.svg`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use burn::tensor::backend::AutodiffBackend;
+use clap::Args;
+use fiber_train::config::RunConfig;
+use fiber_train::job::{run_job, summary_table, JobOptions, Report};
+use fiber_train::{run_on, BackendJob, BackendKind, TrainError};
+
+/// Arguments of `train`.
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// A TOML file with any hyper-parameters to change (`--print-config` shows them all).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Compute backend.
+    #[arg(long, default_value = "ndarray")]
+    pub backend: BackendKind,
+    /// Data folder (overrides the configuration's `data_dir`).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Name of the run (overrides the configuration's `name`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Folder that holds the runs.
+    #[arg(long, default_value = "runs")]
+    pub runs: PathBuf,
+    /// Continue every stage from its latest checkpoint (a finished stage is reused).
+    #[arg(long)]
+    pub resume: bool,
+    /// Fail on any unreadable record or image instead of skipping it.
+    #[arg(long)]
+    pub strict: bool,
+    /// Print the full configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Stop after this many steps of a stage, e.g. `pretrain:10` (to test resumption).
+    #[arg(long, hide = true)]
+    pub stop_after: Option<String>,
+}
+
+struct TrainJob(JobOptions);
+
+impl BackendJob for TrainJob {
+    type Output = Result<Report, TrainError>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        run_job::<B>(&self.0, &device)
+    }
+}
+
+/// Runs `train`.
+pub fn run(args: TrainArgs) -> Result<()> {
+    let mut config = match &args.config {
+        Some(path) => RunConfig::from_toml_file(path)?,
+        None => RunConfig::new(),
+    };
+    if let Some(data) = &args.data {
+        config.data_dir = data.clone();
+    }
+    if let Some(name) = &args.name {
+        config.name = name.clone();
+    }
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    let stop_after = match &args.stop_after {
+        Some(spec) => {
+            let (stage, steps) = spec
+                .split_once(':')
+                .context("--stop-after takes STAGE:STEPS")?;
+            Some((
+                stage.to_string(),
+                steps.parse().context("--stop-after takes STAGE:STEPS")?,
+            ))
+        }
+        None => None,
+    };
+    let options = JobOptions {
+        config,
+        runs_dir: args.runs.clone(),
+        resume: args.resume,
+        strict: args.strict,
+        stop_after,
+        backend: args.backend.to_string(),
+    };
+    let report = run_on(args.backend, TrainJob(options.clone()))??;
+    println!("{}", summary_table(&report));
+    println!(
+        "report: {}",
+        args.runs
+            .join(&options.config.name)
+            .join("report.json")
+            .display()
+    );
+    Ok(())
+}
