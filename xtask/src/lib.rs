@@ -6,6 +6,7 @@ pub mod bench;
 pub mod data;
 pub mod fiber;
 pub mod hf_forward;
+pub mod infer;
 pub mod tokenizer;
 pub mod train;
 
@@ -44,6 +45,14 @@ pub enum Command {
     TrainTokenizer(tokenizer::TrainTokenizerArgs),
     /// Train FIBER (the main job): pre-train, fine-tune and evaluate on the built-in data.
     Train(train::TrainArgs),
+    /// Evaluate a trained run on its data's test split (retrieval, VQA, captioning, MLM).
+    Eval(infer::EvalArgs),
+    /// Rank images for texts with a trained run (ITC, then ITM re-ranking).
+    Retrieve(infer::RetrieveArgs),
+    /// Answer a question about an image with a trained run.
+    Vqa(infer::VqaArgs),
+    /// Caption images with a trained run.
+    Caption(infer::CaptionArgs),
 }
 
 /// Parses `args` (program name first) and runs the command.
@@ -71,5 +80,9 @@ where
         Command::FiberForward(args) => fiber::forward(args),
         Command::TrainTokenizer(args) => tokenizer::run(args),
         Command::Train(args) => train::run(args),
+        Command::Eval(args) => infer::eval(args),
+        Command::Retrieve(args) => infer::retrieve(args),
+        Command::Vqa(args) => infer::vqa(args),
+        Command::Caption(args) => infer::caption(args),
     }
 }

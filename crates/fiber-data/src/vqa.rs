@@ -264,7 +264,11 @@ impl AnswerVocab {
             .filter(|(_, c)| *c >= min_count)
             .collect();
         kept.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        let answers: Vec<String> = kept.into_iter().map(|(a, _)| a.to_string()).collect();
+        Self::from_answers(kept.into_iter().map(|(a, _)| a.to_string()).collect())
+    }
+
+    /// A vocabulary of `answers`, in this order (e.g. as saved with a trained model).
+    pub fn from_answers(answers: Vec<String>) -> Self {
         let index = answers
             .iter()
             .enumerate()

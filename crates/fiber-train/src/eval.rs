@@ -91,7 +91,7 @@ pub fn evaluate_retrieval<B: Backend>(
     let image_state = model.backbone.image_prefix(pixels);
     let text_state = model.backbone.text_prefix(ids, mask);
     let (image_feats, text_feats) = model.itc_features(&image_state, &text_state);
-    let t2i = tensor_values(itc_scores(text_feats, image_feats));
+    let t2i = tensor_values(itc_scores(text_feats.clone(), image_feats.clone()));
     let i2t = transpose(&t2i, n, n);
     let (text_to_image, image_to_text) = (rank_rows(&t2i, n), rank_rows(&i2t, n));
     let itc = Recalls::from_rankings(&image_to_text, &text_to_image);

@@ -167,6 +167,13 @@ pub fn run_job<B: AutodiffBackend>(
     let start = Instant::now();
     let config = &options.config;
     let run_dir = options.runs_dir.join(&config.name);
+    if !options.resume && run_dir.exists() {
+        println!(
+            "starting {} over (use --resume to continue it)",
+            run_dir.display()
+        );
+        std::fs::remove_dir_all(&run_dir).map_err(io(&run_dir))?;
+    }
     std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
     std::fs::write(run_dir.join("config.toml"), config.to_toml()).map_err(io(&run_dir))?;
     let data_dir = &config.data_dir;
@@ -189,34 +196,7 @@ pub fn run_job<B: AutodiffBackend>(
 
     // Data, through the real readers.
     let mut problems = Problems::default();
-    let karpathy = std::fs::read_dir(data_dir)
-        .map_err(io(data_dir))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("dataset_") && n.ends_with(".json"))
-        })
-        .ok_or_else(|| {
-            TrainError::Config(format!(
-                "no dataset_*.json (Karpathy captions) in {}",
-                data_dir.display()
-            ))
-        })?;
-    let captions = read_karpathy(&karpathy, data_dir, &mut problems)?;
-    let vqa_split = |split: &str, problems: &mut Problems| -> Result<Vec<VqaRecord>, TrainError> {
-        let questions = data_dir.join(format!("v2_OpenEnded_mscoco_{split}_questions.json"));
-        let answers = data_dir.join(format!("v2_mscoco_{split}_annotations.json"));
-        Ok(read_vqa(
-            &questions,
-            Some(&answers),
-            &data_dir.join(split),
-            &format!("COCO_{split}_"),
-            problems,
-        )?)
-    };
-    let vqa_train = vqa_split("train", &mut problems)?;
-    let vqa_test = vqa_split("test", &mut problems)?;
+    let (train, test, vqa_train, vqa_test) = read_splits(data_dir, &mut problems)?;
     if options.strict && !problems.is_empty() {
         return Err(problems_error(&problems, "the annotations"));
     }
@@ -228,8 +208,6 @@ pub fn run_job<B: AutodiffBackend>(
             p.message
         );
     }
-    let train = captions.split(Split::Train);
-    let test = captions.split(Split::Test);
     let resize = ImageTransform::Resize { size: image_size };
     let masker = TextCollate::default_masker(&tokenizer);
     let plain_text = TextCollate {
@@ -255,7 +233,12 @@ pub fn run_job<B: AutodiffBackend>(
 
     // 1. Coarse pre-training.
     B::seed(device, config.seed);
-    let model = FiberModel::<B>::new(&fiber_config, true, device)?;
+    let mut model = FiberModel::<B>::new(&fiber_config, true, device)?;
+    if config.model.gate_init != 0.0 {
+        model
+            .backbone
+            .visit_fusion_weights(&mut SetGates(config.model.gate_init), "");
+    }
     let parameters = model.num_params();
     println!(
         "model: {parameters} parameters; tokenizer: {} tokens; {} training captions",
@@ -274,6 +257,7 @@ pub fn run_job<B: AutodiffBackend>(
         config.seed,
         device.clone(),
     );
+    pretrain_task.loss_weights = config.loss_weights;
     let outcome = stage_runner(options, &run_dir, "pretrain", &config.pretrain).run(
         &mut pretrain_task,
         model,
@@ -296,6 +280,8 @@ pub fn run_job<B: AutodiffBackend>(
             .min(vqa_train.len())
             .max(1),
     );
+    let answers_json = serde_json::to_string_pretty(&vocab.answers).expect("answers serialise");
+    fiber_core::store::write_atomically(&run_dir.join("answers.json"), answers_json.as_bytes())?;
     let (vqa_train_samples, targets) = vqa_samples(&vqa_train, &vocab);
     B::seed(device, config.seed.wrapping_add(1));
     let vqa_model = VqaModel {
@@ -356,97 +342,12 @@ pub fn run_job<B: AutodiffBackend>(
 
     // 4. Evaluation on the test split (inner backend, no autodiff).
     let eval_start = Instant::now();
-    let eval = &config.eval;
-    let inner = device;
-    let n = eval.retrieval_candidates.min(test.images.len());
-    let first_caption: HashMap<usize, &str> = test
-        .captions
-        .iter()
-        .rev()
-        .map(|c| (c.image, c.text.as_str()))
-        .collect();
-    let eval_paths: Vec<PathBuf> = test
-        .images
-        .iter()
-        .take(n.max(eval.caption_images))
-        .map(|i| i.path.clone())
-        .collect();
-    let eval_images = load_images(&eval_paths, image_size)?;
-    let texts: Vec<String> = (0..n)
-        .map(|i| {
-            first_caption
-                .get(&i)
-                .copied()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect();
+    let data = EvalData::new(config, &tokenizer, &train, &test, vqa_test, &vocab)?;
     let pretrained_eval = pretrained.valid();
-    let retrieval = evaluate_retrieval(
-        &pretrained_eval,
-        &eval_images[..n],
-        &texts,
-        &tokenizer,
-        max_len,
-        eval.itm_rerank_k,
-        inner,
-    )?;
-    let most_frequent = most_frequent_token(&train, &tokenizer, max_len)?;
-    let mlm = evaluate_mlm(
-        &pretrained_eval,
-        &eval_images[..n],
-        &texts,
-        most_frequent,
-        &masker,
-        &tokenizer,
-        max_len,
-        config.seed ^ 0x3A5C,
-        inner,
-    )?;
-    let vqa_images = load_images(
-        &vqa_test.iter().map(|r| r.image.clone()).collect::<Vec<_>>(),
-        image_size,
-    )?;
-    let majority = vocab.answers.first().cloned().unwrap_or_default();
-    let vqa = evaluate_vqa(
-        &vqa_model.valid(),
-        &vqa_test,
-        &vqa_images,
-        &vocab,
-        &majority,
-        &tokenizer,
-        max_len,
-        64,
-        inner,
-    )?;
-    let special = tokenizer.special();
-    let decode = DecodeConfig {
-        beam_size: eval.beam_size,
-        max_len: eval.max_caption_len,
-        length_normalized: true,
-        bos: special.bos as i64,
-        eos: special.eos as i64,
-        pad: special.pad as i64,
-        mask: special.mask as i64,
-    };
-    let k = eval.caption_images.min(eval_images.len());
-    let references: Vec<Vec<String>> = (0..k)
-        .map(|i| {
-            test.captions
-                .iter()
-                .filter(|c| c.image == i)
-                .map(|c| c.text.clone())
-                .collect()
-        })
-        .collect();
-    let captioning = evaluate_captions(
-        &caption_model.valid(),
-        &eval_images[..k],
-        &references,
-        &tokenizer,
-        &decode,
-        inner,
-    )?;
+    let retrieval = data.retrieval(&pretrained_eval, device)?;
+    let mlm = data.mlm(&pretrained_eval, device)?;
+    let vqa = data.vqa(&vqa_model.valid(), device)?;
+    let captioning = data.captioning(&caption_model.valid(), device)?;
     let eval_seconds = eval_start.elapsed().as_secs_f64();
 
     let steps = stages.values().map(|s: &StageSummary| s.steps).sum();
@@ -561,4 +462,293 @@ pub fn summary_table(report: &Report) -> String {
         report.steps, report.seconds, report.eval_seconds, report.skipped_samples, report.backend
     ));
     out
+}
+
+/// The held-out data of the evaluation, read and preprocessed once.
+pub struct EvalData<'a> {
+    config: &'a RunConfig,
+    tokenizer: &'a RobertaTokenizer,
+    /// Test images (resized, normalised), the first `max(candidates, caption_images)`.
+    images: Vec<PixelImage>,
+    /// The first caption of each of the first `candidates` images.
+    texts: Vec<String>,
+    /// Every caption of each of the first `caption_images` images.
+    references: Vec<Vec<String>>,
+    most_frequent_token: i64,
+    vqa: Vec<VqaRecord>,
+    vqa_images: Vec<PixelImage>,
+    vocab: &'a AnswerVocab,
+    majority: String,
+}
+
+impl<'a> EvalData<'a> {
+    /// Prepares the evaluation of `test` (captions), `vqa_test` (questions); `train` gives the
+    /// baselines (most frequent token), `vocab` the answers (most frequent first).
+    pub fn new(
+        config: &'a RunConfig,
+        tokenizer: &'a RobertaTokenizer,
+        train: &CaptionDataset,
+        test: &CaptionDataset,
+        vqa_test: Vec<VqaRecord>,
+        vocab: &'a AnswerVocab,
+    ) -> Result<Self, TrainError> {
+        let eval = &config.eval;
+        let size = config.model.fiber.swin.image_size;
+        let n = eval.retrieval_candidates.min(test.images.len());
+        let k = eval.caption_images.min(test.images.len());
+        let paths: Vec<PathBuf> = test
+            .images
+            .iter()
+            .take(n.max(k))
+            .map(|i| i.path.clone())
+            .collect();
+        let captions_of = |i: usize| {
+            test.captions
+                .iter()
+                .filter(|c| c.image == i)
+                .map(|c| c.text.clone())
+                .collect::<Vec<_>>()
+        };
+        let texts = (0..n)
+            .map(|i| captions_of(i).into_iter().next().unwrap_or_default())
+            .collect();
+        let references = (0..k).map(captions_of).collect();
+        let vqa_images = load_images(
+            &vqa_test.iter().map(|r| r.image.clone()).collect::<Vec<_>>(),
+            size,
+        )?;
+        Ok(Self {
+            config,
+            tokenizer,
+            images: load_images(&paths, size)?,
+            texts,
+            references,
+            most_frequent_token: most_frequent_token(train, tokenizer, config.model.max_text_len)?,
+            vqa: vqa_test,
+            vqa_images,
+            vocab,
+            majority: vocab.answers.first().cloned().unwrap_or_default(),
+        })
+    }
+
+    /// Retrieval with ITC and ITC + ITM re-ranking.
+    pub fn retrieval<B: Backend>(
+        &self,
+        model: &FiberModel<B>,
+        device: &B::Device,
+    ) -> Result<RetrievalReport, TrainError> {
+        let n = self.texts.len();
+        evaluate_retrieval(
+            model,
+            &self.images[..n],
+            &self.texts,
+            self.tokenizer,
+            self.config.model.max_text_len,
+            self.config.eval.itm_rerank_k,
+            device,
+        )
+    }
+
+    /// Masked-token accuracy on the retrieval captions.
+    pub fn mlm<B: Backend>(
+        &self,
+        model: &FiberModel<B>,
+        device: &B::Device,
+    ) -> Result<MlmReport, TrainError> {
+        let n = self.texts.len();
+        let masker = TextCollate::default_masker(self.tokenizer);
+        evaluate_mlm(
+            model,
+            &self.images[..n],
+            &self.texts,
+            self.most_frequent_token,
+            &masker,
+            self.tokenizer,
+            self.config.model.max_text_len,
+            self.config.seed ^ 0x3A5C,
+            device,
+        )
+    }
+
+    /// VQA accuracy on the test questions.
+    pub fn vqa<B: Backend>(
+        &self,
+        model: &VqaModel<B>,
+        device: &B::Device,
+    ) -> Result<VqaReport, TrainError> {
+        evaluate_vqa(
+            model,
+            &self.vqa,
+            &self.vqa_images,
+            self.vocab,
+            &self.majority,
+            self.tokenizer,
+            self.config.model.max_text_len,
+            64,
+            device,
+        )
+    }
+
+    /// BLEU-4 and CIDEr-D of beam-search captions.
+    pub fn captioning<B: Backend>(
+        &self,
+        model: &FiberModel<B>,
+        device: &B::Device,
+    ) -> Result<CaptionReport, TrainError> {
+        let s = self.tokenizer.special();
+        let eval = &self.config.eval;
+        let decode = DecodeConfig {
+            beam_size: eval.beam_size,
+            max_len: eval.max_caption_len,
+            length_normalized: true,
+            bos: s.bos as i64,
+            eos: s.eos as i64,
+            pad: s.pad as i64,
+            mask: s.mask as i64,
+        };
+        let k = self.references.len();
+        evaluate_captions(
+            model,
+            &self.images[..k],
+            &self.references,
+            self.tokenizer,
+            &decode,
+            device,
+        )
+    }
+}
+
+/// The training and test splits of a data folder as the job reads them: Karpathy captions and
+/// VQAv2 `train` / `test` questions. Problems are returned for the caller to report.
+pub fn read_splits(
+    data_dir: &Path,
+    problems: &mut Problems,
+) -> Result<
+    (
+        CaptionDataset,
+        CaptionDataset,
+        Vec<VqaRecord>,
+        Vec<VqaRecord>,
+    ),
+    TrainError,
+> {
+    let karpathy = std::fs::read_dir(data_dir)
+        .map_err(io(data_dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("dataset_") && n.ends_with(".json"))
+        })
+        .ok_or_else(|| {
+            TrainError::Config(format!(
+                "no dataset_*.json (Karpathy captions) in {}",
+                data_dir.display()
+            ))
+        })?;
+    let captions = read_karpathy(&karpathy, data_dir, problems)?;
+    let mut vqa_split = |split: &str| -> Result<Vec<VqaRecord>, TrainError> {
+        let questions = data_dir.join(format!("v2_OpenEnded_mscoco_{split}_questions.json"));
+        let answers = data_dir.join(format!("v2_mscoco_{split}_annotations.json"));
+        Ok(read_vqa(
+            &questions,
+            Some(&answers),
+            &data_dir.join(split),
+            &format!("COCO_{split}_"),
+            problems,
+        )?)
+    };
+    let vqa_train = vqa_split("train")?;
+    let vqa_test = vqa_split("test")?;
+    Ok((
+        captions.split(Split::Train),
+        captions.split(Split::Test),
+        vqa_train,
+        vqa_test,
+    ))
+}
+
+/// Which evaluation `cargo xtask eval` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvalTask {
+    /// ITC and ITC + ITM retrieval (pre-trained model).
+    Retrieval,
+    /// VQA accuracy (VQA model).
+    Vqa,
+    /// BLEU-4 and CIDEr-D (captioning model).
+    Caption,
+    /// Masked-token accuracy (pre-trained model).
+    Mlm,
+}
+
+/// Evaluates a saved run on its data's test split; the result as JSON.
+pub fn evaluate_saved<B: Backend>(
+    run: &crate::run::RunFolder,
+    data_dir: &Path,
+    task: EvalTask,
+    device: &B::Device,
+) -> Result<serde_json::Value, TrainError> {
+    let mut problems = Problems::default();
+    let (train, test, _, vqa_test) = read_splits(data_dir, &mut problems)?;
+    let answers = run.dir.join("answers.json");
+    let vocab = match std::fs::read_to_string(&answers) {
+        Ok(text) => AnswerVocab::from_answers(
+            serde_json::from_str(&text)
+                .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", answers.display())))?,
+        ),
+        Err(_) => AnswerVocab::from_answers(Vec::new()),
+    };
+    let vqa_records = if task == EvalTask::Vqa {
+        vqa_test
+    } else {
+        Vec::new()
+    };
+    let data = EvalData::new(
+        &run.config,
+        &run.tokenizer,
+        &train,
+        &test,
+        vqa_records,
+        &vocab,
+    )?;
+    let json = |v: &dyn erased::Json| v.to_json();
+    Ok(match task {
+        EvalTask::Retrieval => json(&data.retrieval(&run.model::<B>("pretrain", device)?, device)?),
+        EvalTask::Mlm => json(&data.mlm(&run.model::<B>("pretrain", device)?, device)?),
+        EvalTask::Caption => json(&data.captioning(&run.model::<B>("caption", device)?, device)?),
+        EvalTask::Vqa => {
+            let (model, _) = run.vqa_model::<B>(device)?;
+            json(&data.vqa(&model, device)?)
+        }
+    })
+}
+
+mod erased {
+    /// Serialisation to a JSON value, usable behind `dyn`.
+    pub trait Json {
+        fn to_json(&self) -> serde_json::Value;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> serde_json::Value {
+            serde_json::to_value(self).expect("reports serialise")
+        }
+    }
+}
+
+/// Sets every fusion gate (`alpha_*`) to one value.
+struct SetGates(f64);
+
+impl<B: Backend> fiber_core::weights::WeightVisitor<B> for SetGates {
+    fn visit<const D: usize>(
+        &mut self,
+        key: &str,
+        param: &mut burn::module::Param<Tensor<B, D>>,
+        _layout: fiber_core::weights::Layout,
+    ) {
+        if key.ends_with("alpha_i2t") || key.ends_with("alpha_t2i") {
+            let value = param.val().zeros_like().add_scalar(self.0);
+            *param = burn::module::Param::initialized(param.id, value.detach().require_grad());
+        }
+    }
 }

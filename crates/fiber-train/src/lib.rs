@@ -13,6 +13,7 @@ pub mod job;
 pub mod log;
 pub mod metrics;
 pub mod optim;
+pub mod run;
 pub mod stage;
 pub mod tasks;
 

@@ -55,10 +55,24 @@ impl ParamGroups {
     /// (`mlm_score`, `itm_score`, `vqa_classifier`, `nlvr2_classifier`) and ×5 for anything
     /// `cross_modal`, `i2t` or `t2i`.
     pub fn fiber(head_multiplier: f64) -> Self {
+        Self::fiber_with(head_multiplier, 5.0, 5.0, 1.0)
+    }
+
+    /// [`ParamGroups::fiber`] with other multipliers for the fusion modules (`i2t`, `t2i`, gates
+    /// included; 5 in the spec), the `cross_modal` projections and poolers (5 in the spec) and
+    /// the ITC temperature `temp` (1 in the spec, which suits its base rate of 1e-5; much higher
+    /// rates move the temperature faster than the features it scales).
+    pub fn fiber_with(
+        head_multiplier: f64,
+        fusion_multiplier: f64,
+        cross_modal_multiplier: f64,
+        temperature_multiplier: f64,
+    ) -> Self {
         let strings = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         Self::new(
             strings(&["bias", "LayerNorm.", "norm.", "norm1.", "norm2."]),
             vec![
+                (strings(&["temp"]), temperature_multiplier),
                 (
                     strings(&[
                         "mlm_score",
@@ -68,7 +82,8 @@ impl ParamGroups {
                     ]),
                     head_multiplier,
                 ),
-                (strings(&["cross_modal", "i2t", "t2i"]), 5.0),
+                (strings(&["i2t", "t2i"]), fusion_multiplier),
+                (strings(&["cross_modal"]), cross_modal_multiplier),
             ],
         )
     }

@@ -151,7 +151,12 @@ impl StageRunner<'_> {
         let config = self.config;
         let mut optimizer = AdamW::<B::InnerBackend>::new(
             config.optimizer.clone(),
-            ParamGroups::fiber(config.head_lr_multiplier),
+            ParamGroups::fiber_with(
+                config.head_lr_multiplier,
+                config.fusion_lr_multiplier,
+                config.cross_modal_lr_multiplier,
+                config.temperature_lr_multiplier,
+            ),
         );
         let mut state = TrainerState {
             step: 0,

@@ -101,6 +101,8 @@ pub struct PretrainTask<B: AutodiffBackend> {
     pub queue: FeatureQueue<B>,
     /// Seed of the hard-negative sampling.
     pub seed: u64,
+    /// Weights of `[itc, itm, mlm]`.
+    pub loss_weights: [f64; 3],
     /// Queued samples that could not be loaded again (replaced by a blank image).
     pub refetch_failures: usize,
     pending: Option<(Tensor<B, 2>, Tensor<B, 2>, Vec<usize>)>,
@@ -125,6 +127,7 @@ impl<B: AutodiffBackend> PretrainTask<B> {
             loader,
             queue: FeatureQueue::new(queue_size),
             seed,
+            loss_weights: [1.0; 3],
             refetch_failures: 0,
             pending: None,
             device,
@@ -231,10 +234,15 @@ impl<B: AutodiffBackend> StageTask<B> for PretrainTask<B> {
         ];
         let (image, text) = losses.itc_features;
         self.pending = Some((image.detach(), text.detach(), batch.indices));
-        Ok(StepLoss {
-            loss: losses.total,
-            parts,
-        })
+        let [w_itc, w_itm, w_mlm] = self.loss_weights;
+        let loss = if self.loss_weights == [1.0; 3] {
+            losses.total
+        } else {
+            losses.itc.mul_scalar(w_itc)
+                + losses.itm.mul_scalar(w_itm)
+                + losses.mlm.mul_scalar(w_mlm)
+        };
+        Ok(StepLoss { loss, parts })
     }
 
     fn after_step(&mut self) {

@@ -1,0 +1,211 @@
+//! Evaluation and inference on a trained run folder: `eval` (test split of the run's data),
+//! `retrieve`, `vqa` and `caption` (a user's own images), on any compiled backend.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use burn::tensor::backend::AutodiffBackend;
+use clap::{Args, ValueEnum};
+use fiber_train::job::{evaluate_saved, EvalTask};
+use fiber_train::run::{answer_question, caption_images, retrieve_images, RunFolder};
+use fiber_train::{run_on, BackendJob, BackendKind, TrainError};
+
+/// Tasks of `eval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Task {
+    /// Recall@1/5/10 with ITC and with ITC top-k + ITM re-ranking.
+    Retrieval,
+    /// VQA accuracy (official formula).
+    Vqa,
+    /// BLEU-4 and CIDEr-D of beam-search captions.
+    Caption,
+    /// Masked-token accuracy.
+    Mlm,
+    /// NLVR2 accuracy.
+    Nlvr2,
+}
+
+/// Arguments of `eval`.
+#[derive(Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// What to evaluate.
+    #[arg(long, value_enum)]
+    pub task: Task,
+    /// The run folder (`runs/<name>`), holding the checkpoints, tokenizer and configuration.
+    #[arg(long, alias = "checkpoint", default_value = "runs/shapes")]
+    pub run: PathBuf,
+    /// Data folder (default: the run's `data_dir`).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Compute backend.
+    #[arg(long, default_value = "ndarray")]
+    pub backend: BackendKind,
+}
+
+/// Arguments shared by the inference commands.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The run folder (`runs/<name>`).
+    #[arg(long, default_value = "runs/shapes")]
+    pub run: PathBuf,
+    /// Compute backend.
+    #[arg(long, default_value = "ndarray")]
+    pub backend: BackendKind,
+}
+
+/// Arguments of `retrieve`.
+#[derive(Args, Debug, Clone)]
+pub struct RetrieveArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The candidate images.
+    #[arg(long, num_args = 1.., required = true)]
+    pub images: Vec<PathBuf>,
+    /// The query texts (each gets its own ranking).
+    #[arg(long, num_args = 1.., required = true)]
+    pub text: Vec<String>,
+    /// Re-rank this many ITC candidates with the ITM score.
+    #[arg(long, default_value_t = 10)]
+    pub rerank: usize,
+}
+
+/// Arguments of `vqa`.
+#[derive(Args, Debug, Clone)]
+pub struct VqaArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The image.
+    #[arg(long)]
+    pub image: PathBuf,
+    /// The question.
+    #[arg(long)]
+    pub question: String,
+    /// How many answers to list.
+    #[arg(long, default_value_t = 3)]
+    pub top: usize,
+}
+
+/// Arguments of `caption`.
+#[derive(Args, Debug, Clone)]
+pub struct CaptionArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The images to caption.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+}
+
+/// What an inference command asks for.
+#[derive(Clone)]
+enum Request {
+    Eval(EvalArgs),
+    Retrieve(RetrieveArgs),
+    Vqa(VqaArgs),
+    Caption(CaptionArgs),
+}
+
+struct InferJob(Request);
+
+impl BackendJob for InferJob {
+    type Output = Result<String, TrainError>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        type I<B> = <B as AutodiffBackend>::InnerBackend;
+        match self.0 {
+            Request::Eval(args) => {
+                let run = RunFolder::open(&args.run)?;
+                let data = args
+                    .data
+                    .clone()
+                    .unwrap_or_else(|| run.config.data_dir.clone());
+                let task = match args.task {
+                    Task::Retrieval => EvalTask::Retrieval,
+                    Task::Vqa => EvalTask::Vqa,
+                    Task::Caption => EvalTask::Caption,
+                    Task::Mlm => EvalTask::Mlm,
+                    Task::Nlvr2 => return Err(TrainError::Config("NLVR2 evaluation needs an NLVR2 fine-tuning stage, which the training command does not have yet".into())),
+                };
+                let report = evaluate_saved::<I<B>>(&run, &data, task, &device)?;
+                Ok(serde_json::to_string_pretty(&report).expect("reports serialise"))
+            }
+            Request::Retrieve(args) => {
+                let run = RunFolder::open(&args.run.run)?;
+                let model = run.model::<I<B>>("pretrain", &device)?;
+                let images = run.load_images(&args.images)?;
+                let ranked =
+                    retrieve_images(&run, &model, &images, &args.text, args.rerank, &device)?;
+                let mut out = String::new();
+                for (text, ranking) in args.text.iter().zip(ranked) {
+                    out.push_str(&format!("{text}\n"));
+                    for (rank, (i, itc, itm)) in ranking.iter().enumerate() {
+                        let itm = itm.map(|s| format!("  ITM {s:+.3}")).unwrap_or_default();
+                        out.push_str(&format!(
+                            "  {:>2}. {}  ITC {itc:+.3}{itm}\n",
+                            rank + 1,
+                            args.images[*i].display()
+                        ));
+                    }
+                }
+                Ok(out)
+            }
+            Request::Vqa(args) => {
+                let run = RunFolder::open(&args.run.run)?;
+                let (model, vocab) = run.vqa_model::<I<B>>(&device)?;
+                let image = run.load_images(std::slice::from_ref(&args.image))?;
+                let answers = answer_question(
+                    &run,
+                    &model,
+                    &vocab,
+                    &image[0],
+                    &args.question,
+                    args.top,
+                    &device,
+                )?;
+                Ok(answers
+                    .iter()
+                    .map(|(a, p)| format!("{a}\t{p:.3}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+            }
+            Request::Caption(args) => {
+                let run = RunFolder::open(&args.run.run)?;
+                let model = run.model::<I<B>>("caption", &device)?;
+                let images = run.load_images(&args.images)?;
+                let captions = caption_images(&run, &model, &images, &device)?;
+                Ok(args
+                    .images
+                    .iter()
+                    .zip(captions)
+                    .map(|(p, c)| format!("{}\t{c}", p.display()))
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+            }
+        }
+    }
+}
+
+fn run_request(backend: BackendKind, request: Request) -> Result<()> {
+    let out = run_on(backend, InferJob(request))??;
+    println!("{out}");
+    Ok(())
+}
+
+/// Runs `eval`.
+pub fn eval(args: EvalArgs) -> Result<()> {
+    run_request(args.backend, Request::Eval(args))
+}
+
+/// Runs `retrieve`.
+pub fn retrieve(args: RetrieveArgs) -> Result<()> {
+    run_request(args.run.backend, Request::Retrieve(args))
+}
+
+/// Runs `vqa`.
+pub fn vqa(args: VqaArgs) -> Result<()> {
+    run_request(args.run.backend, Request::Vqa(args))
+}
+
+/// Runs `caption`.
+pub fn caption(args: CaptionArgs) -> Result<()> {
+    run_request(args.run.backend, Request::Caption(args))
+}
