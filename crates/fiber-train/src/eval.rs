@@ -141,6 +141,9 @@ pub struct VqaReport {
     pub majority_answer: String,
     /// Questions evaluated.
     pub questions: usize,
+    /// Accuracy and count by question type (the question's first three words, as VQAv2's
+    /// `question_type`).
+    pub by_question_type: std::collections::BTreeMap<String, (f64, usize)>,
 }
 
 /// Evaluates `model` on `records`, loading each image with `load`.
@@ -157,6 +160,7 @@ pub fn evaluate_vqa<B: Backend>(
 ) -> Result<VqaReport, TrainError> {
     let mut total = 0.0;
     let mut baseline = 0.0;
+    let mut by_type: std::collections::BTreeMap<String, (f64, usize)> = Default::default();
     for (chunk, chunk_images) in records.chunks(batch).zip(images.chunks(batch)) {
         let questions: Vec<&str> = chunk.iter().map(|r| r.question.as_str()).collect();
         let tokens = tokenizer.encode_batch(&questions, max_len)?;
@@ -173,7 +177,17 @@ pub fn evaluate_vqa<B: Backend>(
             .to_vec()
             .expect("argmax gives integers");
         for (record, answer) in chunk.iter().zip(best) {
-            total += vqa_accuracy(&vocab.answers[answer as usize], &record.answers);
+            let accuracy = vqa_accuracy(&vocab.answers[answer as usize], &record.answers);
+            total += accuracy;
+            let kind = record
+                .question
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ");
+            let slot = by_type.entry(kind).or_insert((0.0, 0));
+            slot.0 += accuracy;
+            slot.1 += 1;
             baseline += vqa_accuracy(majority, &record.answers);
         }
     }
@@ -183,6 +197,10 @@ pub fn evaluate_vqa<B: Backend>(
         majority_baseline: baseline / n,
         majority_answer: majority.to_string(),
         questions: records.len(),
+        by_question_type: by_type
+            .into_iter()
+            .map(|(k, (sum, n))| (k, (sum / n as f64, n)))
+            .collect(),
     })
 }
 
