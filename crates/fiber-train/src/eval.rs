@@ -229,15 +229,7 @@ pub fn evaluate_captions<B: Backend>(
     let mut candidates = Vec::new();
     let mut examples = Vec::new();
     for (image, refs) in images.iter().zip(references) {
-        let map = model
-            .backbone
-            .caption_image(fiber_data::image::to_tensor::<B>(
-                std::slice::from_ref(image),
-                device,
-            )?);
-        let caption = model.generate_caption(&map, decode)?;
-        let ids: Vec<u32> = caption.tokens.iter().map(|&t| t as u32).collect();
-        let text = tokenizer.decode(&ids, true)?;
+        let text = generate_caption_text(model, image, decode, tokenizer, device)?;
         if examples.len() < 5 {
             examples.push((
                 text.trim().to_string(),
@@ -317,4 +309,18 @@ pub fn evaluate_mlm<B: Backend>(
         most_frequent_token_baseline: baseline as f64 / n,
         masked_tokens: count,
     })
+}
+
+/// The beam-search caption of one normalised image, detokenised without special tokens.
+pub fn generate_caption_text<B: Backend>(
+    model: &FiberModel<B>,
+    image: &PixelImage,
+    decode: &DecodeConfig,
+    tokenizer: &RobertaTokenizer,
+    device: &B::Device,
+) -> Result<String, TrainError> {
+    let pixels = fiber_data::image::to_tensor::<B>(std::slice::from_ref(image), device)?;
+    let caption = model.generate_caption(&model.backbone.caption_image(pixels), decode)?;
+    let ids: Vec<u32> = caption.tokens.iter().map(|&t| t as u32).collect();
+    Ok(tokenizer.decode(&ids, true)?.trim().to_string())
 }

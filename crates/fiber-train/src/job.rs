@@ -33,7 +33,9 @@ use crate::eval::{
 };
 use crate::log::{loss_svg, MetricsLog};
 use crate::stage::{load_model, StageRunner};
-use crate::tasks::{vqa_samples, CaptionTask, ImageTextSamples, PretrainTask, VqaModel, VqaTask};
+use crate::tasks::{
+    vqa_samples, CaptionTask, ImageTextInput, ImageTextSamples, PretrainTask, VqaModel, VqaTask,
+};
 
 /// How the job runs.
 #[derive(Debug, Clone)]
@@ -109,8 +111,9 @@ fn problems_error(problems: &Problems, what: &str) -> TrainError {
     )))
 }
 
-/// The held-out images of the evaluation, loaded once.
-fn load_images(paths: &[PathBuf], size: usize) -> Result<Vec<PixelImage>, TrainError> {
+/// Images read and preprocessed as evaluation and inference do (square resize to `size`,
+/// ImageNet normalisation), in parallel.
+pub fn load_images(paths: &[PathBuf], size: usize) -> Result<Vec<PixelImage>, TrainError> {
     use rayon::prelude::*;
     let transform = ImageTransform::Resize { size };
     paths
@@ -246,13 +249,15 @@ pub fn run_job<B: AutodiffBackend>(
         train.captions.len()
     );
     let mut pretrain_task = PretrainTask::<B>::new(
-        caption_samples(&train),
-        resize.clone(),
-        TextCollate {
-            masker: Some(masker.clone()),
-            ..plain_text.clone()
+        ImageTextInput {
+            samples: caption_samples(&train),
+            transform: resize.clone(),
+            text: TextCollate {
+                masker: Some(masker.clone()),
+                ..plain_text.clone()
+            },
+            loader: loader_config(&config.pretrain, config.seed, options.strict),
         },
-        loader_config(&config.pretrain, config.seed, options.strict),
         config.queue_size,
         config.seed,
         device.clone(),
@@ -293,12 +298,14 @@ pub fn run_job<B: AutodiffBackend>(
         ),
     };
     let mut vqa_task = VqaTask::<B> {
-        samples: vqa_train_samples,
+        input: ImageTextInput {
+            samples: vqa_train_samples,
+            transform: resize.clone(),
+            text: plain_text.clone(),
+            loader: loader_config(&config.vqa, config.seed, options.strict),
+        },
         targets,
         answers: vocab.len(),
-        transform: resize.clone(),
-        text: plain_text.clone(),
-        loader: loader_config(&config.vqa, config.seed, options.strict),
         device: device.clone(),
     };
     let outcome = stage_runner(options, &run_dir, "vqa", &config.vqa).run(
@@ -318,10 +325,12 @@ pub fn run_job<B: AutodiffBackend>(
 
     // 3. Captioning fine-tuning from the pre-trained weights.
     let mut caption_task = CaptionTask::<B> {
-        samples: caption_samples(&train),
-        transform: resize.clone(),
-        text: plain_text.clone(),
-        loader: loader_config(&config.caption, config.seed, options.strict),
+        input: ImageTextInput {
+            samples: caption_samples(&train),
+            transform: resize.clone(),
+            text: plain_text.clone(),
+            loader: loader_config(&config.caption, config.seed, options.strict),
+        },
         device: device.clone(),
     };
     let outcome = stage_runner(options, &run_dir, "caption", &config.caption).run(

@@ -7,14 +7,11 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use fiber_core::store::tensor_values;
 use fiber_data::image::PixelImage;
-use fiber_data::loader::ImageTransform;
 use fiber_data::vqa::AnswerVocab;
 use fiber_fusion::FiberConfig;
 use fiber_heads::retrieval::itc_scores;
 use fiber_heads::{ClassifierHead, DecodeConfig, FiberModel};
 use fiber_roberta::RobertaTokenizer;
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 
 use crate::checkpoint::CheckpointDir;
 use crate::config::RunConfig;
@@ -100,17 +97,7 @@ impl RunFolder {
 
     /// Reads and preprocesses images as evaluation does (square resize, ImageNet normalisation).
     pub fn load_images(&self, paths: &[PathBuf]) -> Result<Vec<PixelImage>, TrainError> {
-        let transform = ImageTransform::Resize {
-            size: self.config.model.fiber.swin.image_size,
-        };
-        paths
-            .iter()
-            .map(|p| {
-                transform
-                    .load(p, &mut StdRng::seed_from_u64(0))
-                    .map_err(TrainError::from)
-            })
-            .collect()
+        crate::job::load_images(paths, self.config.model.fiber.swin.image_size)
     }
 
     /// Beam-search decoding settings of the run.
@@ -140,15 +127,7 @@ pub fn caption_images<B: Backend>(
     images
         .iter()
         .map(|image| {
-            let map = model
-                .backbone
-                .caption_image(fiber_data::image::to_tensor::<B>(
-                    std::slice::from_ref(image),
-                    device,
-                )?);
-            let caption = model.generate_caption(&map, &decode)?;
-            let ids: Vec<u32> = caption.tokens.iter().map(|&t| t as u32).collect();
-            Ok(run.tokenizer.decode(&ids, true)?.trim().to_string())
+            crate::eval::generate_caption_text(model, image, &decode, &run.tokenizer, device)
         })
         .collect()
 }

@@ -64,6 +64,32 @@ impl ImageTextSamples {
     }
 }
 
+/// What a task's loader reads: the samples, the image transform, the text collation and the
+/// loader settings.
+#[derive(Clone)]
+pub struct ImageTextInput {
+    /// Images with one text each.
+    pub samples: ImageTextSamples,
+    /// Image transform.
+    pub transform: ImageTransform,
+    /// Tokenisation (and MLM masking when set).
+    pub text: TextCollate,
+    /// Loader settings.
+    pub loader: LoaderConfig,
+}
+
+impl ImageTextInput {
+    /// A loader of the samples starting at `position`.
+    pub fn spawn(&self, position: LoaderPosition) -> Result<Loader<ImageTextBatch>, TrainError> {
+        self.samples.loader(
+            self.transform.clone(),
+            self.text.clone(),
+            self.loader.clone(),
+            position,
+        )
+    }
+}
+
 /// `[batch, len]` integer tensor from row-major values.
 pub fn int_tensor<B: Backend>(values: &[i64], len: usize, device: &B::Device) -> Tensor<B, 2, Int> {
     Tensor::from_data(
@@ -89,14 +115,8 @@ pub fn batch_tensors<B: Backend>(
 /// Coarse pre-training: ITC with a feature queue, ITM with hard negatives drawn over the batch
 /// and the queue (queued samples are loaded again by dataset index), MLM.
 pub struct PretrainTask<B: AutodiffBackend> {
-    /// The captions and their images.
-    pub samples: ImageTextSamples,
-    /// Image transform.
-    pub transform: ImageTransform,
-    /// Tokenisation with the MLM masker.
-    pub text: TextCollate,
-    /// Loader settings.
-    pub loader: LoaderConfig,
+    /// The samples and how they are loaded.
+    pub input: ImageTextInput,
     /// The ITC queue (dataset indices kept for hard negatives).
     pub queue: FeatureQueue<B>,
     /// Seed of the hard-negative sampling.
@@ -110,21 +130,10 @@ pub struct PretrainTask<B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> PretrainTask<B> {
-    /// A task over `samples` with an empty queue of `queue_size`.
-    pub fn new(
-        samples: ImageTextSamples,
-        transform: ImageTransform,
-        text: TextCollate,
-        loader: LoaderConfig,
-        queue_size: usize,
-        seed: u64,
-        device: B::Device,
-    ) -> Self {
+    /// A task over `input` with an empty queue of `queue_size`.
+    pub fn new(input: ImageTextInput, queue_size: usize, seed: u64, device: B::Device) -> Self {
         Self {
-            samples,
-            transform,
-            text,
-            loader,
+            input,
             queue: FeatureQueue::new(queue_size),
             seed,
             loss_weights: [1.0; 3],
@@ -139,14 +148,14 @@ impl<B: AutodiffBackend> PretrainTask<B> {
         &self,
         indices: &[usize],
     ) -> (Tensor<B, 4>, Tensor<B, 2, Int>, Tensor<B, 2, Int>, usize) {
-        let size = match &self.transform {
+        let size = match &self.input.transform {
             ImageTransform::Resize { size } | ImageTransform::Augment { size, .. } => *size,
         };
         let images: Vec<Result<PixelImage, fiber_data::DataError>> = indices
             .par_iter()
             .map(|&i| {
                 let mut rng = StdRng::seed_from_u64(stream_seed(&[self.seed, i as u64, 0xFE]));
-                ImageTransform::Resize { size }.load(&self.samples.images[i], &mut rng)
+                ImageTransform::Resize { size }.load(&self.input.samples.images[i], &mut rng)
             })
             .collect();
         let mut failures = 0;
@@ -162,12 +171,13 @@ impl<B: AutodiffBackend> PretrainTask<B> {
             .collect();
         let texts: Vec<&str> = indices
             .iter()
-            .map(|&i| self.samples.texts[i].as_str())
+            .map(|&i| self.input.samples.texts[i].as_str())
             .collect();
         let tokens = self
+            .input
             .text
             .tokenizer
-            .encode_batch(&texts, self.text.max_len)
+            .encode_batch(&texts, self.input.text.max_len)
             .expect("texts that tokenised once tokenise again");
         let pixels = to_tensor::<B>(&images, &self.device).expect("images of one size");
         let len = tokens.len;
@@ -185,12 +195,7 @@ impl<B: AutodiffBackend> StageTask<B> for PretrainTask<B> {
     type Batch = ImageTextBatch;
 
     fn loader(&self, position: LoaderPosition) -> Result<Loader<ImageTextBatch>, TrainError> {
-        self.samples.loader(
-            self.transform.clone(),
-            self.text.clone(),
-            self.loader.clone(),
-            position,
-        )
+        self.input.spawn(position)
     }
 
     fn before_step(&mut self, model: FiberModel<B>) -> FiberModel<B> {
@@ -347,18 +352,12 @@ pub fn vqa_samples(
 
 /// VQA fine-tuning: BCE with logits against the soft scores, × answers (spec D.1).
 pub struct VqaTask<B: AutodiffBackend> {
-    /// Questions and their images.
-    pub samples: ImageTextSamples,
+    /// The samples and how they are loaded.
+    pub input: ImageTextInput,
     /// Soft targets of each sample.
     pub targets: Arc<Vec<Vec<(usize, f32)>>>,
     /// Number of answers.
     pub answers: usize,
-    /// Image transform.
-    pub transform: ImageTransform,
-    /// Tokenisation (no masking).
-    pub text: TextCollate,
-    /// Loader settings.
-    pub loader: LoaderConfig,
     /// Device.
     pub device: B::Device,
 }
@@ -368,12 +367,7 @@ impl<B: AutodiffBackend> StageTask<B> for VqaTask<B> {
     type Batch = ImageTextBatch;
 
     fn loader(&self, position: LoaderPosition) -> Result<Loader<ImageTextBatch>, TrainError> {
-        self.samples.loader(
-            self.transform.clone(),
-            self.text.clone(),
-            self.loader.clone(),
-            position,
-        )
+        self.input.spawn(position)
     }
 
     fn loss(
@@ -405,14 +399,8 @@ impl<B: AutodiffBackend> StageTask<B> for VqaTask<B> {
 /// Captioning fine-tuning, MLE step (spec D.4): next-token cross-entropy through the causal
 /// text path with text-to-image attention only.
 pub struct CaptionTask<B: AutodiffBackend> {
-    /// Captions and their images.
-    pub samples: ImageTextSamples,
-    /// Image transform.
-    pub transform: ImageTransform,
-    /// Tokenisation (no masking).
-    pub text: TextCollate,
-    /// Loader settings.
-    pub loader: LoaderConfig,
+    /// The samples and how they are loaded.
+    pub input: ImageTextInput,
     /// Device.
     pub device: B::Device,
 }
@@ -422,12 +410,7 @@ impl<B: AutodiffBackend> StageTask<B> for CaptionTask<B> {
     type Batch = ImageTextBatch;
 
     fn loader(&self, position: LoaderPosition) -> Result<Loader<ImageTextBatch>, TrainError> {
-        self.samples.loader(
-            self.transform.clone(),
-            self.text.clone(),
-            self.loader.clone(),
-            position,
-        )
+        self.input.spawn(position)
     }
 
     fn loss(
