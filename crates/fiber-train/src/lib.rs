@@ -1,8 +1,9 @@
 //! Training and evaluation of FIBER: the coarse-grained pre-training loop (ITC + ITM + MLM),
 //! fine-tuning and evaluation for retrieval, VQA and captioning, checkpoints with exact resume
-//! (spec C.5, D). So far: the run-time choice of compute backend, the optimiser (AdamW with the
-//! spec's parameter groups, clipping, accumulation, restorable state), the learning-rate schedule
-//! and atomic checkpoint folders; the loops themselves follow.
+//! (spec C.5, D): the run-time choice of compute backend, the optimiser (AdamW with the spec's
+//! parameter groups, clipping, accumulation, restorable state) and schedule, stages with atomic
+//! checkpoints and resume, the pre-training / VQA / captioning tasks, evaluation metrics, the
+//! main job and inference on trained runs.
 
 pub mod backend;
 pub mod checkpoint;
