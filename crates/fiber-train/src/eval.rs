@@ -324,3 +324,21 @@ pub fn generate_caption_text<B: Backend>(
     let ids: Vec<u32> = caption.tokens.iter().map(|&t| t as u32).collect();
     Ok(tokenizer.decode(&ids, true)?.trim().to_string())
 }
+
+/// Beam-search settings of `eval` for captions in `tokenizer`'s ids (length-normalised scores,
+/// `<mask>` never generated, spec D.4).
+pub fn decode_config(
+    tokenizer: &RobertaTokenizer,
+    eval: &crate::config::EvalConfig,
+) -> DecodeConfig {
+    let s = tokenizer.special();
+    DecodeConfig {
+        beam_size: eval.beam_size,
+        max_len: eval.max_caption_len,
+        length_normalized: true,
+        bos: s.bos as i64,
+        eos: s.eos as i64,
+        pad: s.pad as i64,
+        mask: s.mask as i64,
+    }
+}

@@ -19,7 +19,7 @@ use fiber_data::loader::{ImageTransform, LoaderConfig, TextCollate};
 use fiber_data::shapes::write_shapes_world;
 use fiber_data::vqa::{read_vqa, AnswerVocab, VqaRecord};
 use fiber_data::{read_karpathy, CaptionDataset, Problems, Split};
-use fiber_heads::{ClassifierHead, DecodeConfig, FiberModel};
+use fiber_heads::{ClassifierHead, FiberModel};
 use fiber_roberta::RobertaTokenizer;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -28,11 +28,11 @@ use serde::Serialize;
 use crate::config::{RunConfig, StageConfig};
 use crate::error::TrainError;
 use crate::eval::{
-    evaluate_captions, evaluate_mlm, evaluate_retrieval, evaluate_vqa, CaptionReport, MlmReport,
-    RetrievalReport, VqaReport,
+    decode_config, evaluate_captions, evaluate_mlm, evaluate_retrieval, evaluate_vqa,
+    CaptionReport, MlmReport, RetrievalReport, VqaReport,
 };
 use crate::log::{loss_svg, MetricsLog};
-use crate::stage::{load_model, StageRunner};
+use crate::stage::StageRunner;
 use crate::tasks::{
     vqa_samples, CaptionTask, ImageTextInput, ImageTextSamples, PretrainTask, VqaModel, VqaTask,
 };
@@ -423,15 +423,6 @@ fn most_frequent_token(
         .unwrap_or(0))
 }
 
-/// Loads a finished stage's weights into `model` (used by `--init`).
-pub fn init_from<B: Backend, M: crate::stage::VisitWeights<B>>(
-    model: &mut M,
-    path: &Path,
-) -> Result<(), TrainError> {
-    let store = fiber_core::TensorStore::read_any(path)?;
-    load_model(model, store)
-}
-
 /// The summary table printed at the end of the job.
 pub fn summary_table(report: &Report) -> String {
     let r = &report.retrieval;
@@ -503,14 +494,6 @@ impl<'a> EvalData<'a> {
     ) -> Result<Self, TrainError> {
         let eval = &config.eval;
         let size = config.model.fiber.swin.image_size;
-        let n = eval.retrieval_candidates.min(test.images.len());
-        let k = eval.caption_images.min(test.images.len());
-        let paths: Vec<PathBuf> = test
-            .images
-            .iter()
-            .take(n.max(k))
-            .map(|i| i.path.clone())
-            .collect();
         let captions_of = |i: usize| {
             test.captions
                 .iter()
@@ -518,10 +501,22 @@ impl<'a> EvalData<'a> {
                 .map(|c| c.text.clone())
                 .collect::<Vec<_>>()
         };
-        let texts = (0..n)
-            .map(|i| captions_of(i).into_iter().next().unwrap_or_default())
+        // Images without a usable caption cannot be retrieved or scored; they are left out.
+        let captioned: Vec<usize> = (0..test.images.len())
+            .filter(|&i| !captions_of(i).is_empty())
             .collect();
-        let references = (0..k).map(captions_of).collect();
+        let n = eval.retrieval_candidates.min(captioned.len());
+        let k = eval.caption_images.min(captioned.len());
+        let chosen = &captioned[..n.max(k)];
+        let paths: Vec<PathBuf> = chosen
+            .iter()
+            .map(|&i| test.images[i].path.clone())
+            .collect();
+        let texts = chosen[..n]
+            .iter()
+            .map(|&i| captions_of(i).swap_remove(0))
+            .collect();
+        let references = chosen[..k].iter().map(|&i| captions_of(i)).collect();
         let vqa_images = load_images(
             &vqa_test.iter().map(|r| r.image.clone()).collect::<Vec<_>>(),
             size,
@@ -604,17 +599,7 @@ impl<'a> EvalData<'a> {
         model: &FiberModel<B>,
         device: &B::Device,
     ) -> Result<CaptionReport, TrainError> {
-        let s = self.tokenizer.special();
-        let eval = &self.config.eval;
-        let decode = DecodeConfig {
-            beam_size: eval.beam_size,
-            max_len: eval.max_caption_len,
-            length_normalized: true,
-            bos: s.bos as i64,
-            eos: s.eos as i64,
-            pad: s.pad as i64,
-            mask: s.mask as i64,
-        };
+        let decode = decode_config(self.tokenizer, &self.config.eval);
         let k = self.references.len();
         evaluate_captions(
             model,

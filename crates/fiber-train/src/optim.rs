@@ -129,12 +129,15 @@ impl<B: Backend> KeyedGradients<B> {
 
     /// The global L2 norm of all gradients.
     pub fn global_norm(&self) -> f64 {
-        let squares: f64 = self
+        // Summed on the device, read back once.
+        let squares = self
             .grads
             .values()
-            .map(|g| g.clone().powf_scalar(2.0).sum().into_scalar().elem::<f64>())
-            .sum();
-        squares.sqrt()
+            .map(|g| g.clone().powf_scalar(2.0).sum())
+            .reduce(|a, b| a + b);
+        squares
+            .map(|t| t.into_scalar().elem::<f64>().sqrt())
+            .unwrap_or(0.0)
     }
 
     /// Number of parameters with a gradient.

@@ -102,17 +102,7 @@ impl RunFolder {
 
     /// Beam-search decoding settings of the run.
     pub fn decode_config(&self) -> DecodeConfig {
-        let s = self.tokenizer.special();
-        let eval = &self.config.eval;
-        DecodeConfig {
-            beam_size: eval.beam_size,
-            max_len: eval.max_caption_len,
-            length_normalized: true,
-            bos: s.bos as i64,
-            eos: s.eos as i64,
-            pad: s.pad as i64,
-            mask: s.mask as i64,
-        }
+        crate::eval::decode_config(&self.tokenizer, &self.config.eval)
     }
 }
 

@@ -7,7 +7,7 @@
 //! reseeded from (seed, stage, step) before every step and every data-side random choice is
 //! seeded by position, so a resumed run computes the same losses as an uninterrupted one.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
@@ -350,15 +350,4 @@ fn progress_bar(name: &str, total: u64, position: u64) -> indicatif::ProgressBar
     bar.set_prefix(name.to_string());
     bar.set_position(position);
     bar
-}
-
-/// The final model of a finished stage in `dir`, if its last checkpoint is complete.
-pub fn finished_model(dir: &Path, steps: u64) -> Result<Option<TensorStore>, TrainError> {
-    let checkpoints = CheckpointDir::new(dir.join("checkpoints"), 1);
-    match checkpoints.latest()? {
-        Some((step, folder)) if step >= steps => Ok(Some(TensorStore::from_safetensors_bytes(
-            &CheckpointDir::read(&folder, "model.safetensors")?,
-        )?)),
-        _ => Ok(None),
-    }
 }
