@@ -558,7 +558,31 @@ def data_samples():
  {"id": 7, "image_id": 77, "bbox": [0, 0, 2, 2], "category_id": 1, "iscrowd": 0, "area": 4}]}
 """)
 
+def hf_init_fixtures():
+    """A tiny HuggingFace RoBERTa folder whose vocabulary holds the json-form tokenizer (copied
+    in as tokenizer.json), to start FIBER from HuggingFace folders with `--init` together with
+    the tiny Swin folder."""
+    from transformers import RobertaConfig, RobertaModel
+
+    tokenizer = os.path.join(ROOT, "tokenizer", "json-form", "tokenizer.json")
+    with open(tokenizer) as f:
+        vocab = len(json.load(f)["model"]["vocab"])
+    config = RobertaConfig(
+        vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+        max_position_embeddings=40, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5, hidden_act="gelu",
+    )
+    model = randomise(RobertaModel(config, add_pooling_layer=True), seed=5).eval()
+    out = fresh_dir("hf-init", "roberta")
+    model.save_pretrained(out, safe_serialization=True)
+    shutil.copy(tokenizer, os.path.join(out, "tokenizer.json"))
+
+
 if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["hf-init"]:
+        hf_init_fixtures()
+        sys.exit(0)
     torch.manual_seed(0)
     roberta_fixtures()
     tokenizer_fixtures()
@@ -566,4 +590,5 @@ if __name__ == "__main__":
     image_fixtures()
     fusion_fixtures()
     data_samples()
+    hf_init_fixtures()
     print("fixtures written under", os.path.normpath(ROOT))

@@ -166,6 +166,20 @@ fn the_shapes_world_passes_every_check_strictly() {
         ])
         .unwrap_or_else(|e| panic!("{format}: {e:#}"));
     }
+    xtask::run([
+        "xtask",
+        "data",
+        "check",
+        "--format",
+        "nlvr2",
+        "--data",
+        world.join("nlvr2").to_str().unwrap(),
+        "--strict",
+    ])
+    .unwrap();
+    let report =
+        xtask::data::check_dataset(xtask::data::Format::Nlvr2, &world.join("nlvr2")).unwrap();
+    assert_eq!(report.counts["examples"], 15 * 2 + 3 * 2 + 3 * 2);
     let report = xtask::data::check_dataset(xtask::data::Format::CocoDet, &world).unwrap();
     assert_eq!(
         (report.counts["images"], report.counts["categories"]),

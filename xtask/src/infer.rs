@@ -37,6 +37,10 @@ pub struct EvalArgs {
     /// Data folder (default: the run's `data_dir`).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// The stage whose model is evaluated, for retrieval, MLM and captioning (default: `pretrain`
+    /// for retrieval and MLM, `caption` for captioning), e.g. `retrieval-itc`.
+    #[arg(long)]
+    pub stage: Option<String>,
     /// Compute backend.
     #[arg(long, default_value = "ndarray")]
     pub backend: BackendKind,
@@ -123,9 +127,10 @@ impl BackendJob for InferJob {
                     Task::Vqa => EvalTask::Vqa,
                     Task::Caption => EvalTask::Caption,
                     Task::Mlm => EvalTask::Mlm,
-                    Task::Nlvr2 => return Err(TrainError::Config("NLVR2 evaluation needs an NLVR2 fine-tuning stage, which the training command does not have yet".into())),
+                    Task::Nlvr2 => EvalTask::Nlvr2,
                 };
-                let report = evaluate_saved::<I<B>>(&run, &data, task, &device)?;
+                let report =
+                    evaluate_saved::<I<B>>(&run, &data, task, args.stage.as_deref(), &device)?;
                 Ok(serde_json::to_string_pretty(&report).expect("reports serialise"))
             }
             Request::Retrieve(args) => {

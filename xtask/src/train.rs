@@ -1,6 +1,7 @@
 //! `cargo xtask train`: the main job. With no arguments it trains and evaluates a tiny FIBER on
 //! the built-in shapes world (generated under `data/shapes` when missing) on the CPU and writes
-//! `runs/shapes/report.json`, `metrics.jsonl` and `loss.svg`.
+//! `runs/shapes/report.json`, `metrics.jsonl` and `loss.svg`. `--stage` runs one stage alone
+//! (pre-training or one fine-tuning task) from `--init` or from the run's own pre-training.
 
 use std::path::PathBuf;
 
@@ -8,7 +9,8 @@ use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use fiber_train::config::RunConfig;
-use fiber_train::job::{run_job, summary_table, JobOptions, Report};
+use fiber_train::init::InitSource;
+use fiber_train::job::{report_path, run_job, summary_table, JobOptions, Report, Stage};
 use fiber_train::{run_on, BackendJob, BackendKind, TrainError};
 
 /// Arguments of `train`.
@@ -17,6 +19,23 @@ pub struct TrainArgs {
     /// A TOML file with any hyper-parameters to change (`--print-config` shows them all).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// The defaults the configuration file overrides: `tiny` (built-in data on a CPU) or `base`
+    /// (the spec's FIBER-Base values).
+    #[arg(long, value_enum, default_value = "tiny")]
+    pub preset: Preset,
+    /// Run one stage alone: coarse, vqa, nlvr2, retrieval-itc, retrieval-itm or caption. A
+    /// fine-tuning stage starts from `--init`, or from this run's pre-training.
+    #[arg(long)]
+    pub stage: Option<Stage>,
+    /// The model to start from: a run folder (`runs/<name>`, its pre-training) or one of its
+    /// stage folders, a checkpoint folder (`…/checkpoints/step-N`), a FIBER checkpoint (original
+    /// file or converted folder), or twice, for a HuggingFace RoBERTa and a Swin folder.
+    #[arg(long, num_args = 1)]
+    pub init: Vec<PathBuf>,
+    /// A tokenizer (`tokenizer.json` or a RoBERTa folder) to use instead of the init source's
+    /// (needed with a FIBER checkpoint) or of one trained on the data.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
     /// Compute backend.
     #[arg(long, default_value = "ndarray")]
     pub backend: BackendKind,
@@ -43,6 +62,15 @@ pub struct TrainArgs {
     pub stop_after: Option<String>,
 }
 
+/// Defaults of the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// The tiny model on the built-in shapes world (CPU, minutes).
+    Tiny,
+    /// FIBER-Base with the spec's hyper-parameters (GPU, real datasets).
+    Base,
+}
+
 struct TrainJob(JobOptions);
 
 impl BackendJob for TrainJob {
@@ -55,9 +83,13 @@ impl BackendJob for TrainJob {
 
 /// Runs `train`.
 pub fn run(args: TrainArgs) -> Result<()> {
+    let preset = match args.preset {
+        Preset::Tiny => RunConfig::tiny(),
+        Preset::Base => RunConfig::fiber_base(),
+    };
     let mut config = match &args.config {
-        Some(path) => RunConfig::from_toml_file(path)?,
-        None => RunConfig::new(),
+        Some(path) => RunConfig::from_toml_file_over(path, preset)?,
+        None => preset,
     };
     if let Some(data) = &args.data {
         config.data_dir = data.clone();
@@ -88,15 +120,19 @@ pub fn run(args: TrainArgs) -> Result<()> {
         strict: args.strict,
         stop_after,
         backend: args.backend.to_string(),
+        stage: args.stage,
+        init: if args.init.is_empty() {
+            None
+        } else {
+            Some(InitSource::parse(&args.init)?)
+        },
+        tokenizer: args.tokenizer.clone(),
     };
     let report = run_on(args.backend, TrainJob(options.clone()))??;
     println!("{}", summary_table(&report));
     println!(
         "report: {}",
-        args.runs
-            .join(&options.config.name)
-            .join("report.json")
-            .display()
+        report_path(&args.runs, &options.config.name, args.stage).display()
     );
     Ok(())
 }

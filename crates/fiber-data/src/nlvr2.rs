@@ -2,7 +2,8 @@
 //!
 //! Layout: `{split}.json` (official names `train.json`, `dev.json`, `test1.json`) with images
 //! under `images/{split}/` — in a sub-folder named by the record's `directory` field when it has
-//! one (the training set) — as `{identifier without its last part}-img0.png` and `-img1.png`.
+//! one (the training set) — as `{identifier without its last part}-img0.png` and `-img1.png`
+//! (or `.jpg` when only that exists).
 
 use std::path::{Path, PathBuf};
 
@@ -105,8 +106,16 @@ pub fn read_nlvr2(
             Some(serde_json::Value::String(d)) => format!("images/{split}/{d}"),
             _ => format!("images/{split}"),
         };
-        let resolve =
-            |side: usize| resolve_under(image_root, &format!("{folder}/{prefix}-img{side}.png"));
+        let resolve = |side: usize| {
+            resolve_under(image_root, &format!("{folder}/{prefix}-img{side}.png")).map(|png| {
+                let jpg = png.with_extension("jpg");
+                if !png.exists() && jpg.exists() {
+                    jpg
+                } else {
+                    png
+                }
+            })
+        };
         match (resolve(0), resolve(1)) {
             (Ok(left), Ok(right)) => out.push(Nlvr2Record {
                 identifier: line.identifier,

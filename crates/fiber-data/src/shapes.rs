@@ -13,7 +13,8 @@
 //! | `annotations/instances_{split}.json` | COCO detection, one category per colour + shape |
 //! | `mdetr_annotations/final_shapes_{split}.json` | MDETR grounding, one entry per image–caption pair |
 //! | `v2_OpenEnded_mscoco_{split}_questions.json`, `v2_mscoco_{split}_annotations.json` | VQAv2 |
-//! | `corpus.txt` | training captions and questions, for the tokenizer |
+//! | `nlvr2/{train,dev,test1}.json`, `nlvr2/images/{split}/{split}-{k}-0-img{0,1}.jpg` | NLVR2: pairs of consecutive images, one true and one false statement each |
+//! | `corpus.txt` | training captions, questions and statements, for the tokenizer |
 //! | `world.json` | the configuration it was generated from |
 //!
 //! Every image draws from its own random stream (seed, split, index), so a world is identical for
@@ -296,11 +297,7 @@ impl Scene {
     }
 
     /// Up to `count` questions of different kinds with their answers.
-    pub fn questions(
-        &self,
-        count: usize,
-        rng: &mut impl Rng,
-    ) -> Vec<(String, String, &'static str)> {
+    pub fn questions(&self, count: usize, rng: &mut impl Rng) -> Vec<SceneQuestion> {
         let objects = &self.objects;
         let mut kinds: Vec<usize> = (0..7).collect();
         kinds.shuffle(rng);
@@ -314,6 +311,7 @@ impl Scene {
                     "how many shapes are there?".to_string(),
                     objects.len().to_string(),
                     "number",
+                    "how many shapes",
                 )),
                 1 => {
                     let colour = if rng.random_bool(0.7) {
@@ -326,6 +324,7 @@ impl Scene {
                         format!("how many {} shapes are there?", COLOURS[colour].0),
                         n.to_string(),
                         "number",
+                        "how many <colour> shapes",
                     ))
                 }
                 2 => {
@@ -338,6 +337,7 @@ impl Scene {
                             format!("what color is the {}?", SHAPES[o.shape]),
                             COLOURS[o.colour].0.to_string(),
                             "other",
+                            "what color is the <shape>",
                         )
                     })
                 }
@@ -351,6 +351,7 @@ impl Scene {
                             format!("what shape is the {} object?", COLOURS[o.colour].0),
                             SHAPES[o.shape].to_string(),
                             "other",
+                            "what shape is the <colour> object",
                         )
                     })
                 }
@@ -371,6 +372,7 @@ impl Scene {
                         format!("is there a {} {}?", COLOURS[colour].0, SHAPES[shape]),
                         yes_no(present),
                         "yes/no",
+                        "is there a <colour> <shape>",
                     ))
                 }
                 5 if objects.len() >= 2 => {
@@ -381,19 +383,116 @@ impl Scene {
                         format!("is the {} left of the {}?", a.category(), b.category()),
                         yes_no(a.centre.0 < b.centre.0),
                         "yes/no",
+                        "is the <object> left of the <object>",
                     ))
                 }
                 6 => Some((
                     "what color is the background?".to_string(),
                     BACKGROUNDS[self.background].0.to_string(),
                     "other",
+                    "what color is the background",
                 )),
                 _ => None,
             };
-            out.extend(question);
+            out.extend(
+                question.map(|(text, answer, answer_type, question_type)| SceneQuestion {
+                    text,
+                    answer,
+                    answer_type,
+                    question_type,
+                }),
+            );
         }
         out
     }
+
+    /// A statement about the pair (`self` on the left, `right` on the right) in the manner of
+    /// NLVR2, with its truth value; `None` when the drawn template does not apply.
+    pub fn pair_statement(&self, right: &Scene, rng: &mut impl Rng) -> Option<(String, bool)> {
+        let (l, r) = (&self.objects, &right.objects);
+        let both: Vec<&ShapeObject> = l.iter().chain(r).collect();
+        let has = |objects: &[ShapeObject], f: &dyn Fn(&ShapeObject) -> bool| objects.iter().any(f);
+        // Attributes drawn from the objects present most of the time, so that both truth values
+        // occur for every template.
+        let colour = if rng.random_bool(0.7) {
+            both.choose(rng)?.colour
+        } else {
+            rng.random_range(0..COLOURS.len())
+        };
+        let shape = if rng.random_bool(0.7) {
+            both.choose(rng)?.shape
+        } else {
+            rng.random_range(0..SHAPES.len())
+        };
+        let (c, s) = (COLOURS[colour].0, SHAPES[shape]);
+        Some(match rng.random_range(0..8) {
+            0 => (
+                "the left image has more shapes than the right image".to_string(),
+                l.len() > r.len(),
+            ),
+            1 => (
+                "the right image has more shapes than the left image".to_string(),
+                r.len() > l.len(),
+            ),
+            2 => (
+                format!("both images contain a {c} shape"),
+                has(l, &|o| o.colour == colour) && has(r, &|o| o.colour == colour),
+            ),
+            3 => (
+                format!("there is a {s} in each image"),
+                has(l, &|o| o.shape == shape) && has(r, &|o| o.shape == shape),
+            ),
+            4 => {
+                let (side, objects) = if rng.random_bool(0.5) {
+                    ("left", l)
+                } else {
+                    ("right", r)
+                };
+                (
+                    format!("the {side} image contains a {c} {s}"),
+                    has(objects, &|o| o.colour == colour && o.shape == shape),
+                )
+            }
+            5 => {
+                let n = (l.len() + r.len()) as i64 + rng.random_range(-1..=1);
+                (
+                    format!("there are {n} shapes in total"),
+                    n == (l.len() + r.len()) as i64,
+                )
+            }
+            6 => {
+                let background = if rng.random_bool(0.5) {
+                    self.background
+                } else {
+                    rng.random_range(0..BACKGROUNDS.len())
+                };
+                (
+                    format!(
+                        "both images have a {} background",
+                        BACKGROUNDS[background].0
+                    ),
+                    self.background == background && right.background == background,
+                )
+            }
+            _ => (
+                format!("exactly one image contains a {c} shape"),
+                has(l, &|o| o.colour == colour) != has(r, &|o| o.colour == colour),
+            ),
+        })
+    }
+}
+
+/// A question about a scene with its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SceneQuestion {
+    /// The question.
+    pub text: String,
+    /// Its answer.
+    pub answer: String,
+    /// VQAv2 `answer_type`: `number`, `yes/no` or `other`.
+    pub answer_type: &'static str,
+    /// VQAv2 `question_type`: the question's template, e.g. `what shape is the <colour> object`.
+    pub question_type: &'static str,
 }
 
 fn yes_no(answer: bool) -> String {
@@ -411,6 +510,9 @@ pub struct WorldCounts {
     pub questions: usize,
     /// Boxes (one per object).
     pub boxes: usize,
+    /// NLVR2 statements about image pairs.
+    #[serde(default)]
+    pub statements: usize,
 }
 
 /// What [`write_shapes_world`] produced.
@@ -424,8 +526,13 @@ pub struct WorldSummary {
     pub counts: WorldCounts,
 }
 
+/// Version of the world's file layout; a folder written by another version is not reused.
+const WORLD_FORMAT: u32 = 2;
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct WorldMarker {
+    #[serde(default)]
+    format: u32,
     config: ShapesWorldConfig,
     counts: WorldCounts,
 }
@@ -436,7 +543,7 @@ struct RenderedImage {
     jpeg: Vec<u8>,
     scene: Scene,
     captions: Vec<(String, Vec<CharSpan>)>,
-    questions: Vec<(String, String, &'static str)>,
+    questions: Vec<SceneQuestion>,
 }
 
 fn split_name(split: Split) -> &'static str {
@@ -550,17 +657,17 @@ fn write_split(
             instances.push(json!({"id": instances.len() + 1, "image_id": im.id, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
                 "area": (b[2] - b[0]) * (b[3] - b[1]), "iscrowd": 0, "category_id": category_id(o)}));
         }
-        for (k, (question, answer, answer_type)) in im.questions.iter().enumerate() {
+        for (k, q) in im.questions.iter().enumerate() {
             let question_id = im.id * 100 + k as u64;
             questions
-                .push(json!({"image_id": im.id, "question": question, "question_id": question_id}));
+                .push(json!({"image_id": im.id, "question": q.text, "question_id": question_id}));
             let given: Vec<Value> = (1..=10)
-                .map(|a| json!({"answer": answer, "answer_confidence": "yes", "answer_id": a}))
+                .map(|a| json!({"answer": q.answer, "answer_confidence": "yes", "answer_id": a}))
                 .collect();
-            answers.push(json!({"question_id": question_id, "image_id": im.id, "question_type": question.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
-                "answer_type": answer_type, "multiple_choice_answer": answer, "answers": given}));
+            answers.push(json!({"question_id": question_id, "image_id": im.id, "question_type": q.question_type,
+                "answer_type": q.answer_type, "multiple_choice_answer": q.answer, "answers": given}));
             if split == Split::Train {
-                corpus.push(question.clone());
+                corpus.push(q.text.clone());
             }
         }
     }
@@ -591,6 +698,55 @@ fn write_split(
     Ok(())
 }
 
+/// NLVR2 files of one split: consecutive images form pairs (the same JPEGs, copied under
+/// `nlvr2/images/{split}/`), each with one true and one false statement, in `nlvr2/{split}.json`
+/// (splits named `train`, `dev`, `test1` as in NLVR2). Returns the number of statements.
+fn write_nlvr2_split(
+    dir: &Path,
+    split: Split,
+    images: &[RenderedImage],
+    config: &ShapesWorldConfig,
+    corpus: &mut Vec<String>,
+) -> Result<usize, DataError> {
+    let name = match split {
+        Split::Train => "train",
+        Split::Val => "dev",
+        Split::Test => "test1",
+    };
+    let root = dir.join("nlvr2");
+    let mut lines = Vec::new();
+    for (k, pair) in images.chunks_exact(2).enumerate() {
+        let mut rng = StdRng::seed_from_u64(
+            config.seed.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ ((split as u64 + 1) << 40) ^ k as u64,
+        );
+        let prefix = format!("{name}-{k}-0");
+        for (side, im) in pair.iter().enumerate() {
+            write_file(
+                &root.join(format!("images/{name}/{prefix}-img{side}.jpg")),
+                &im.jpeg,
+            )?;
+        }
+        let mut wanted = [true, false];
+        wanted.shuffle(&mut rng);
+        for (j, want) in wanted.into_iter().enumerate() {
+            let statement = (0..100)
+                .filter_map(|_| pair[0].scene.pair_statement(&pair[1].scene, &mut rng))
+                .find(|(_, truth)| *truth == want);
+            if let Some((sentence, label)) = statement {
+                let label = if label { "True" } else { "False" };
+                lines.push(json!({"identifier": format!("{prefix}-{j}"), "sentence": sentence, "label": label}).to_string());
+                if split == Split::Train {
+                    corpus.push(sentence);
+                }
+            }
+        }
+    }
+    let mut text = lines.join("\n");
+    text.push('\n');
+    write_file(&root.join(format!("{name}.json")), text.as_bytes())?;
+    Ok(lines.len())
+}
+
 fn karpathy_entries(split: Split, images: &[RenderedImage]) -> Vec<Value> {
     let name = split_name(split);
     images
@@ -616,9 +772,9 @@ pub fn write_shapes_world(
             .ok()
             .and_then(|text| serde_json::from_str::<WorldMarker>(&text).ok());
         return match existing {
-            Some(existing) if &existing.config == config => Ok(WorldSummary { dir: dir.to_path_buf(), reused: true, counts: existing.counts }),
+            Some(existing) if &existing.config == config && existing.format == WORLD_FORMAT => Ok(WorldSummary { dir: dir.to_path_buf(), reused: true, counts: existing.counts }),
             _ => Err(DataError::Invalid(format!(
-                "{} exists but was not generated from this configuration ({} missing or different); remove it or choose another folder",
+                "{} exists but was not generated from this configuration by this version ({} missing or different); remove it or choose another folder",
                 dir.display(),
                 marker.display()
             ))),
@@ -654,6 +810,7 @@ pub fn write_shapes_world(
             let images = generate_split(config, split, first_id, count)?;
             first_id += count as u64;
             write_split(&staging, split, &images, config, &mut corpus)?;
+            counts.statements += write_nlvr2_split(&staging, split, &images, config, &mut corpus)?;
             karpathy.extend(karpathy_entries(split, &images));
             counts.images += images.len();
             counts.captions += images.iter().map(|im| im.captions.len()).sum::<usize>();
@@ -673,6 +830,7 @@ pub fn write_shapes_world(
         }
         write_file(&staging.join("corpus.txt"), &text)?;
         let marker = serde_json::to_string_pretty(&WorldMarker {
+            format: WORLD_FORMAT,
             config: config.clone(),
             counts: counts.clone(),
         })
@@ -747,16 +905,16 @@ mod tests {
                     "{caption}"
                 );
             }
-            for (question, answer, _) in scene.questions(3, &mut rng) {
-                if question == "how many shapes are there?" {
-                    assert_eq!(answer, scene.objects.len().to_string());
+            for q in scene.questions(3, &mut rng) {
+                if q.text == "how many shapes are there?" {
+                    assert_eq!(q.answer, scene.objects.len().to_string());
                 }
-                if let Some(rest) = question.strip_prefix("is there a ") {
+                if let Some(rest) = q.text.strip_prefix("is there a ") {
                     let present = scene
                         .objects
                         .iter()
                         .any(|o| format!("{}?", o.category()) == rest);
-                    assert_eq!(answer, yes_no(present), "{question}");
+                    assert_eq!(q.answer, yes_no(present), "{}", q.text);
                 }
             }
         }

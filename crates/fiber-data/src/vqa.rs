@@ -242,6 +242,8 @@ pub struct VqaRecord {
     pub answer: String,
     /// The annotators' normalised answers (empty without annotations).
     pub answers: Vec<String>,
+    /// The annotation's `question_type`, or the question's first three words without one.
+    pub question_type: String,
 }
 
 /// Answers that occur often enough, with their class indices.
@@ -328,6 +330,8 @@ struct Annotation {
     question_id: u64,
     multiple_choice_answer: String,
     answers: Vec<Answer>,
+    #[serde(default)]
+    question_type: Option<String>,
 }
 
 /// Reads a VQA questions file and, when given, its annotations file. Images are
@@ -401,14 +405,22 @@ pub fn read_vqa(
                     continue;
                 }
             };
-        let (answer, given) = match (annotations, answers.remove(&q.question_id)) {
-            (None, _) => (String::new(), Vec::new()),
+        let first_words = || {
+            q.question
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let (answer, given, question_type) = match (annotations, answers.remove(&q.question_id)) {
+            (None, _) => (String::new(), Vec::new(), first_words()),
             (Some(_), Some(a)) => (
                 normalize_answer(&a.multiple_choice_answer),
                 a.answers
                     .iter()
                     .map(|x| normalize_answer(&x.answer))
                     .collect(),
+                a.question_type.unwrap_or_else(first_words),
             ),
             (Some(file), None) => {
                 problems.push(
@@ -427,6 +439,7 @@ pub fn read_vqa(
             question: q.question.trim().to_string(),
             answer,
             answers: given,
+            question_type,
         });
     }
     Ok(out)

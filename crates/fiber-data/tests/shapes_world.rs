@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use fiber_data::grounding::{read_coco_detection, read_mdetr, token_map};
+use fiber_data::nlvr2::read_nlvr2;
 use fiber_data::shapes::{write_shapes_world, ShapesWorldConfig};
 use fiber_data::vqa::{read_vqa, AnswerVocab};
 use fiber_data::{read_coco_captions, read_karpathy, Problems, Split};
@@ -77,13 +78,23 @@ fn the_world_is_read_by_every_reader_without_problems() {
     .unwrap();
     assert_eq!(detection.categories.len(), 24);
     assert_eq!(detection.images.len(), 8);
+    let nlvr2 = dir.join("nlvr2");
+    let pairs = read_nlvr2(&nlvr2.join("train.json"), &nlvr2, "train", &mut problems).unwrap();
+    assert_eq!(
+        pairs.len(),
+        40,
+        "20 pairs, one true and one false statement each"
+    );
+    assert_eq!(pairs.iter().filter(|p| p.label).count(), 20);
+    assert!(pairs.iter().all(|p| p.left.exists() && p.right.exists()));
+    assert_eq!(summary.counts.statements, 40 + 8 + 8);
     assert!(problems.is_empty(), "{problems:#?}");
     let paths: Vec<_> = karpathy.images.iter().map(|i| i.path.clone()).collect();
     assert!(fiber_data::check::check_images(&paths, &mut problems).is_empty());
 
     // A tokenizer trained on the corpus maps every box to exactly the tokens of its phrase.
     let corpus = std::fs::read_to_string(dir.join("corpus.txt")).unwrap();
-    assert_eq!(corpus.lines().count(), 80 + 120);
+    assert_eq!(corpus.lines().count(), 80 + 120 + 40);
     let tokenizer = fiber_roberta::RobertaTokenizer::train(corpus.lines(), 300, 2).unwrap();
     for record in &grounding {
         let tokens = tokenizer.encode_with_char_offsets(&record.caption).unwrap();

@@ -255,6 +255,16 @@ impl<B: Backend> FiberModel<B> {
     /// Loads an original coarse checkpoint's (or a converted) store: backbone and heads.
     /// `rank_output` is skipped (the ITM score is row 1 of `itm_score`, spec D.3).
     pub fn load_store(&mut self, store: TensorStore) -> Result<LoadReport, FusionError> {
+        self.load_store_with(store, false)
+    }
+
+    /// As [`Self::load_store`]; with `new_heads`, head keys absent from the store (a backbone-only
+    /// or fine-tuned checkpoint) keep their fresh initialisation instead of being an error.
+    pub fn load_store_with(
+        &mut self,
+        store: TensorStore,
+        new_heads: bool,
+    ) -> Result<LoadReport, FusionError> {
         let mut store = store;
         store.rename_prefix("module.", "");
         if let Some(temp) = store.get("temp").filter(|t| t.shape.is_empty()).cloned() {
@@ -267,6 +277,9 @@ impl<B: Backend> FiberModel<B> {
             );
         }
         let mut loader = self.backbone.fiber_loader(store);
+        if new_heads {
+            loader = loader.allow_missing(fiber_fusion::checkpoint::is_head_key);
+        }
         self.visit_weights(&mut loader);
         Ok(loader.finish()?)
     }

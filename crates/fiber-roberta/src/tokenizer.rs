@@ -154,6 +154,16 @@ impl RobertaTokenizer {
         Ok(tokenizer)
     }
 
+    /// Loads a `tokenizer.json` file, or a folder as [`Self::from_dir`] does.
+    pub fn from_dir_or_file(path: impl AsRef<Path>) -> Result<Self, RobertaError> {
+        let path = path.as_ref();
+        if path.is_file() {
+            Self::from_file(path)
+        } else {
+            Self::from_dir(path)
+        }
+    }
+
     /// Loads `dir/tokenizer.json`, or else `dir/vocab.json` + `dir/merges.txt`.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self, RobertaError> {
         let dir = dir.as_ref();

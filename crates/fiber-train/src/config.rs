@@ -152,27 +152,92 @@ pub struct RunConfig {
     /// Captioning fine-tuning.
     #[config(default = "StageConfig::new(150, 32, 5e-4).with_cross_modal_lr_multiplier(1.0)")]
     pub caption: StageConfig,
+    /// NLVR2 fine-tuning (`--stage nlvr2`).
+    #[config(
+        default = "StageConfig::new(200, 16, 5e-4).with_head_lr_multiplier(10.0).with_cross_modal_lr_multiplier(1.0)"
+    )]
+    pub nlvr2: StageConfig,
+    /// ITC retrieval fine-tuning (`--stage retrieval-itc`); the queue is `queue_size`.
+    #[config(
+        default = "StageConfig::new(100, 32, 2e-4).with_temperature_lr_multiplier(0.0).with_cross_modal_lr_multiplier(1.0)"
+    )]
+    pub retrieval_itc: StageConfig,
+    /// ITM retrieval fine-tuning (`--stage retrieval-itm`).
+    #[config(default = "StageConfig::new(100, 32, 2e-4).with_cross_modal_lr_multiplier(1.0)")]
+    pub retrieval_itm: StageConfig,
     /// Evaluation.
     #[config(default = "EvalConfig::new()")]
     pub eval: EvalConfig,
 }
 
 impl RunConfig {
+    /// The tiny preset (the defaults): built-in data on a CPU.
+    pub fn tiny() -> Self {
+        Self::new()
+    }
+
+    /// The spec's values for FIBER-Base (Swin-B/384 + RoBERTa-base, 6 fused pairs): pre-training
+    /// as in spec C.5 (effective batch 4096 = 8 × 512 accumulation steps here, lr 1e-5, queue
+    /// 4096) and the fine-tuning stages of spec D (batch, epochs → steps on COCO/VQAv2/NLVR2
+    /// sizes, learning rates, head ×50, cross-modal ×5, text length 50). Data comes from
+    /// `data_dir`; the model from `--init`.
+    pub fn fiber_base() -> Self {
+        let mut model = ModelConfig::new(fiber_fusion::FiberConfig::fiber_base_384())
+            .with_max_text_len(50)
+            .with_tokenizer_vocab_size(50265);
+        model.gate_init = 0.0;
+        let finetune = |steps: u64, batch: usize, accumulation: usize, lr: f64| {
+            StageConfig::new(steps, batch, lr)
+                .with_accumulation(accumulation)
+                .with_head_lr_multiplier(50.0)
+                .with_checkpoint_every(1000)
+        };
+        Self::new()
+            .with_name("fiber-base".into())
+            .with_data_dir(PathBuf::from("data/coco"))
+            .with_model(model)
+            .with_pretrain(
+                StageConfig::new(100_000, 8, 1e-5)
+                    .with_accumulation(512)
+                    .with_checkpoint_every(1000),
+            )
+            .with_queue_size(4096)
+            // VQAv2 train + val ≈ 658K questions, batch 512, 10 epochs.
+            .with_vqa(finetune(12_850, 8, 64, 2e-5))
+            // COCO Karpathy train ≈ 567K captions, batch 512, 10 epochs.
+            .with_caption(finetune(11_070, 8, 64, 5e-5).with_head_lr_multiplier(5.0))
+            // NLVR2 train ≈ 86K statements, batch 256, 5 epochs.
+            .with_nlvr2(finetune(1_680, 8, 32, 2e-5))
+            // COCO Karpathy train, batch 1024, 10 epochs.
+            .with_retrieval_itc(finetune(5_540, 8, 128, 2e-5).with_head_lr_multiplier(5.0))
+            .with_retrieval_itm(finetune(5_540, 8, 128, 2e-5).with_head_lr_multiplier(5.0))
+    }
+
     /// Reads a TOML file; a missing key takes its default, an unknown key or a wrong type is an
     /// error naming the file and where.
     pub fn from_toml_file(path: &Path) -> Result<Self, TrainError> {
+        Self::from_toml_file_over(path, RunConfig::new())
+    }
+
+    /// Reads a TOML file whose missing keys take the values of `base` (a preset).
+    pub fn from_toml_file_over(path: &Path, base: RunConfig) -> Result<Self, TrainError> {
         let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_toml_str(&text)
+        Self::from_toml_str_over(&text, base)
             .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
     }
 
     /// Parses TOML text (missing keys take their defaults; unknown keys are errors).
     pub fn from_toml_str(text: &str) -> Result<Self, String> {
+        Self::from_toml_str_over(text, RunConfig::new())
+    }
+
+    /// Parses TOML text over `base` (missing keys keep `base`'s values).
+    pub fn from_toml_str_over(text: &str, base: RunConfig) -> Result<Self, String> {
         let given: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
-        let mut merged = toml::Table::try_from(RunConfig::new()).map_err(|e| e.to_string())?;
+        let mut merged = toml::Table::try_from(base).map_err(|e| e.to_string())?;
         merge(&mut merged, given.clone());
         let config: RunConfig = merged
             .try_into()
@@ -242,5 +307,11 @@ mod tests {
         assert!(err.contains("unknown key `pretrain.step`"), "{err}");
         let err = RunConfig::from_toml_str("seed = \"x\"\n").unwrap_err();
         assert!(err.contains("seed"), "{err}");
+        let base =
+            RunConfig::from_toml_str_over("[vqa]\nsteps = 7\n", RunConfig::fiber_base()).unwrap();
+        assert_eq!(base.vqa.steps, 7);
+        assert_eq!(base.vqa.lr, 2e-5);
+        assert_eq!(base.model.fiber.roberta.hidden_size, 768);
+        assert_eq!(RunConfig::from_toml_str(&base.to_toml()).unwrap(), base);
     }
 }

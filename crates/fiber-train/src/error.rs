@@ -21,6 +21,9 @@ pub enum TrainError {
     /// The model could not be built or run.
     #[error(transparent)]
     Model(#[from] fiber_fusion::FusionError),
+    /// A Swin configuration is invalid.
+    #[error(transparent)]
+    Swin(#[from] fiber_swin::SwinError),
     /// The tokenizer failed.
     #[error(transparent)]
     Tokenizer(#[from] fiber_roberta::RobertaError),

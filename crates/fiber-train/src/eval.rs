@@ -6,6 +6,7 @@ use burn::prelude::*;
 use fiber_core::store::tensor_values;
 use fiber_data::image::PixelImage;
 use fiber_data::masking::{MlmMasker, IGNORE_INDEX};
+use fiber_data::nlvr2::Nlvr2Record;
 use fiber_data::vqa::{AnswerVocab, VqaRecord};
 use fiber_heads::retrieval::itc_scores;
 use fiber_heads::{DecodeConfig, FiberModel};
@@ -18,6 +19,7 @@ use crate::error::TrainError;
 use crate::metrics::{
     bleu, caption_tokens, cider_d, rank_rows, recall_at_k, transpose, vqa_accuracy,
 };
+use crate::nlvr2::{pair_logits, Nlvr2Model, PairBatch};
 use crate::tasks::{int_tensor, VqaModel};
 
 /// Recall@1/5/10 in both directions.
@@ -141,8 +143,7 @@ pub struct VqaReport {
     pub majority_answer: String,
     /// Questions evaluated.
     pub questions: usize,
-    /// Accuracy and count by question type (the question's first three words, as VQAv2's
-    /// `question_type`).
+    /// Accuracy and count by question type (the annotations' `question_type`).
     pub by_question_type: std::collections::BTreeMap<String, (f64, usize)>,
 }
 
@@ -179,13 +180,9 @@ pub fn evaluate_vqa<B: Backend>(
         for (record, answer) in chunk.iter().zip(best) {
             let accuracy = vqa_accuracy(&vocab.answers[answer as usize], &record.answers);
             total += accuracy;
-            let kind = record
-                .question
-                .split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ");
-            let slot = by_type.entry(kind).or_insert((0.0, 0));
+            let slot = by_type
+                .entry(record.question_type.clone())
+                .or_insert((0.0, 0));
             slot.0 += accuracy;
             slot.1 += 1;
             baseline += vqa_accuracy(majority, &record.answers);
@@ -201,6 +198,65 @@ pub fn evaluate_vqa<B: Backend>(
             .into_iter()
             .map(|(k, (sum, n))| (k, (sum / n as f64, n)))
             .collect(),
+    })
+}
+
+/// NLVR2 accuracy on held-out statements.
+#[derive(Debug, Clone, Serialize)]
+pub struct Nlvr2Report {
+    /// Fraction of statements whose truth value is predicted correctly.
+    pub accuracy: f64,
+    /// Accuracy of always answering the more frequent truth value of the evaluated statements.
+    pub majority_baseline: f64,
+    /// Statements evaluated.
+    pub statements: usize,
+}
+
+/// Evaluates an NLVR2 model on `records`, `batch` pairs at a time (images resized to `size`).
+pub fn evaluate_nlvr2<B: Backend>(
+    model: &Nlvr2Model<B>,
+    records: &[Nlvr2Record],
+    size: usize,
+    tokenizer: &RobertaTokenizer,
+    max_len: usize,
+    batch: usize,
+    device: &B::Device,
+) -> Result<Nlvr2Report, TrainError> {
+    let mut correct = 0usize;
+    for chunk in records.chunks(batch.max(1)) {
+        let left = crate::job::load_images(
+            &chunk.iter().map(|r| r.left.clone()).collect::<Vec<_>>(),
+            size,
+        )?;
+        let right = crate::job::load_images(
+            &chunk.iter().map(|r| r.right.clone()).collect::<Vec<_>>(),
+            size,
+        )?;
+        let sentences: Vec<&str> = chunk.iter().map(|r| r.sentence.as_str()).collect();
+        let batch = PairBatch {
+            left,
+            right,
+            tokens: tokenizer.encode_batch(&sentences, max_len)?,
+            labels: chunk.iter().map(|r| r.label).collect(),
+        };
+        let predicted: Vec<i64> = pair_logits(model, &batch, device)?
+            .argmax(1)
+            .into_data()
+            .convert::<i64>()
+            .to_vec()
+            .expect("argmax gives integers");
+        correct += predicted
+            .iter()
+            .zip(&batch.labels)
+            .filter(|(&p, &label)| (p == 1) == label)
+            .count();
+    }
+    let n = records.len().max(1) as f64;
+    let trues = records.iter().filter(|r| r.label).count();
+    Ok(Nlvr2Report {
+        accuracy: correct as f64 / n,
+        majority_baseline: trues.max(records.len() - trues) as f64 / n,
+        statements: records.len(),
     })
 }
 

@@ -16,6 +16,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use fiber_data::image::PixelImage;
 use fiber_data::loader::{ImageTransform, LoaderConfig, TextCollate};
+use fiber_data::nlvr2::{read_nlvr2, Nlvr2Record};
 use fiber_data::shapes::write_shapes_world;
 use fiber_data::vqa::{read_vqa, AnswerVocab, VqaRecord};
 use fiber_data::{read_karpathy, CaptionDataset, Problems, Split};
@@ -25,13 +26,17 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Serialize;
 
+use crate::checkpoint::CheckpointDir;
 use crate::config::{RunConfig, StageConfig};
 use crate::error::TrainError;
 use crate::eval::{
-    decode_config, evaluate_captions, evaluate_mlm, evaluate_retrieval, evaluate_vqa,
-    CaptionReport, MlmReport, RetrievalReport, VqaReport,
+    decode_config, evaluate_captions, evaluate_mlm, evaluate_nlvr2, evaluate_retrieval,
+    evaluate_vqa, CaptionReport, MlmReport, Nlvr2Report, RetrievalReport, VqaReport,
 };
+use crate::finetune_retrieval::{RetrievalObjective, RetrievalTask};
+use crate::init::InitSource;
 use crate::log::{loss_svg, MetricsLog};
+use crate::nlvr2::{Nlvr2Model, Nlvr2Task, PairSamples};
 use crate::stage::StageRunner;
 use crate::tasks::{
     vqa_samples, CaptionTask, ImageTextInput, ImageTextSamples, PretrainTask, VqaModel, VqaTask,
@@ -52,6 +57,14 @@ pub struct JobOptions {
     pub stop_after: Option<(String, u64)>,
     /// Name of the backend, for the report.
     pub backend: String,
+    /// Run this stage alone instead of the main job.
+    pub stage: Option<Stage>,
+    /// Start from this model instead of a new one (or, for a fine-tuning stage, instead of the
+    /// run's own pre-training).
+    pub init: Option<InitSource>,
+    /// A tokenizer (`tokenizer.json` or a RoBERTa folder) instead of the one of the init source
+    /// or one trained on the data.
+    pub tokenizer: Option<PathBuf>,
 }
 
 /// Per-stage step counts and seconds.
@@ -65,17 +78,31 @@ pub struct StageSummary {
     pub reused: bool,
 }
 
-/// `report.json`.
+/// `report.json` (the main job) or `<stage>/report.json` (one stage): the sections of the tasks
+/// that were evaluated.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// Retrieval on held-out images.
-    pub retrieval: RetrievalReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<RetrievalReport>,
     /// VQA on held-out questions.
-    pub vqa: VqaReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vqa: Option<VqaReport>,
     /// Captioning of held-out images.
-    pub captioning: CaptionReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub captioning: Option<CaptionReport>,
     /// Masked-token prediction on held-out captions.
-    pub mlm: MlmReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mlm: Option<MlmReport>,
+    /// NLVR2 on the held-out statements.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nlvr2: Option<Nlvr2Report>,
+    /// The stage run alone (`None`: the main job).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// Where the model started (`--init`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
     /// Optimiser steps of all stages.
     pub steps: u64,
     /// Training and evaluation wall time of this process in seconds.
@@ -90,6 +117,28 @@ pub struct Report {
     pub backend: String,
     /// Parameters of the model.
     pub parameters: usize,
+}
+
+impl Report {
+    /// An empty report of a run on `backend` with a model of `parameters`.
+    pub fn new(backend: String, parameters: usize) -> Self {
+        Self {
+            retrieval: None,
+            vqa: None,
+            captioning: None,
+            mlm: None,
+            nlvr2: None,
+            stage: None,
+            init: None,
+            steps: 0,
+            seconds: 0.0,
+            eval_seconds: 0.0,
+            skipped_samples: 0,
+            stages: Default::default(),
+            backend,
+            parameters,
+        }
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
@@ -162,46 +211,370 @@ fn caption_samples(data: &CaptionDataset) -> ImageTextSamples {
     }
 }
 
-/// Runs the main job on backend `B`.
-pub fn run_job<B: AutodiffBackend>(
-    options: &JobOptions,
-    device: &B::Device,
-) -> Result<Report, TrainError> {
-    let start = Instant::now();
-    let config = &options.config;
-    let run_dir = options.runs_dir.join(&config.name);
-    if !options.resume && run_dir.exists() {
-        println!(
-            "starting {} over (use --resume to continue it)",
-            run_dir.display()
+/// A stage that `cargo xtask train --stage` runs on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Coarse-grained pre-training (ITC + ITM + MLM).
+    Coarse,
+    /// VQA fine-tuning.
+    Vqa,
+    /// NLVR2 fine-tuning.
+    Nlvr2,
+    /// ITC retrieval fine-tuning.
+    RetrievalItc,
+    /// ITM retrieval fine-tuning.
+    RetrievalItm,
+    /// Captioning fine-tuning (MLE).
+    Caption,
+}
+
+impl Stage {
+    /// Every stage, in the order of the names.
+    pub const ALL: [Stage; 6] = [
+        Stage::Coarse,
+        Stage::Vqa,
+        Stage::Nlvr2,
+        Stage::RetrievalItc,
+        Stage::RetrievalItm,
+        Stage::Caption,
+    ];
+
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Coarse => "coarse",
+            Stage::Vqa => "vqa",
+            Stage::Nlvr2 => "nlvr2",
+            Stage::RetrievalItc => "retrieval-itc",
+            Stage::RetrievalItm => "retrieval-itm",
+            Stage::Caption => "caption",
+        }
+    }
+
+    /// The stage's folder in the run (also its key in `metrics.jsonl`).
+    pub fn folder(self) -> &'static str {
+        match self {
+            Stage::Coarse => "pretrain",
+            other => other.name(),
+        }
+    }
+}
+
+impl std::str::FromStr for Stage {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Stage::ALL
+            .into_iter()
+            .find(|stage| stage.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Stage::ALL.iter().map(|s| s.name()).collect();
+                format!("unknown stage `{s}`; one of {}", names.join(", "))
+            })
+    }
+}
+
+/// The run being trained: its folder, configuration, tokenizer, metrics log and stage summaries.
+struct Workspace<'a> {
+    options: &'a JobOptions,
+    config: RunConfig,
+    run_dir: PathBuf,
+    tokenizer: RobertaTokenizer,
+    log: MetricsLog,
+    stages: std::collections::BTreeMap<String, StageSummary>,
+    skipped: usize,
+}
+
+impl Workspace<'_> {
+    fn text(&self, masked: bool) -> TextCollate {
+        TextCollate {
+            tokenizer: self.tokenizer.clone(),
+            max_len: self.config.model.max_text_len,
+            masker: masked.then(|| TextCollate::default_masker(&self.tokenizer)),
+        }
+    }
+
+    fn input(
+        &self,
+        samples: ImageTextSamples,
+        stage: &StageConfig,
+        masked: bool,
+    ) -> ImageTextInput {
+        ImageTextInput {
+            samples,
+            transform: ImageTransform::Resize {
+                size: self.config.model.fiber.swin.image_size,
+            },
+            text: self.text(masked),
+            loader: loader_config(stage, self.config.seed, self.options.strict),
+        }
+    }
+
+    /// Runs one stage's training loop and records its summary.
+    fn train<B: AutodiffBackend, T: crate::stage::StageTask<B>>(
+        &mut self,
+        stage: Stage,
+        task: &mut T,
+        model: T::Model,
+        device: &B::Device,
+    ) -> Result<T::Model, TrainError> {
+        let name = stage.folder();
+        let stage_config = self.stage_config(stage).clone();
+        let outcome = stage_runner(self.options, &self.run_dir, name, &stage_config).run(
+            task,
+            model,
+            &mut self.log,
+            device,
+        )?;
+        self.skipped += outcome.skipped.len();
+        self.stages.insert(
+            name.to_string(),
+            StageSummary {
+                steps: outcome.steps,
+                seconds: outcome.seconds,
+                reused: outcome.reused,
+            },
         );
-        std::fs::remove_dir_all(&run_dir).map_err(io(&run_dir))?;
+        Ok(outcome.model)
+    }
+
+    fn stage_config(&self, stage: Stage) -> &StageConfig {
+        let c = &self.config;
+        match stage {
+            Stage::Coarse => &c.pretrain,
+            Stage::Vqa => &c.vqa,
+            Stage::Nlvr2 => &c.nlvr2,
+            Stage::RetrievalItc => &c.retrieval_itc,
+            Stage::RetrievalItm => &c.retrieval_itm,
+            Stage::Caption => &c.caption,
+        }
+    }
+
+    fn pretrain<B: AutodiffBackend>(
+        &mut self,
+        model: FiberModel<B>,
+        train: &CaptionDataset,
+        device: &B::Device,
+    ) -> Result<(FiberModel<B>, usize), TrainError> {
+        let input = self.input(caption_samples(train), &self.config.pretrain, true);
+        let mut task = PretrainTask::<B>::new(
+            input,
+            self.config.queue_size,
+            self.config.seed,
+            device.clone(),
+        );
+        task.loss_weights = self.config.loss_weights;
+        let model = self.train(Stage::Coarse, &mut task, model, device)?;
+        Ok((model, task.refetch_failures))
+    }
+
+    fn vqa<B: AutodiffBackend>(
+        &mut self,
+        fiber: FiberModel<B>,
+        vqa_train: &[VqaRecord],
+        device: &B::Device,
+    ) -> Result<(VqaModel<B>, AnswerVocab), TrainError> {
+        let vocab = AnswerVocab::build(
+            vqa_train,
+            fiber_data::vqa::DEFAULT_MIN_ANSWER_COUNT
+                .min(vqa_train.len())
+                .max(1),
+        );
+        let answers_json = serde_json::to_string_pretty(&vocab.answers).expect("answers serialise");
+        fiber_core::store::write_atomically(
+            &self.run_dir.join("answers.json"),
+            answers_json.as_bytes(),
+        )?;
+        let (samples, targets) = vqa_samples(vqa_train, &vocab);
+        B::seed(device, self.config.seed.wrapping_add(1));
+        let model = VqaModel {
+            vqa_classifier: ClassifierHead::vqa(
+                2 * self.config.model.fiber.roberta.hidden_size,
+                vocab.len(),
+                device,
+            ),
+            fiber,
+        };
+        let mut task = VqaTask::<B> {
+            input: self.input(samples, &self.config.vqa, false),
+            targets,
+            answers: vocab.len(),
+            device: device.clone(),
+        };
+        Ok((self.train(Stage::Vqa, &mut task, model, device)?, vocab))
+    }
+
+    fn caption<B: AutodiffBackend>(
+        &mut self,
+        fiber: FiberModel<B>,
+        train: &CaptionDataset,
+        device: &B::Device,
+    ) -> Result<FiberModel<B>, TrainError> {
+        let mut task = CaptionTask::<B> {
+            input: self.input(caption_samples(train), &self.config.caption, false),
+            device: device.clone(),
+        };
+        self.train(Stage::Caption, &mut task, fiber, device)
+    }
+
+    fn nlvr2<B: AutodiffBackend>(
+        &mut self,
+        fiber: FiberModel<B>,
+        train: &[Nlvr2Record],
+        device: &B::Device,
+    ) -> Result<Nlvr2Model<B>, TrainError> {
+        B::seed(device, self.config.seed.wrapping_add(2));
+        let model = Nlvr2Model::new(fiber, self.config.model.fiber.roberta.hidden_size, device);
+        let mut task = Nlvr2Task::<B> {
+            samples: PairSamples::from_records(train),
+            transform: ImageTransform::Resize {
+                size: self.config.model.fiber.swin.image_size,
+            },
+            text: self.text(false),
+            loader: loader_config(&self.config.nlvr2, self.config.seed, self.options.strict),
+            device: device.clone(),
+        };
+        self.train(Stage::Nlvr2, &mut task, model, device)
+    }
+
+    fn retrieval<B: AutodiffBackend>(
+        &mut self,
+        stage: Stage,
+        fiber: FiberModel<B>,
+        train: &CaptionDataset,
+        device: &B::Device,
+    ) -> Result<FiberModel<B>, TrainError> {
+        let objective = if stage == Stage::RetrievalItc {
+            RetrievalObjective::Itc
+        } else {
+            RetrievalObjective::Itm
+        };
+        let input = self.input(caption_samples(train), self.stage_config(stage), false);
+        let mut task = RetrievalTask::<B>::new(
+            input,
+            objective,
+            self.config.queue_size,
+            self.config.seed,
+            device.clone(),
+        );
+        self.train(stage, &mut task, fiber, device)
+    }
+}
+
+/// Prepares the run folder, the data and the tokenizer, and the model to start from.
+fn open_workspace<'a, B: AutodiffBackend>(
+    options: &'a JobOptions,
+    device: &B::Device,
+) -> Result<(Workspace<'a>, FiberModel<B>, String), TrainError> {
+    let mut config = options.config.clone();
+    let run_dir = options.runs_dir.join(&config.name);
+    match options.stage {
+        // The main job starts the whole run over; one stage starts only its own folder over.
+        None if !options.resume && run_dir.exists() => {
+            println!(
+                "starting {} over (use --resume to continue it)",
+                run_dir.display()
+            );
+            std::fs::remove_dir_all(&run_dir).map_err(io(&run_dir))?;
+        }
+        Some(stage) if !options.resume && run_dir.join(stage.folder()).exists() => {
+            let dir = run_dir.join(stage.folder());
+            println!(
+                "starting {} over (use --resume to continue it)",
+                dir.display()
+            );
+            std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        }
+        _ => {}
     }
     std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
-    std::fs::write(run_dir.join("config.toml"), config.to_toml()).map_err(io(&run_dir))?;
-    let data_dir = &config.data_dir;
+    let data_dir = config.data_dir.clone();
     if !data_dir.exists() || data_dir.join("world.json").exists() {
-        let world = write_shapes_world(&config.world, data_dir)?;
+        let world = write_shapes_world(&config.world, &data_dir)?;
         let verb = if world.reused { "reusing" } else { "generated" };
         println!(
-            "{verb} the shapes world in {}: {} images, {} captions, {} questions",
+            "{verb} the shapes world in {}: {} images, {} captions, {} questions, {} statements",
             data_dir.display(),
             world.counts.images,
             world.counts.captions,
-            world.counts.questions
+            world.counts.questions,
+            world.counts.statements
         );
     }
-    let tokenizer = tokenizer(&run_dir, data_dir, config.model.tokenizer_vocab_size)?;
-    let max_len = config.model.max_text_len;
-    let image_size = config.model.fiber.swin.image_size;
-    let mut fiber_config = config.model.fiber.clone();
-    fiber_config.roberta.vocab_size = tokenizer.vocab_size();
+    // Where the model starts: --init, else (for a fine-tuning stage) this run's pre-training.
+    let init = match (&options.init, options.stage) {
+        (Some(init), _) => Some(init.clone()),
+        (None, None | Some(Stage::Coarse)) => None,
+        (None, Some(stage)) => {
+            if CheckpointDir::new(run_dir.join("pretrain").join("checkpoints"), 1)
+                .latest()?
+                .is_none()
+            {
+                return Err(TrainError::Config(format!(
+                    "--stage {} fine-tunes a pre-trained model: pass --init (a run, a checkpoint, a FIBER checkpoint or HuggingFace folders), or run --stage coarse first ({} has no pre-training checkpoint)",
+                    stage.name(),
+                    run_dir.display()
+                )));
+            }
+            Some(InitSource::Run {
+                dir: run_dir.clone(),
+                stage: "pretrain".into(),
+            })
+        }
+    };
+    let (model, tokenizer, origin) = match init {
+        Some(init) => {
+            let loaded = init.load::<B>(
+                options.tokenizer.as_deref(),
+                config.model.fiber.num_fuse_block,
+                device,
+            )?;
+            for note in &loaded.notes {
+                println!("init: {note}");
+            }
+            if loaded.config != config.model.fiber {
+                println!("the model's configuration comes from {}", init.describe());
+            }
+            config.model.fiber = loaded.config;
+            (loaded.model, loaded.tokenizer, init.describe())
+        }
+        None => {
+            let tokenizer = match &options.tokenizer {
+                Some(path) => RobertaTokenizer::from_dir_or_file(path)?,
+                None => tokenizer(&run_dir, &data_dir, config.model.tokenizer_vocab_size)?,
+            };
+            config.model.fiber.roberta.vocab_size = tokenizer.vocab_size();
+            B::seed(device, config.seed);
+            let mut model = FiberModel::<B>::new(&config.model.fiber, true, device)?;
+            if config.model.gate_init != 0.0 {
+                model
+                    .backbone
+                    .visit_fusion_weights(&mut SetGates(config.model.gate_init), "");
+            }
+            (model, tokenizer, "a new model".to_string())
+        }
+    };
+    tokenizer.save(run_dir.join("tokenizer.json"))?;
+    std::fs::write(run_dir.join("config.toml"), config.to_toml()).map_err(io(&run_dir))?;
+    let log = MetricsLog::open(&run_dir.join("metrics.jsonl"))?;
+    Ok((
+        Workspace {
+            options,
+            config,
+            run_dir,
+            tokenizer,
+            log,
+            stages: Default::default(),
+            skipped: 0,
+        },
+        model,
+        origin,
+    ))
+}
 
-    // Data, through the real readers.
-    let mut problems = Problems::default();
-    let (train, test, vqa_train, vqa_test) = read_splits(data_dir, &mut problems)?;
-    if options.strict && !problems.is_empty() {
-        return Err(problems_error(&problems, "the annotations"));
+fn warn_problems(problems: &Problems, strict: bool, what: &str) -> Result<(), TrainError> {
+    if strict && !problems.is_empty() {
+        return Err(problems_error(problems, what));
     }
     for p in &problems.items {
         eprintln!(
@@ -211,173 +584,128 @@ pub fn run_job<B: AutodiffBackend>(
             p.message
         );
     }
-    let resize = ImageTransform::Resize { size: image_size };
-    let masker = TextCollate::default_masker(&tokenizer);
-    let plain_text = TextCollate {
-        tokenizer: tokenizer.clone(),
-        max_len,
-        masker: None,
-    };
+    Ok(())
+}
 
-    let mut log = MetricsLog::open(&run_dir.join("metrics.jsonl"))?;
-    let mut stages = std::collections::BTreeMap::new();
-    let mut skipped = 0usize;
-    let mut record = |name: &str, steps: u64, seconds: f64, reused: bool, skipped_here: usize| {
-        skipped += skipped_here;
-        stages.insert(
-            name.to_string(),
-            StageSummary {
-                steps,
-                seconds,
-                reused,
-            },
-        );
-    };
-
-    // 1. Coarse pre-training.
-    B::seed(device, config.seed);
-    let mut model = FiberModel::<B>::new(&fiber_config, true, device)?;
-    if config.model.gate_init != 0.0 {
-        model
-            .backbone
-            .visit_fusion_weights(&mut SetGates(config.model.gate_init), "");
-    }
+/// Runs the main job, or one stage when `options.stage` is set, on backend `B`.
+pub fn run_job<B: AutodiffBackend>(
+    options: &JobOptions,
+    device: &B::Device,
+) -> Result<Report, TrainError> {
+    let start = Instant::now();
+    let (mut ws, model, origin) = open_workspace::<B>(options, device)?;
     let parameters = model.num_params();
     println!(
-        "model: {parameters} parameters; tokenizer: {} tokens; {} training captions",
-        tokenizer.vocab_size(),
-        train.captions.len()
+        "model: {parameters} parameters from {origin}; tokenizer: {} tokens",
+        ws.tokenizer.vocab_size(),
     );
-    let mut pretrain_task = PretrainTask::<B>::new(
-        ImageTextInput {
-            samples: caption_samples(&train),
-            transform: resize.clone(),
-            text: TextCollate {
-                masker: Some(masker.clone()),
-                ..plain_text.clone()
-            },
-            loader: loader_config(&config.pretrain, config.seed, options.strict),
-        },
-        config.queue_size,
-        config.seed,
-        device.clone(),
-    );
-    pretrain_task.loss_weights = config.loss_weights;
-    let outcome = stage_runner(options, &run_dir, "pretrain", &config.pretrain).run(
-        &mut pretrain_task,
-        model,
-        &mut log,
-        device,
-    )?;
-    record(
-        "pretrain",
-        outcome.steps,
-        outcome.seconds,
-        outcome.reused,
-        outcome.skipped.len(),
-    );
-    let pretrained = outcome.model;
-
-    // 2. VQA fine-tuning from the pre-trained weights.
-    let vocab = AnswerVocab::build(
-        &vqa_train,
-        fiber_data::vqa::DEFAULT_MIN_ANSWER_COUNT
-            .min(vqa_train.len())
-            .max(1),
-    );
-    let answers_json = serde_json::to_string_pretty(&vocab.answers).expect("answers serialise");
-    fiber_core::store::write_atomically(&run_dir.join("answers.json"), answers_json.as_bytes())?;
-    let (vqa_train_samples, targets) = vqa_samples(&vqa_train, &vocab);
-    B::seed(device, config.seed.wrapping_add(1));
-    let vqa_model = VqaModel {
-        fiber: pretrained.clone(),
-        vqa_classifier: ClassifierHead::vqa(
-            2 * fiber_config.roberta.hidden_size,
-            vocab.len(),
-            device,
-        ),
-    };
-    let mut vqa_task = VqaTask::<B> {
-        input: ImageTextInput {
-            samples: vqa_train_samples,
-            transform: resize.clone(),
-            text: plain_text.clone(),
-            loader: loader_config(&config.vqa, config.seed, options.strict),
-        },
-        targets,
-        answers: vocab.len(),
-        device: device.clone(),
-    };
-    let outcome = stage_runner(options, &run_dir, "vqa", &config.vqa).run(
-        &mut vqa_task,
-        vqa_model,
-        &mut log,
-        device,
-    )?;
-    record(
-        "vqa",
-        outcome.steps,
-        outcome.seconds,
-        outcome.reused,
-        outcome.skipped.len(),
-    );
-    let vqa_model = outcome.model;
-
-    // 3. Captioning fine-tuning from the pre-trained weights.
-    let mut caption_task = CaptionTask::<B> {
-        input: ImageTextInput {
-            samples: caption_samples(&train),
-            transform: resize.clone(),
-            text: plain_text.clone(),
-            loader: loader_config(&config.caption, config.seed, options.strict),
-        },
-        device: device.clone(),
-    };
-    let outcome = stage_runner(options, &run_dir, "caption", &config.caption).run(
-        &mut caption_task,
-        pretrained.clone(),
-        &mut log,
-        device,
-    )?;
-    record(
-        "caption",
-        outcome.steps,
-        outcome.seconds,
-        outcome.reused,
-        outcome.skipped.len(),
-    );
-    let caption_model = outcome.model;
-    let train_seconds = start.elapsed().as_secs_f64();
-
-    // 4. Evaluation on the test split (inner backend, no autodiff).
-    let eval_start = Instant::now();
-    let data = EvalData::new(config, &tokenizer, &train, &test, vqa_test, &vocab)?;
-    let pretrained_eval = pretrained.valid();
-    let retrieval = data.retrieval(&pretrained_eval, device)?;
-    let mlm = data.mlm(&pretrained_eval, device)?;
-    let vqa = data.vqa(&vqa_model.valid(), device)?;
-    let captioning = data.captioning(&caption_model.valid(), device)?;
-    let eval_seconds = eval_start.elapsed().as_secs_f64();
-
-    let steps = stages.values().map(|s: &StageSummary| s.steps).sum();
-    let report = Report {
-        retrieval,
-        vqa,
-        captioning,
-        mlm,
-        steps,
-        seconds: train_seconds + eval_seconds,
-        eval_seconds,
-        skipped_samples: skipped + pretrain_task.refetch_failures,
-        stages,
-        backend: options.backend.clone(),
-        parameters,
-    };
+    let data_dir = ws.config.data_dir.clone();
+    let mut problems = Problems::default();
+    let mut report = Report::new(options.backend.clone(), parameters);
+    let mut refetch_failures = 0;
+    match options.stage {
+        None => {
+            let (train, test) = read_captions(&data_dir, &mut problems)?;
+            let (vqa_train, vqa_test) = (
+                read_vqa_split(&data_dir, "train", &mut problems)?,
+                read_vqa_split(&data_dir, "test", &mut problems)?,
+            );
+            warn_problems(&problems, options.strict, "the annotations")?;
+            let (pretrained, failures) = ws.pretrain(model, &train, device)?;
+            refetch_failures = failures;
+            let (vqa_model, vocab) = ws.vqa(pretrained.clone(), &vqa_train, device)?;
+            let caption_model = ws.caption(pretrained.clone(), &train, device)?;
+            let train_seconds = start.elapsed().as_secs_f64();
+            let eval_start = Instant::now();
+            let data = EvalData::new(&ws.config, &ws.tokenizer, &train, &test, vqa_test, &vocab)?;
+            let pretrained = pretrained.valid();
+            report.retrieval = Some(data.retrieval(&pretrained, device)?);
+            report.mlm = Some(data.mlm(&pretrained, device)?);
+            report.vqa = Some(data.vqa(&vqa_model.valid(), device)?);
+            report.captioning = Some(data.captioning(&caption_model.valid(), device)?);
+            report.eval_seconds = eval_start.elapsed().as_secs_f64();
+            report.seconds = train_seconds + report.eval_seconds;
+        }
+        Some(Stage::Nlvr2) => {
+            let (train, test) = read_nlvr2_splits(&data_dir, &mut problems)?;
+            warn_problems(&problems, options.strict, "the NLVR2 files")?;
+            let model = ws.nlvr2(model, &train, device)?;
+            let eval_start = Instant::now();
+            let size = ws.config.model.fiber.swin.image_size;
+            report.nlvr2 = Some(evaluate_nlvr2(
+                &model.valid(),
+                &test,
+                size,
+                &ws.tokenizer,
+                ws.config.model.max_text_len,
+                32,
+                device,
+            )?);
+            report.eval_seconds = eval_start.elapsed().as_secs_f64();
+        }
+        Some(Stage::Vqa) => {
+            let (vqa_train, vqa_test) = (
+                read_vqa_split(&data_dir, "train", &mut problems)?,
+                read_vqa_split(&data_dir, "test", &mut problems)?,
+            );
+            warn_problems(&problems, options.strict, "the annotations")?;
+            let (model, vocab) = ws.vqa(model, &vqa_train, device)?;
+            let eval_start = Instant::now();
+            let empty = CaptionDataset::default();
+            let data = EvalData::new(&ws.config, &ws.tokenizer, &empty, &empty, vqa_test, &vocab)?;
+            report.vqa = Some(data.vqa(&model.valid(), device)?);
+            report.eval_seconds = eval_start.elapsed().as_secs_f64();
+        }
+        Some(stage) => {
+            let (train, test) = read_captions(&data_dir, &mut problems)?;
+            warn_problems(&problems, options.strict, "the annotations")?;
+            let model = match stage {
+                Stage::Coarse => {
+                    let (model, failures) = ws.pretrain(model, &train, device)?;
+                    refetch_failures = failures;
+                    model
+                }
+                Stage::Caption => ws.caption(model, &train, device)?,
+                _ => ws.retrieval(stage, model, &train, device)?,
+            };
+            let eval_start = Instant::now();
+            let vocab = AnswerVocab::from_answers(Vec::new());
+            let data = EvalData::new(&ws.config, &ws.tokenizer, &train, &test, Vec::new(), &vocab)?;
+            let model = model.valid();
+            if stage == Stage::Caption {
+                report.captioning = Some(data.captioning(&model, device)?);
+            } else {
+                report.retrieval = Some(data.retrieval(&model, device)?);
+            }
+            if stage == Stage::Coarse {
+                report.mlm = Some(data.mlm(&model, device)?);
+            }
+            report.eval_seconds = eval_start.elapsed().as_secs_f64();
+        }
+    }
+    if options.stage.is_some() {
+        report.seconds = start.elapsed().as_secs_f64();
+    }
+    report.steps = ws.stages.values().map(|s| s.steps).sum();
+    report.skipped_samples = ws.skipped + refetch_failures;
+    report.stage = options.stage.map(|s| s.name().to_string());
+    report.init = options.init.as_ref().map(InitSource::describe);
+    report.stages = std::mem::take(&mut ws.stages);
+    let report_path = report_path(&options.runs_dir, &ws.config.name, options.stage);
     let json = serde_json::to_string_pretty(&report).expect("the report serialises");
-    fiber_core::store::write_atomically(&run_dir.join("report.json"), json.as_bytes())?;
-    let svg = loss_svg(&log.records()?);
-    fiber_core::store::write_atomically(&run_dir.join("loss.svg"), svg.as_bytes())?;
+    fiber_core::store::write_atomically(&report_path, json.as_bytes())?;
+    let svg = loss_svg(&ws.log.records()?);
+    fiber_core::store::write_atomically(&ws.run_dir.join("loss.svg"), svg.as_bytes())?;
     Ok(report)
+}
+
+/// Where [`run_job`] wrote its report.
+pub fn report_path(runs_dir: &Path, name: &str, stage: Option<Stage>) -> PathBuf {
+    let run = runs_dir.join(name);
+    match stage {
+        None => run.join("report.json"),
+        Some(stage) => run.join(stage.folder()).join("report.json"),
+    }
 }
 
 fn stage_runner<'a>(
@@ -423,40 +751,46 @@ fn most_frequent_token(
         .unwrap_or(0))
 }
 
-/// The summary table printed at the end of the job.
+/// The summary table printed at the end of the job: one row per evaluated metric.
 pub fn summary_table(report: &Report) -> String {
-    let r = &report.retrieval;
     let mut out = String::new();
     out.push_str("| task | metric | value | chance / baseline |\n|---|---|---|---|\n");
-    let chance = |k: usize| r.chance[k];
-    for (name, recalls) in [("retrieval ITC", &r.itc), ("retrieval ITM re-rank", &r.itm)] {
+    if let Some(r) = &report.retrieval {
+        for (name, recalls) in [("retrieval ITC", &r.itc), ("retrieval ITM re-rank", &r.itm)] {
+            out.push_str(&format!(
+                "| {name} | text→image R@1 / R@5 | {:.3} / {:.3} | {:.3} / {:.3} |\n",
+                recalls.ir1, recalls.ir5, r.chance[0], r.chance[1]
+            ));
+            out.push_str(&format!(
+                "| {name} | image→text R@1 / R@5 | {:.3} / {:.3} | {:.3} / {:.3} |\n",
+                recalls.tr1, recalls.tr5, r.chance[0], r.chance[1]
+            ));
+        }
+    }
+    if let Some(v) = &report.vqa {
         out.push_str(&format!(
-            "| {name} | text→image R@1 / R@5 | {:.3} / {:.3} | {:.3} / {:.3} |\n",
-            recalls.ir1,
-            recalls.ir5,
-            chance(0),
-            chance(1)
-        ));
-        out.push_str(&format!(
-            "| {name} | image→text R@1 / R@5 | {:.3} / {:.3} | {:.3} / {:.3} |\n",
-            recalls.tr1,
-            recalls.tr5,
-            chance(0),
-            chance(1)
+            "| VQA | accuracy | {:.3} | {:.3} (always \"{}\") |\n",
+            v.accuracy, v.majority_baseline, v.majority_answer
         ));
     }
-    out.push_str(&format!(
-        "| VQA | accuracy | {:.3} | {:.3} (always \"{}\") |\n",
-        report.vqa.accuracy, report.vqa.majority_baseline, report.vqa.majority_answer
-    ));
-    out.push_str(&format!(
-        "| captioning | BLEU-4 / CIDEr-D | {:.3} / {:.3} | — |\n",
-        report.captioning.bleu4, report.captioning.cider
-    ));
-    out.push_str(&format!(
-        "| MLM | accuracy | {:.3} | {:.3} (most frequent token) |\n",
-        report.mlm.accuracy, report.mlm.most_frequent_token_baseline
-    ));
+    if let Some(n) = &report.nlvr2 {
+        out.push_str(&format!(
+            "| NLVR2 | accuracy | {:.3} | {:.3} (majority truth value) |\n",
+            n.accuracy, n.majority_baseline
+        ));
+    }
+    if let Some(c) = &report.captioning {
+        out.push_str(&format!(
+            "| captioning | BLEU-4 / CIDEr-D | {:.3} / {:.3} | — |\n",
+            c.bleu4, c.cider
+        ));
+    }
+    if let Some(m) = &report.mlm {
+        out.push_str(&format!(
+            "| MLM | accuracy | {:.3} | {:.3} (most frequent token) |\n",
+            m.accuracy, m.most_frequent_token_baseline
+        ));
+    }
     out.push_str(&format!(
         "\n{} steps, {:.0} s (evaluation {:.0} s), {} skipped samples, backend {}\n",
         report.steps, report.seconds, report.eval_seconds, report.skipped_samples, report.backend
@@ -612,20 +946,11 @@ impl<'a> EvalData<'a> {
     }
 }
 
-/// The training and test splits of a data folder as the job reads them: Karpathy captions and
-/// VQAv2 `train` / `test` questions. Problems are returned for the caller to report.
-pub fn read_splits(
+/// The Karpathy captions of a data folder (`dataset_*.json`): training and test splits.
+pub fn read_captions(
     data_dir: &Path,
     problems: &mut Problems,
-) -> Result<
-    (
-        CaptionDataset,
-        CaptionDataset,
-        Vec<VqaRecord>,
-        Vec<VqaRecord>,
-    ),
-    TrainError,
-> {
+) -> Result<(CaptionDataset, CaptionDataset), TrainError> {
     let karpathy = std::fs::read_dir(data_dir)
         .map_err(io(data_dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -641,25 +966,63 @@ pub fn read_splits(
             ))
         })?;
     let captions = read_karpathy(&karpathy, data_dir, problems)?;
-    let mut vqa_split = |split: &str| -> Result<Vec<VqaRecord>, TrainError> {
-        let questions = data_dir.join(format!("v2_OpenEnded_mscoco_{split}_questions.json"));
-        let answers = data_dir.join(format!("v2_mscoco_{split}_annotations.json"));
-        Ok(read_vqa(
-            &questions,
-            Some(&answers),
-            &data_dir.join(split),
-            &format!("COCO_{split}_"),
-            problems,
-        )?)
+    Ok((captions.split(Split::Train), captions.split(Split::Test)))
+}
+
+/// VQAv2 questions and answers of `split`: `v2_OpenEnded_mscoco_{split}_questions.json` and
+/// `v2_mscoco_{split}_annotations.json`, images `{split}/COCO_{split}_{id:012}.jpg`.
+pub fn read_vqa_split(
+    data_dir: &Path,
+    split: &str,
+    problems: &mut Problems,
+) -> Result<Vec<VqaRecord>, TrainError> {
+    let questions = data_dir.join(format!("v2_OpenEnded_mscoco_{split}_questions.json"));
+    let answers = data_dir.join(format!("v2_mscoco_{split}_annotations.json"));
+    Ok(read_vqa(
+        &questions,
+        Some(&answers),
+        &data_dir.join(split),
+        &format!("COCO_{split}_"),
+        problems,
+    )?)
+}
+
+/// NLVR2 training statements and the held-out ones (`test1`, else `dev`), from `nlvr2/` under
+/// the data folder or from the data folder itself.
+pub fn read_nlvr2_splits(
+    data_dir: &Path,
+    problems: &mut Problems,
+) -> Result<(Vec<Nlvr2Record>, Vec<Nlvr2Record>), TrainError> {
+    let root = if data_dir.join("nlvr2").join("train.json").exists() {
+        data_dir.join("nlvr2")
+    } else {
+        data_dir.to_path_buf()
     };
-    let vqa_train = vqa_split("train")?;
-    let vqa_test = vqa_split("test")?;
-    Ok((
-        captions.split(Split::Train),
-        captions.split(Split::Test),
-        vqa_train,
-        vqa_test,
-    ))
+    let train_file = root.join("train.json");
+    if !train_file.exists() {
+        return Err(TrainError::Config(format!(
+            "no NLVR2 train.json in {} or {}",
+            data_dir.display(),
+            data_dir.join("nlvr2").display()
+        )));
+    }
+    let train = read_nlvr2(&train_file, &root, "train", problems)?;
+    let held_out = ["test1", "dev"]
+        .into_iter()
+        .find(|split| root.join(format!("{split}.json")).exists())
+        .ok_or_else(|| {
+            TrainError::Config(format!(
+                "no NLVR2 test1.json or dev.json in {}",
+                root.display()
+            ))
+        })?;
+    let test = read_nlvr2(
+        &root.join(format!("{held_out}.json")),
+        &root,
+        held_out,
+        problems,
+    )?;
+    Ok((train, test))
 }
 
 /// Which evaluation `cargo xtask eval` runs.
@@ -673,17 +1036,36 @@ pub enum EvalTask {
     Caption,
     /// Masked-token accuracy (pre-trained model).
     Mlm,
+    /// NLVR2 accuracy (NLVR2 model).
+    Nlvr2,
 }
 
-/// Evaluates a saved run on its data's test split; the result as JSON.
+/// Evaluates a saved run on its data's test split; the result as JSON. `stage` names the stage
+/// folder whose model is evaluated for retrieval, MLM and captioning (default: `pretrain`, and
+/// `caption` for captioning).
 pub fn evaluate_saved<B: Backend>(
     run: &crate::run::RunFolder,
     data_dir: &Path,
     task: EvalTask,
+    stage: Option<&str>,
     device: &B::Device,
 ) -> Result<serde_json::Value, TrainError> {
     let mut problems = Problems::default();
-    let (train, test, _, vqa_test) = read_splits(data_dir, &mut problems)?;
+    if task == EvalTask::Nlvr2 {
+        let (_, test) = read_nlvr2_splits(data_dir, &mut problems)?;
+        let model = run.nlvr2_model::<B>(device)?;
+        let report = evaluate_nlvr2(
+            &model,
+            &test,
+            run.config.model.fiber.swin.image_size,
+            &run.tokenizer,
+            run.config.model.max_text_len,
+            32,
+            device,
+        )?;
+        return Ok(serde_json::to_value(report).expect("reports serialise"));
+    }
+    let (train, test) = read_captions(data_dir, &mut problems)?;
     let answers = run.dir.join("answers.json");
     let vocab = match std::fs::read_to_string(&answers) {
         Ok(text) => AnswerVocab::from_answers(
@@ -693,7 +1075,7 @@ pub fn evaluate_saved<B: Backend>(
         Err(_) => AnswerVocab::from_answers(Vec::new()),
     };
     let vqa_records = if task == EvalTask::Vqa {
-        vqa_test
+        read_vqa_split(data_dir, "test", &mut problems)?
     } else {
         Vec::new()
     };
@@ -707,13 +1089,22 @@ pub fn evaluate_saved<B: Backend>(
     )?;
     let json = |v: &dyn erased::Json| v.to_json();
     Ok(match task {
-        EvalTask::Retrieval => json(&data.retrieval(&run.model::<B>("pretrain", device)?, device)?),
-        EvalTask::Mlm => json(&data.mlm(&run.model::<B>("pretrain", device)?, device)?),
-        EvalTask::Caption => json(&data.captioning(&run.model::<B>("caption", device)?, device)?),
+        EvalTask::Retrieval => json(&data.retrieval(
+            &run.model::<B>(stage.unwrap_or("pretrain"), device)?,
+            device,
+        )?),
+        EvalTask::Mlm => json(&data.mlm(
+            &run.model::<B>(stage.unwrap_or("pretrain"), device)?,
+            device,
+        )?),
+        EvalTask::Caption => {
+            json(&data.captioning(&run.model::<B>(stage.unwrap_or("caption"), device)?, device)?)
+        }
         EvalTask::Vqa => {
             let (model, _) = run.vqa_model::<B>(device)?;
             json(&data.vqa(&model, device)?)
         }
+        EvalTask::Nlvr2 => unreachable!("evaluated above"),
     })
 }
 

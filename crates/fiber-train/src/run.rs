@@ -16,6 +16,7 @@ use fiber_roberta::RobertaTokenizer;
 use crate::checkpoint::CheckpointDir;
 use crate::config::RunConfig;
 use crate::error::TrainError;
+use crate::nlvr2::Nlvr2Model;
 use crate::stage::load_model;
 use crate::tasks::{int_tensor, VqaModel};
 
@@ -44,12 +45,12 @@ impl RunFolder {
     /// The backbone configuration with the tokenizer's vocabulary.
     pub fn fiber_config(&self) -> FiberConfig {
         let mut config = self.config.model.fiber.clone();
-        config.roberta.vocab_size = self.tokenizer.vocab_size();
+        config.roberta.vocab_size = config.roberta.vocab_size.max(self.tokenizer.vocab_size());
         config
     }
 
     /// The weights of a stage's latest checkpoint.
-    fn stage_store(&self, stage: &str) -> Result<fiber_core::TensorStore, TrainError> {
+    pub(crate) fn stage_store(&self, stage: &str) -> Result<fiber_core::TensorStore, TrainError> {
         let checkpoints = CheckpointDir::new(self.dir.join(stage).join("checkpoints"), 1);
         let (_, folder) = checkpoints.latest()?.ok_or_else(|| {
             TrainError::Checkpoint(format!(
@@ -93,6 +94,18 @@ impl RunFolder {
         };
         load_model(&mut model, self.stage_store("vqa")?)?;
         Ok((model, vocab))
+    }
+
+    /// The NLVR2 model.
+    pub fn nlvr2_model<B: Backend>(&self, device: &B::Device) -> Result<Nlvr2Model<B>, TrainError> {
+        let config = self.fiber_config();
+        let mut model = Nlvr2Model::new(
+            FiberModel::new(&config, true, device)?,
+            config.roberta.hidden_size,
+            device,
+        );
+        load_model(&mut model, self.stage_store("nlvr2")?)?;
+        Ok(model)
     }
 
     /// Reads and preprocesses images as evaluation does (square resize, ImageNet normalisation).

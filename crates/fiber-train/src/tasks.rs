@@ -257,46 +257,60 @@ impl<B: AutodiffBackend> StageTask<B> for PretrainTask<B> {
     }
 
     fn state(&self) -> TensorStore {
-        let mut store = TensorStore::new();
-        store.insert(
-            "queue.indices",
-            StoredTensor::i64(
-                vec![self.queue.len()],
-                self.queue.indices().iter().map(|&i| i as i64).collect(),
-            ),
-        );
-        if let (Some(image), Some(text)) = (self.queue.image(), self.queue.text()) {
-            store.insert("queue.image", StoredTensor::from_tensor(image));
-            store.insert("queue.text", StoredTensor::from_tensor(text));
-        }
-        store
+        queue_state(&self.queue)
     }
 
     fn load_state(&mut self, store: &TensorStore) -> Result<(), TrainError> {
-        let missing = |k: &str| TrainError::Checkpoint(format!("the task state lacks `{k}`"));
-        let indices: Vec<usize> = store
-            .get("queue.indices")
-            .and_then(|t| t.as_i64())
-            .ok_or_else(|| missing("queue.indices"))?
-            .iter()
-            .map(|&i| i as usize)
-            .collect();
-        self.queue = FeatureQueue::new(self.queue.capacity);
-        if indices.is_empty() {
-            return Ok(());
-        }
-        let read = |k: &str| -> Result<Tensor<B, 2>, TrainError> {
-            let t = store.get(k).ok_or_else(|| missing(k))?;
-            let values = t.as_f32().ok_or_else(|| missing(k))?;
-            Ok(Tensor::from_data(
-                TensorData::new(values.to_vec(), t.shape.clone()),
-                &self.device,
-            ))
-        };
-        self.queue
-            .push(read("queue.image")?, read("queue.text")?, &indices);
+        self.queue = restore_queue(self.queue.capacity, store, &self.device)?;
         Ok(())
     }
+}
+
+/// The ITC queue as checkpoint tensors: dataset indices and, when not empty, the features.
+pub(crate) fn queue_state<B: Backend>(queue: &FeatureQueue<B>) -> TensorStore {
+    let mut store = TensorStore::new();
+    store.insert(
+        "queue.indices",
+        StoredTensor::i64(
+            vec![queue.len()],
+            queue.indices().iter().map(|&i| i as i64).collect(),
+        ),
+    );
+    if let (Some(image), Some(text)) = (queue.image(), queue.text()) {
+        store.insert("queue.image", StoredTensor::from_tensor(image));
+        store.insert("queue.text", StoredTensor::from_tensor(text));
+    }
+    store
+}
+
+/// A queue of `capacity` restored from [`queue_state`]'s tensors.
+pub(crate) fn restore_queue<B: Backend>(
+    capacity: usize,
+    store: &TensorStore,
+    device: &B::Device,
+) -> Result<FeatureQueue<B>, TrainError> {
+    let missing = |k: &str| TrainError::Checkpoint(format!("the task state lacks `{k}`"));
+    let indices: Vec<usize> = store
+        .get("queue.indices")
+        .and_then(|t| t.as_i64())
+        .ok_or_else(|| missing("queue.indices"))?
+        .iter()
+        .map(|&i| i as usize)
+        .collect();
+    let mut queue = FeatureQueue::new(capacity);
+    if indices.is_empty() {
+        return Ok(queue);
+    }
+    let read = |k: &str| -> Result<Tensor<B, 2>, TrainError> {
+        let t = store.get(k).ok_or_else(|| missing(k))?;
+        let values = t.as_f32().ok_or_else(|| missing(k))?;
+        Ok(Tensor::from_data(
+            TensorData::new(values.to_vec(), t.shape.clone()),
+            device,
+        ))
+    };
+    queue.push(read("queue.image")?, read("queue.text")?, &indices);
+    Ok(queue)
 }
 
 /// FIBER with the VQA classifier (`vqa_classifier.*`, spec D.1).
