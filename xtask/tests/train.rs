@@ -1,6 +1,7 @@
 //! End-to-end: `cargo xtask train` on a small built-in world. A run killed with SIGKILL and
 //! resumed logs exactly the losses of an uninterrupted run and reaches the same report; a
-//! diverging run stops with a clear message and keeps its last good checkpoint.
+//! diverging run stops with a clear message and keeps its last good checkpoint; every stage runs
+//! alone, from the run's pre-training, from `--init` or from HuggingFace folders.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,6 +30,15 @@ checkpoint_every = 2
 steps = 4
 batch_size = 4
 checkpoint_every = 2
+[nlvr2]
+steps = 3
+batch_size = 4
+[retrieval_itc]
+steps = 3
+batch_size = 4
+[retrieval_itm]
+steps = 3
+batch_size = 4
 [eval]
 retrieval_candidates = 16
 itm_rerank_k = 4
@@ -180,4 +190,113 @@ fn a_diverging_run_stops_and_keeps_its_last_good_checkpoint() {
         "{stderr}"
     );
     assert!(!runs.join("small/report.json").exists());
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn succeed(command: &mut Command) -> String {
+    let output = command.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{text}");
+    text
+}
+
+#[test]
+fn each_stage_runs_alone_from_the_runs_pretraining_or_from_init() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = config(tmp.path(), 2, 1e-3, 0);
+    let runs = tmp.path().join("runs");
+    let stage = |name: &str, extra: &[&str]| {
+        let mut args = vec!["--stage", name];
+        args.extend_from_slice(extra);
+        succeed(&mut xtask(&config, &runs, &args))
+    };
+    // A fine-tuning stage needs a pre-trained model.
+    let output = xtask(&config, &runs, &["--stage", "vqa"]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("run --stage coarse first"));
+
+    stage("coarse", &[]);
+    let coarse = read_json(&runs.join("small/pretrain/report.json"));
+    assert_eq!(coarse["stage"], "coarse");
+    assert_eq!(coarse["steps"], 12);
+    assert!(coarse["retrieval"]["itc"]["ir@1"].is_f64() && coarse["mlm"]["accuracy"].is_f64());
+    assert!(coarse.get("vqa").is_none());
+
+    let sections = [
+        ("vqa", "/vqa/accuracy", 4),
+        ("nlvr2", "/nlvr2/accuracy", 3),
+        ("retrieval-itc", "/retrieval/itc/ir@1", 3),
+        ("retrieval-itm", "/retrieval/itm/ir@1", 3),
+        ("caption", "/captioning/cider", 4),
+    ];
+    let pretrain = runs.join("small/pretrain");
+    for (name, metric, steps) in sections {
+        // NLVR2 starts from the run's own pre-training, the others name it with --init.
+        let init = ["--init", pretrain.to_str().unwrap()];
+        let text = stage(name, if name == "nlvr2" { &[] } else { &init });
+        let report = read_json(&runs.join(format!("small/{name}/report.json")));
+        assert_eq!(report["stage"], name, "{text}");
+        assert!(report.pointer(metric).unwrap().is_f64(), "{name}: {report}");
+        assert_eq!(report["stages"][name]["steps"], steps, "{name}");
+    }
+    // The NLVR2 model evaluates again from the run folder.
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["eval", "--task", "nlvr2", "--run"])
+        .arg(runs.join("small"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let eval: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        eval["accuracy"],
+        read_json(&runs.join("small/nlvr2/report.json"))["nlvr2"]["accuracy"]
+    );
+
+    // From HuggingFace RoBERTa and Swin folders: their sizes and tokenizer replace the preset's.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    let text = succeed(
+        xtask(
+            &config,
+            &runs,
+            &["--stage", "coarse", "--name", "hf", "--init"],
+        )
+        .arg(fixtures.join("hf-init/roberta"))
+        .arg("--init")
+        .arg(fixtures.join("swin/tiny")),
+    );
+    assert!(text.contains("from HuggingFace RoBERTa"), "{text}");
+    let saved = std::fs::read_to_string(runs.join("hf/config.toml")).unwrap();
+    assert!(
+        saved.contains("hidden_size = 32") && saved.contains("image_size = 48"),
+        "{saved}"
+    );
+    assert_eq!(
+        read_json(&runs.join("hf/pretrain/report.json"))["steps"],
+        12
+    );
+    // A FIBER checkpoint whose vocabulary is smaller than the tokenizer's is refused clearly.
+    let output = xtask(&config, &runs, &["--stage", "vqa", "--name", "f", "--init"])
+        .arg(fixtures.join("fusion/tiny/fiber_tiny.ckpt"))
+        .arg("--tokenizer")
+        .arg(fixtures.join("hf-init/roberta"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("330 tokens") && stderr.contains("99 rows"),
+        "{stderr}"
+    );
 }

@@ -86,7 +86,7 @@ pub const BACKGROUNDS: [(&str, f32); 3] = [("black", 0.08), ("gray", 0.50), ("wh
 pub const SHAPES: [&str; 4] = ["circle", "square", "triangle", "diamond"];
 
 /// Size names with their radius as a fraction of the image side.
-pub const SIZES: [(&str, f32); 2] = [("small", 0.10), ("large", 0.17)];
+pub const SIZES: [(&str, f32); 2] = [("small", 0.13), ("large", 0.19)];
 
 const COUNT_WORDS: [&str; 6] = ["zero", "one", "two", "three", "four", "five"];
 

@@ -607,7 +607,7 @@ pub fn run_job<B: AutodiffBackend>(
         None => {
             let (train, test) = read_captions(&data_dir, &mut problems)?;
             let (vqa_train, vqa_test) = (
-                read_vqa_split(&data_dir, "train", &mut problems)?,
+                read_vqa_training(&data_dir, &mut problems)?,
                 read_vqa_split(&data_dir, "test", &mut problems)?,
             );
             warn_problems(&problems, options.strict, "the annotations")?;
@@ -645,7 +645,7 @@ pub fn run_job<B: AutodiffBackend>(
         }
         Some(Stage::Vqa) => {
             let (vqa_train, vqa_test) = (
-                read_vqa_split(&data_dir, "train", &mut problems)?,
+                read_vqa_training(&data_dir, &mut problems)?,
                 read_vqa_split(&data_dir, "test", &mut problems)?,
             );
             warn_problems(&problems, options.strict, "the annotations")?;
@@ -985,6 +985,22 @@ pub fn read_vqa_split(
         &format!("COCO_{split}_"),
         problems,
     )?)
+}
+
+/// The VQA training questions: `train` plus the whole `val` split when it exists (spec D.1
+/// trains on VQAv2 train + val).
+pub fn read_vqa_training(
+    data_dir: &Path,
+    problems: &mut Problems,
+) -> Result<Vec<VqaRecord>, TrainError> {
+    let mut records = read_vqa_split(data_dir, "train", problems)?;
+    if data_dir
+        .join("v2_OpenEnded_mscoco_val_questions.json")
+        .exists()
+    {
+        records.extend(read_vqa_split(data_dir, "val", problems)?);
+    }
+    Ok(records)
 }
 
 /// NLVR2 training statements and the held-out ones (`test1`, else `dev`), from `nlvr2/` under
