@@ -24,8 +24,8 @@ pub struct ModelConfig {
     /// Vocabulary size of a tokenizer trained on the data's corpus.
     #[config(default = 400)]
     pub tokenizer_vocab_size: usize,
-    /// Initial value of the fusion gates `alpha_i2t` / `alpha_t2i` of a new model (0 in the
-    /// spec, which starts from pre-trained uni-modal backbones).
+    /// Initial value of the fusion gates `alpha_i2t` / `alpha_t2i` of a new model (0 as in the
+    /// spec: fusion opens as training finds it useful).
     #[config(default = 0.0)]
     pub gate_init: f64,
 }
@@ -50,7 +50,6 @@ impl ModelConfig {
                 .with_num_fuse_block(2)
                 .with_initializer_range(0.1),
         )
-        .with_gate_init(0.5)
     }
 }
 
@@ -146,11 +145,11 @@ pub struct RunConfig {
     pub queue_size: usize,
     /// VQA fine-tuning.
     #[config(
-        default = "StageConfig::new(350, 32, 5e-4).with_head_lr_multiplier(10.0).with_cross_modal_lr_multiplier(1.0)"
+        default = "StageConfig::new(780, 16, 3e-4).with_head_lr_multiplier(10.0).with_cross_modal_lr_multiplier(1.0)"
     )]
     pub vqa: StageConfig,
     /// Captioning fine-tuning.
-    #[config(default = "StageConfig::new(150, 32, 5e-4).with_cross_modal_lr_multiplier(1.0)")]
+    #[config(default = "StageConfig::new(80, 32, 5e-4).with_cross_modal_lr_multiplier(1.0)")]
     pub caption: StageConfig,
     /// NLVR2 fine-tuning (`--stage nlvr2`).
     #[config(
@@ -182,10 +181,9 @@ impl RunConfig {
     /// sizes, learning rates, head ×50, cross-modal ×5, text length 50). Data comes from
     /// `data_dir`; the model from `--init`.
     pub fn fiber_base() -> Self {
-        let mut model = ModelConfig::new(fiber_fusion::FiberConfig::fiber_base_384())
+        let model = ModelConfig::new(fiber_fusion::FiberConfig::fiber_base_384())
             .with_max_text_len(50)
             .with_tokenizer_vocab_size(50265);
-        model.gate_init = 0.0;
         let finetune = |steps: u64, batch: usize, accumulation: usize, lr: f64| {
             StageConfig::new(steps, batch, lr)
                 .with_accumulation(accumulation)
