@@ -20,7 +20,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// The defaults the configuration file overrides: `tiny` (built-in data on a CPU) or `base`
-    /// (the spec's FIBER-Base values).
+    /// (the spec's FIBER-Base values); a file's own `preset` key takes precedence.
     #[arg(long, value_enum, default_value = "tiny")]
     pub preset: Preset,
     /// Run one stage alone: coarse, vqa, nlvr2, retrieval-itc, retrieval-itm or caption. A
@@ -87,6 +87,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Preset::Tiny => RunConfig::tiny(),
         Preset::Base => RunConfig::fiber_base(),
     };
+    // A configuration file that names its own preset is read over that one.
     let mut config = match &args.config {
         Some(path) => RunConfig::from_toml_file_over(path, preset)?,
         None => preset,

@@ -114,6 +114,10 @@ pub struct EvalConfig {
 /// A whole run: data, model, the stages and evaluation.
 #[derive(Config, Debug, PartialEq)]
 pub struct RunConfig {
+    /// The preset whose values the other keys override: `tiny` or `base` (a configuration file
+    /// that names one is read over it).
+    #[config(default = "String::from(\"tiny\")")]
+    pub preset: String,
     /// Name of the run (its folder is `runs/<name>`).
     #[config(default = "String::from(\"shapes\")")]
     pub name: String,
@@ -179,7 +183,7 @@ impl RunConfig {
     /// as in spec C.5 (effective batch 4096 = 8 × 512 accumulation steps here, lr 1e-5, queue
     /// 4096) and the fine-tuning stages of spec D (batch, epochs → steps on COCO/VQAv2/NLVR2
     /// sizes, learning rates, head ×50, cross-modal ×5, text length 50). Data comes from
-    /// `data_dir`; the model from `--init`.
+    /// `--data` (required); the model from `--init`.
     pub fn fiber_base() -> Self {
         let model = ModelConfig::new(fiber_fusion::FiberConfig::fiber_base_384())
             .with_max_text_len(50)
@@ -191,8 +195,10 @@ impl RunConfig {
                 .with_checkpoint_every(1000)
         };
         Self::new()
+            .with_preset("base".into())
             .with_name("fiber-base".into())
-            .with_data_dir(PathBuf::from("data/coco"))
+            // No built-in data at this size: `--data` names the datasets.
+            .with_data_dir(PathBuf::new())
             .with_model(model)
             .with_pretrain(
                 StageConfig::new(100_000, 8, 1e-5)
@@ -232,9 +238,24 @@ impl RunConfig {
         Self::from_toml_str_over(text, RunConfig::new())
     }
 
-    /// Parses TOML text over `base` (missing keys keep `base`'s values).
+    /// The preset named `name`.
+    pub fn preset(name: &str) -> Result<Self, String> {
+        match name {
+            "tiny" => Ok(Self::tiny()),
+            "base" => Ok(Self::fiber_base()),
+            other => Err(format!("unknown preset `{other}`; `tiny` or `base`")),
+        }
+    }
+
+    /// Parses TOML text over `base` (missing keys keep `base`'s values); text that names a
+    /// `preset` is read over that preset instead.
     pub fn from_toml_str_over(text: &str, base: RunConfig) -> Result<Self, String> {
         let given: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let base = match given.get("preset") {
+            Some(toml::Value::String(name)) => Self::preset(name)?,
+            Some(_) => return Err("`preset` must be a string".into()),
+            None => base,
+        };
         let mut merged = toml::Table::try_from(base).map_err(|e| e.to_string())?;
         merge(&mut merged, given.clone());
         let config: RunConfig = merged
@@ -310,6 +331,10 @@ mod tests {
         assert_eq!(base.vqa.steps, 7);
         assert_eq!(base.vqa.lr, 2e-5);
         assert_eq!(base.model.fiber.roberta.hidden_size, 768);
+        // A saved configuration names its preset, so it reads back whole (clipping off included).
         assert_eq!(RunConfig::from_toml_str(&base.to_toml()).unwrap(), base);
+        assert_eq!(base.pretrain.optimizer.max_grad_norm, None);
+        let err = RunConfig::from_toml_str("preset = \"huge\"\n").unwrap_err();
+        assert!(err.contains("unknown preset"), "{err}");
     }
 }

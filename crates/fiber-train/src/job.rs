@@ -467,6 +467,11 @@ fn open_workspace<'a, B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<(Workspace<'a>, FiberModel<B>, String), TrainError> {
     let mut config = options.config.clone();
+    if config.data_dir.as_os_str().is_empty() {
+        return Err(TrainError::Config(
+            "no data folder: pass --data DIR (this preset has no built-in data)".into(),
+        ));
+    }
     let run_dir = options.runs_dir.join(&config.name);
     match options.stage {
         // The main job starts the whole run over; one stage starts only its own folder over.
