@@ -137,7 +137,7 @@ pub struct RunConfig {
     /// rate 100× the spec's, so the temperature is held (multiplier 0) and the cross-modal
     /// projections take the base rate (the fusion modules keep the spec's ×5).
     #[config(
-        default = "StageConfig::new(350, 32, 1e-3).with_temperature_lr_multiplier(0.0).with_cross_modal_lr_multiplier(1.0).with_optimizer(AdamWConfig::new().with_max_grad_norm(Some(1.0)))"
+        default = "StageConfig::new(330, 32, 1e-3).with_temperature_lr_multiplier(0.0).with_cross_modal_lr_multiplier(1.0).with_optimizer(AdamWConfig::new().with_max_grad_norm(Some(1.0)))"
     )]
     pub pretrain: StageConfig,
     /// Weights of the pre-training losses `[itc, itm, mlm]` (1, 1, 1 in the spec).
@@ -149,11 +149,11 @@ pub struct RunConfig {
     pub queue_size: usize,
     /// VQA fine-tuning.
     #[config(
-        default = "StageConfig::new(780, 16, 3e-4).with_head_lr_multiplier(10.0).with_cross_modal_lr_multiplier(1.0)"
+        default = "StageConfig::new(740, 16, 3e-4).with_head_lr_multiplier(10.0).with_cross_modal_lr_multiplier(1.0)"
     )]
     pub vqa: StageConfig,
     /// Captioning fine-tuning.
-    #[config(default = "StageConfig::new(80, 32, 5e-4).with_cross_modal_lr_multiplier(1.0)")]
+    #[config(default = "StageConfig::new(50, 32, 5e-4).with_cross_modal_lr_multiplier(1.0)")]
     pub caption: StageConfig,
     /// NLVR2 fine-tuning (`--stage nlvr2`).
     #[config(
