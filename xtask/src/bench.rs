@@ -1,11 +1,15 @@
-//! `cargo xtask bench`: forward-pass timings of the backbones on any compiled backend, with
-//! warm-up, repetitions, median and spread, printed as a table and optionally written as JSON.
-//! Weights are random: speed does not depend on their values.
+//! `cargo xtask bench`: throughput of the coarse FIBER model on any compiled backend and
+//! precision (the full pre-training step, its forward, fused pair scoring, dual-encoder
+//! encoding; [`fiber_train::benchmark`]), optionally side by side with the PyTorch reference
+//! `bench/reference.py` run on the same machine; and forward-pass timings of single backbones
+//! and of the data pipeline (`--model`). Printed as tables and written as JSON. Weights are
+//! random: speed does not depend on their values.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -14,9 +18,11 @@ use clap::{Args, ValueEnum};
 use fiber_fusion::{FiberBackbone, FiberConfig};
 use fiber_roberta::{RobertaConfig, RobertaModel};
 use fiber_swin::{SwinConfig, SwinModel};
-use fiber_train::{run_on, BackendJob, BackendKind};
+use fiber_train::benchmark::{run_benchmark, BenchConfig, BenchOutcome, Measurement};
+use fiber_train::{run_on, run_on_with, BackendJob, BackendKind, Precision};
+use serde_json::{json, Value};
 
-/// Which model to time.
+/// A single component to time instead of the FIBER suite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BenchModel {
     /// Swin-B at 384 px, window 12 (FIBER's image backbone).
@@ -44,15 +50,34 @@ pub enum BenchTransform {
     Augment,
 }
 
+/// Model presets of the FIBER suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchPreset {
+    /// The tiny training preset's model; batch 32, 32 tokens.
+    Tiny,
+    /// Swin-B/384 + RoBERTa-base, 6 fused pairs; batch 16, 40 tokens.
+    Base,
+}
+
 /// Arguments of `bench`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// The model to time.
-    #[arg(long, value_enum, default_value = "swin-base384")]
-    pub model: BenchModel,
-    /// Batch size.
-    #[arg(long, default_value_t = 1)]
-    pub batch: usize,
+    /// The FIBER suite's model preset (ignored with `--model`).
+    #[arg(long, value_enum, default_value = "tiny")]
+    pub preset: BenchPreset,
+    /// Time one component instead of the FIBER suite.
+    #[arg(long, value_enum)]
+    pub model: Option<BenchModel>,
+    /// Batch size (the suite's preset batch when absent; 1 for `--model`).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Suite: tokens per text (the preset's when absent).
+    #[arg(long)]
+    pub text_len: Option<usize>,
+    /// Suite: only these measurements (comma-separated: step, step_forward, fused_inference,
+    /// dual_image, dual_text).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
     /// Untimed runs before measuring.
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
@@ -62,6 +87,19 @@ pub struct BenchArgs {
     /// Compute backend.
     #[arg(long, default_value = "ndarray")]
     pub backend: BackendKind,
+    /// Suite: float precision (bf16 and f16 need a GPU backend).
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
+    /// Suite: also run `bench/reference.py` (PyTorch) with the same model, batch, inputs and
+    /// precision on the same device, and print the ratios.
+    #[arg(long)]
+    pub reference: bool,
+    /// Python interpreter for `--reference`.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// Extra arguments passed to `bench/reference.py` (e.g. `--attention sdpa`).
+    #[arg(long, allow_hyphen_values = true)]
+    pub reference_args: Option<String>,
     /// Also write the result as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -96,55 +134,316 @@ impl Timing {
     }
 }
 
-/// Runs the benchmark and prints (and optionally writes) the result.
+/// Runs the FIBER suite (or one component with `--model`), prints the result and writes
+/// the JSON.
 pub fn run(args: BenchArgs) -> Result<()> {
     anyhow::ensure!(
-        args.reps > 0 && args.batch > 0,
+        args.reps > 0 && args.batch != Some(0),
         "--reps and --batch must be positive"
     );
-    let timing = if args.model == BenchModel::Data {
-        data_pipeline(&args)?
+    match args.model {
+        Some(model) => run_component(args, model),
+        None => run_suite(args),
+    }
+}
+
+/// The suite's settings for `args`.
+pub fn suite_config(args: &BenchArgs) -> Result<BenchConfig> {
+    let preset = match args.preset {
+        BenchPreset::Tiny => "tiny",
+        BenchPreset::Base => "base",
+    };
+    let mut config = BenchConfig::preset(preset)?
+        .with_warmup(args.warmup)
+        .with_reps(args.reps)
+        .with_only(args.only.clone());
+    if let Some(batch) = args.batch {
+        config.batch = batch;
+    }
+    if let Some(len) = args.text_len {
+        config.text_len = len;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// The FIBER suite on `--backend` in `--precision`, then (with `--reference`) the PyTorch
+/// reference on the same settings.
+fn run_suite(args: BenchArgs) -> Result<()> {
+    let config = suite_config(&args)?;
+    let job = SuiteJob {
+        config: config.clone(),
+        backend: args.backend,
+    };
+    let outcome =
+        run_on_with(args.backend, args.precision, job).map_err(|e| anyhow::anyhow!(e))??;
+    let ours = suite_json(&config, &args, &outcome);
+    print_suite(&ours);
+    let mut result = json!({ "fiber_rs": ours });
+    if args.reference {
+        let reference = run_reference(&args, &config)?;
+        print_comparison(&result["fiber_rs"], &reference);
+        result["pytorch"] = reference;
+    }
+    if let Some(path) = &args.json {
+        write_json(path, &result)?;
+    }
+    Ok(())
+}
+
+/// The suite's report as JSON: the settings, the device, every measurement and the memory.
+fn suite_json(config: &BenchConfig, args: &BenchArgs, outcome: &BenchOutcome) -> Value {
+    let threads = match args.backend {
+        BackendKind::Ndarray => Some(rayon::current_num_threads()),
+        _ => None,
+    };
+    json!({
+        "framework": format!("fiber-rs {} (burn 0.21)", env!("CARGO_PKG_VERSION")),
+        "preset": config.preset, "backend": args.backend.name(), "precision": args.precision.name(),
+        "device": outcome.device, "threads": threads,
+        "batch": config.batch, "text_len": config.text_len, "image_size": config.model.swin.image_size,
+        "warmup": config.warmup, "reps": config.reps, "parameters": outcome.parameters,
+        "model": config.model, "step_loss": outcome.step_loss,
+        "peak_memory_bytes": outcome.peak_memory_bytes,
+        "memory_measure": memory_measure(args.backend),
+        "measurements": outcome.measurements,
+    })
+}
+
+/// What the memory figure of `backend` measures.
+fn memory_measure(backend: BackendKind) -> &'static str {
+    match backend {
+        BackendKind::Ndarray => "process peak resident memory (VmHWM)",
+        _ => "device memory reserved by the allocator, largest value sampled after each forward and step",
+    }
+}
+
+fn write_json(path: &Path, value: &Value) -> Result<()> {
+    std::fs::write(path, format!("{value:#}\n"))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Prints one report (ours or the reference's) as a table.
+fn print_suite(report: &Value) {
+    println!(
+        "{} | {} {} | preset {} | batch {} | text {} | image {} px | {} parameters{}",
+        report["framework"].as_str().unwrap_or("?"),
+        report["backend"].as_str().unwrap_or("?"),
+        report["precision"].as_str().unwrap_or("?"),
+        report["preset"].as_str().unwrap_or("?"),
+        report["batch"],
+        report["text_len"],
+        report["image_size"],
+        report["parameters"],
+        report["threads"]
+            .as_u64()
+            .map(|t| format!(" | {t} threads"))
+            .unwrap_or_default(),
+    );
+    println!("| measurement | median ms | min ms | max ms | per second |");
+    println!("|---|---|---|---|---|");
+    for m in measurements(report) {
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.2} {} |",
+            m.name,
+            m.median_ms,
+            m.min_ms(),
+            m.max_ms(),
+            m.per_second,
+            m.unit
+        );
+    }
+    if let Some(bytes) = report["peak_memory_bytes"].as_u64() {
+        println!(
+            "peak memory {:.2} GiB ({})",
+            bytes as f64 / (1u64 << 30) as f64,
+            report["memory_measure"].as_str().unwrap_or("?")
+        );
+    }
+}
+
+fn measurements(report: &Value) -> Vec<Measurement> {
+    serde_json::from_value(report["measurements"].clone()).unwrap_or_default()
+}
+
+/// Prints fiber-rs against the reference, measurement by measurement: the speed ratio is
+/// fiber-rs items/s over PyTorch items/s (above 1: fiber-rs is faster).
+fn print_comparison(ours: &Value, reference: &Value) {
+    println!(
+        "| measurement | fiber-rs ms | PyTorch ms | fiber-rs per s | PyTorch per s | speed ratio |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let theirs = measurements(reference);
+    for m in measurements(ours) {
+        let Some(r) = theirs.iter().find(|r| r.name == m.name) else {
+            continue;
+        };
+        println!(
+            "| {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2}× |",
+            m.name,
+            m.median_ms,
+            r.median_ms,
+            m.per_second,
+            r.per_second,
+            m.per_second / r.per_second
+        );
+    }
+    for r in theirs
+        .iter()
+        .filter(|r| r.name.starts_with("step_prefix_reuse"))
+    {
+        println!(
+            "| {} (PyTorch only) | | {:.1} | | {:.2} | |",
+            r.name, r.median_ms, r.per_second
+        );
+    }
+}
+
+/// Runs `bench/reference.py` on the suite's settings and returns its report.
+fn run_reference(args: &BenchArgs, config: &BenchConfig) -> Result<Value> {
+    let script = PathBuf::from("bench/reference.py");
+    if !script.is_file() {
+        bail!(
+            "--reference needs {} (run from the repository root)",
+            script.display()
+        );
+    }
+    let dir = tempfile::tempdir().context("creating a temporary folder")?;
+    let settings = dir.path().join("bench-config.json");
+    let output = dir.path().join("reference.json");
+    let device = match args.backend {
+        BackendKind::Cuda => "cuda",
+        BackendKind::Ndarray => "cpu",
+        BackendKind::Wgpu => bail!("the PyTorch reference has no wgpu device; use cuda or ndarray"),
+    };
+    let threads = match args.backend {
+        BackendKind::Ndarray => Some(rayon::current_num_threads()),
+        _ => None,
+    };
+    write_json(
+        &settings,
+        &json!({
+            "preset": config.preset, "model": config.model, "batch": config.batch,
+            "text_len": config.text_len, "warmup": config.warmup, "reps": config.reps,
+            "only": config.only, "precision": args.precision.name(), "device": device,
+            "threads": threads,
+        }),
+    )?;
+    let mut command = Command::new(&args.python);
+    command
+        .arg(&script)
+        .arg("--config")
+        .arg(&settings)
+        .arg("--json")
+        .arg(&output);
+    if let Some(extra) = &args.reference_args {
+        command.args(extra.split_whitespace());
+    }
+    let status = command
+        .status()
+        .with_context(|| format!("starting {} {}", args.python, script.display()))?;
+    if !status.success() {
+        bail!("{} failed ({status})", script.display());
+    }
+    let text = std::fs::read_to_string(&output)
+        .with_context(|| format!("reading {}", output.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", output.display()))
+}
+
+/// The suite as a backend job.
+struct SuiteJob {
+    config: BenchConfig,
+    backend: BackendKind,
+}
+
+impl BackendJob for SuiteJob {
+    type Output = Result<BenchOutcome>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<BenchOutcome> {
+        let probe = memory_probe(self.backend);
+        Ok(run_benchmark::<B>(&self.config, &device, &*probe)?)
+    }
+}
+
+/// How memory is read on `backend`: the process's peak resident memory on the CPU, the
+/// allocator's reserved bytes on CUDA and wgpu.
+fn memory_probe(backend: BackendKind) -> Box<dyn Fn() -> Option<u64>> {
+    match backend {
+        BackendKind::Ndarray => Box::new(fiber_train::benchmark::process_peak_memory),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => Box::new(|| {
+            use cubecl::Runtime;
+            let client = cubecl::cuda::CudaRuntime::client(&Default::default());
+            client.memory_usage().ok().map(|u| u.bytes_reserved)
+        }),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => Box::new(|| {
+            use cubecl::Runtime;
+            let client = cubecl::wgpu::WgpuRuntime::client(&Default::default());
+            client.memory_usage().ok().map(|u| u.bytes_reserved)
+        }),
+        #[allow(unreachable_patterns)]
+        _ => Box::new(|| None),
+    }
+}
+
+/// One component (`--model`): forward-pass time of a backbone or the data pipeline.
+fn run_component(args: BenchArgs, model: BenchModel) -> Result<()> {
+    let batch = args.batch.unwrap_or(1);
+    let timing = if model == BenchModel::Data {
+        data_pipeline(&args, batch)?
     } else {
-        run_on(args.backend, BenchJob(args.clone()))?
+        run_on(
+            args.backend,
+            BenchJob {
+                args: args.clone(),
+                model,
+                batch,
+            },
+        )?
     };
     let median = timing.median();
     let (min, max) = (timing.runs_ms[0], *timing.runs_ms.last().unwrap_or(&median));
-    let name = match args.model {
+    let name = match model {
         BenchModel::Data => format!("Data ({:?} to {} px)", args.transform, args.image_size),
         model => format!("{model:?}"),
     };
-    let backend = match args.model {
+    let backend = match model {
         BenchModel::Data => format!("cpu, {} threads", rayon::current_num_threads()),
         _ => args.backend.to_string(),
     };
     println!("| model | backend | batch | median ms | min ms | max ms | items/s |");
     println!("|---|---|---|---|---|---|---|");
     println!(
-        "| {name} | {backend} | {} | {median:.1} | {min:.1} | {max:.1} | {:.2} |",
-        args.batch,
-        args.batch as f64 * 1000.0 / median
+        "| {name} | {backend} | {batch} | {median:.1} | {min:.1} | {max:.1} | {:.2} |",
+        batch as f64 * 1000.0 / median
     );
     if let Some(path) = &args.json {
-        let json = serde_json::json!({
-            "model": name, "backend": backend, "batch": args.batch, "warmup": args.warmup, "reps": args.reps,
-            "median_ms": median, "min_ms": min, "max_ms": max, "runs_ms": timing.runs_ms,
-        });
-        std::fs::write(path, format!("{json:#}\n"))
-            .with_context(|| format!("writing {}", path.display()))?;
+        write_json(
+            path,
+            &json!({
+                "model": name, "backend": backend, "batch": batch, "warmup": args.warmup, "reps": args.reps,
+                "median_ms": median, "min_ms": min, "max_ms": max, "runs_ms": timing.runs_ms,
+            }),
+        )?;
     }
     Ok(())
 }
 
-struct BenchJob(BenchArgs);
+struct BenchJob {
+    args: BenchArgs,
+    model: BenchModel,
+    batch: usize,
+}
 
 impl BackendJob for BenchJob {
     type Output = Timing;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Timing {
-        let args = self.0;
-        match args.model {
+        let BenchJob { args, model, batch } = self;
+        match model {
             BenchModel::SwinBase384 | BenchModel::SwinTiny224 => {
-                let config = if args.model == BenchModel::SwinBase384 {
+                let config = if model == BenchModel::SwinBase384 {
                     SwinConfig::swin_base_384()
                 } else {
                     SwinConfig::swin_tiny_224()
@@ -152,7 +451,7 @@ impl BackendJob for BenchJob {
                 let model = SwinModel::<B>::new(&config, &device).valid();
                 let size = config.image_size;
                 let pixels = Tensor::<B::InnerBackend, 4>::random(
-                    [args.batch, 3, size, size],
+                    [batch, 3, size, size],
                     Distribution::Normal(0.0, 1.0),
                     &device,
                 );
@@ -162,22 +461,22 @@ impl BackendJob for BenchJob {
             }
             BenchModel::FiberBase384Fused | BenchModel::FiberBase384Dual => {
                 let config = FiberConfig::fiber_base_384();
+                let fused = model == BenchModel::FiberBase384Fused;
                 let model = FiberBackbone::<B>::new(&config, false, &device)
                     .expect("the FIBER-Base preset is valid")
                     .valid();
                 let size = config.swin.image_size;
                 let pixels = Tensor::<B::InnerBackend, 4>::random(
-                    [args.batch, 3, size, size],
+                    [batch, 3, size, size],
                     Distribution::Normal(0.0, 1.0),
                     &device,
                 );
                 let ids = Tensor::<B::InnerBackend, 2, Int>::random(
-                    [args.batch, 40],
+                    [batch, 40],
                     Distribution::Uniform(3.0, 50000.0),
                     &device,
                 );
-                let mask = Tensor::<B::InnerBackend, 2, Int>::ones([args.batch, 40], &device);
-                let fused = args.model == BenchModel::FiberBase384Fused;
+                let mask = Tensor::<B::InnerBackend, 2, Int>::ones([batch, 40], &device);
                 time_runs(&args, &device, || {
                     let out = if fused {
                         model.forward_fused(pixels.clone(), ids.clone(), mask.clone())
@@ -192,11 +491,11 @@ impl BackendJob for BenchJob {
                 let config = RobertaConfig::roberta_base();
                 let model = RobertaModel::<B>::new(&config, true, &device).valid();
                 let ids = Tensor::<B::InnerBackend, 2, Int>::random(
-                    [args.batch, 40],
+                    [batch, 40],
                     Distribution::Uniform(3.0, 50000.0),
                     &device,
                 );
-                let mask = Tensor::<B::InnerBackend, 2, Int>::ones([args.batch, 40], &device);
+                let mask = Tensor::<B::InnerBackend, 2, Int>::ones([batch, 40], &device);
                 time_runs(&args, &device, || {
                     model
                         .forward(ids.clone(), mask.clone(), false)
@@ -231,7 +530,7 @@ fn time_runs<B: Backend, const D: usize>(
 
 /// Times batches of `--batch` images through the prefetching loader (decode, transform,
 /// normalise, tokenise) on all cores; each timed run is one batch.
-fn data_pipeline(args: &BenchArgs) -> Result<Timing> {
+fn data_pipeline(args: &BenchArgs, batch: usize) -> Result<Timing> {
     use fiber_data::loader::{ImageTransform, Loader, LoaderConfig, LoaderPosition};
     use fiber_data::randaugment::RandAugment;
     let dir = match &args.data {
@@ -258,7 +557,7 @@ fn data_pipeline(args: &BenchArgs) -> Result<Timing> {
     let data = fiber_data::read_karpathy(&file, &dir, &mut problems)?;
     let paths: Vec<PathBuf> = data.images.iter().map(|i| i.path.clone()).collect();
     anyhow::ensure!(
-        paths.len() >= args.batch,
+        paths.len() >= batch,
         "{} has fewer images than one batch",
         dir.display()
     );
@@ -273,7 +572,7 @@ fn data_pipeline(args: &BenchArgs) -> Result<Timing> {
     };
     let config = LoaderConfig {
         prefetch: 4,
-        ..LoaderConfig::new(args.batch, 0)
+        ..LoaderConfig::new(batch, 0)
     };
     let mut loader = Loader::spawn(
         paths.len(),

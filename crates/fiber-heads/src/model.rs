@@ -112,12 +112,18 @@ impl<B: Backend> FiberModel<B> {
         image: &ImageState<B>,
         text: &TextState<B>,
     ) -> (Tensor<B, 2>, Tensor<B, 2>) {
-        let image = self.backbone.image_only_suffix(image).tokens;
-        let text = self.backbone.text_only_suffix(text);
-        (
-            l2_normalize(self.itc.pooled_image(image)),
-            l2_normalize(self.itc.pooled_text(text)),
-        )
+        (self.itc_image_features(image), self.itc_text_features(text))
+    }
+
+    /// L2-normalised dual-encoder image features `[n, H]` from image prefixes.
+    pub fn itc_image_features(&self, image: &ImageState<B>) -> Tensor<B, 2> {
+        let tokens = self.backbone.image_only_suffix(image).tokens;
+        l2_normalize(self.itc.pooled_image(tokens))
+    }
+
+    /// L2-normalised dual-encoder text features `[n, H]` from text prefixes.
+    pub fn itc_text_features(&self, text: &TextState<B>) -> Tensor<B, 2> {
+        l2_normalize(self.itc.pooled_text(self.backbone.text_only_suffix(text)))
     }
 
     /// NLVR2 features (spec D.2): two fused forwards, (left image, sentence) and (right image,

@@ -105,22 +105,126 @@ pub fn run_on<J: BackendJob>(kind: BackendKind, job: J) -> Result<J::Output, Unk
             Ok(job.run::<burn::backend::Autodiff<burn::backend::Cuda>>(Default::default()))
         }
         #[allow(unreachable_patterns)]
-        other => {
-            let available: Vec<&str> = BackendKind::compiled()
-                .into_iter()
-                .map(BackendKind::name)
-                .collect();
-            Err(UnknownBackend::NotCompiled {
-                name: other.name(),
-                available: available.join(", "),
-            })
+        other => Err(not_compiled(other)),
+    }
+}
+
+fn not_compiled(kind: BackendKind) -> UnknownBackend {
+    let available: Vec<&str> = BackendKind::compiled()
+        .into_iter()
+        .map(BackendKind::name)
+        .collect();
+    UnknownBackend::NotCompiled {
+        name: kind.name(),
+        available: available.join(", "),
+    }
+}
+
+/// The float type a job computes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// 32-bit floats everywhere (the spec's pre-training precision).
+    #[default]
+    F32,
+    /// bfloat16 everywhere: weights, activations, gradients and optimiser state (CUDA).
+    Bf16,
+    /// IEEE half precision everywhere (CUDA, wgpu).
+    F16,
+}
+
+impl Precision {
+    /// Every precision.
+    pub const ALL: [Precision; 3] = [Precision::F32, Precision::Bf16, Precision::F16];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
         }
+    }
+
+    /// Whether `backend` computes in this precision.
+    pub fn is_supported_on(self, backend: BackendKind) -> bool {
+        match backend {
+            BackendKind::Ndarray => self == Precision::F32,
+            BackendKind::Wgpu => self != Precision::Bf16,
+            BackendKind::Cuda => true,
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown precision `{s}`; expected one of f32, bf16, f16"))
+    }
+}
+
+/// Runs `job` on backend `kind` computing in `precision`, or says why it cannot (the backend
+/// is not compiled in, or does not compute in that precision).
+pub fn run_on_with<J: BackendJob>(
+    kind: BackendKind,
+    precision: Precision,
+    job: J,
+) -> Result<J::Output, String> {
+    if !precision.is_supported_on(kind) {
+        let supported: Vec<&str> = Precision::ALL
+            .into_iter()
+            .filter(|p| p.is_supported_on(kind))
+            .map(Precision::name)
+            .collect();
+        return Err(format!(
+            "the {kind} backend does not compute in {precision}; it supports {}",
+            supported.join(", ")
+        ));
+    }
+    match (kind, precision) {
+        (_, Precision::F32) => run_on(kind, job).map_err(|e| e.to_string()),
+        #[cfg(feature = "wgpu")]
+        (BackendKind::Wgpu, Precision::F16) => Ok(job.run::<burn::backend::Autodiff<
+            burn::backend::Wgpu<burn::tensor::f16>,
+        >>(Default::default())),
+        #[cfg(feature = "cuda")]
+        (BackendKind::Cuda, Precision::Bf16) => Ok(job.run::<burn::backend::Autodiff<
+            burn::backend::Cuda<burn::tensor::bf16>,
+        >>(Default::default())),
+        #[cfg(feature = "cuda")]
+        (BackendKind::Cuda, Precision::F16) => Ok(job.run::<burn::backend::Autodiff<
+            burn::backend::Cuda<burn::tensor::f16>,
+        >>(Default::default())),
+        #[allow(unreachable_patterns)]
+        (other, _) => Err(not_compiled(other).to_string()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn half_precision_is_refused_where_the_backend_lacks_it() {
+        assert_eq!("BF16".parse::<Precision>().unwrap(), Precision::Bf16);
+        assert!("f8".parse::<Precision>().is_err());
+        let e = run_on_with(BackendKind::Ndarray, Precision::Bf16, Name).unwrap_err();
+        assert!(
+            e.contains("does not compute in bf16; it supports f32"),
+            "{e}"
+        );
+        assert!(!Precision::Bf16.is_supported_on(BackendKind::Wgpu));
+        assert!(Precision::F16.is_supported_on(BackendKind::Cuda));
+    }
 
     #[test]
     fn names_parse_and_unknown_names_are_rejected() {

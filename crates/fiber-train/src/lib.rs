@@ -6,6 +6,7 @@
 //! main job and inference on trained runs.
 
 pub mod backend;
+pub mod benchmark;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
@@ -21,5 +22,5 @@ pub mod run;
 pub mod stage;
 pub mod tasks;
 
-pub use backend::{run_on, BackendJob, BackendKind, UnknownBackend};
+pub use backend::{run_on, run_on_with, BackendJob, BackendKind, Precision, UnknownBackend};
 pub use error::TrainError;

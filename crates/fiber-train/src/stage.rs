@@ -24,7 +24,9 @@ use crate::checkpoint::CheckpointDir;
 use crate::config::StageConfig;
 use crate::error::TrainError;
 use crate::log::MetricsLog;
-use crate::optim::{linear_schedule, AdamW, GradientCollector, KeyedGradients, ParamGroups};
+use crate::optim::{
+    linear_schedule, AdamW, GradientCollector, KeyedGradients, ParamGroups, StepInfo,
+};
 
 /// A model whose parameters can be walked under their checkpoint keys.
 pub trait VisitWeights<B: Backend> {
@@ -56,6 +58,29 @@ pub fn load_model<B: Backend, M: VisitWeights<B>>(
     model.visit_weights_with(&mut loader);
     loader.finish()?;
     Ok(())
+}
+
+/// Back-propagates `loss` `[1]` and takes every parameter's gradient out, by checkpoint key.
+pub fn gradients_by_key<B: AutodiffBackend, M: AutodiffModule<B> + VisitWeights<B>>(
+    model: &mut M,
+    loss: Tensor<B, 1>,
+) -> KeyedGradients<B::InnerBackend> {
+    let mut grads = GradientsParams::from_grads(loss.backward(), &*model);
+    let mut collector = GradientCollector::new(&mut grads);
+    model.visit_weights_with(&mut collector);
+    collector.finish()
+}
+
+/// One AdamW update of `model` at base learning rate `lr` (checked, clipped, per-group rates).
+pub fn apply_update<B: AutodiffBackend, M: VisitWeights<B>>(
+    optimizer: &mut AdamW<B::InnerBackend>,
+    model: &mut M,
+    lr: f64,
+    gradients: KeyedGradients<B::InnerBackend>,
+) -> Result<StepInfo, TrainError> {
+    let mut update = optimizer.begin_step(lr, gradients)?;
+    model.visit_weights_with(&mut update);
+    update.finish()
 }
 
 /// What a stage's task computes for one micro-batch.
@@ -257,10 +282,7 @@ impl StageRunner<'_> {
                         None => parts_sum.push((name, v)),
                     }
                 }
-                let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-                let mut collector = GradientCollector::new(&mut grads);
-                model.visit_weights_with(&mut collector);
-                let micro = collector.finish();
+                let micro = gradients_by_key(&mut model, loss);
                 match &mut gradients {
                     Some(acc) => acc.accumulate(micro),
                     None => gradients = Some(micro),
@@ -272,16 +294,13 @@ impl StageRunner<'_> {
                 gradients.scale(1.0 / micro_batches);
             }
             let lr = linear_schedule(step, config.steps, warmup, config.lr);
-            let info = {
-                let mut update = optimizer.begin_step(lr, gradients).map_err(|e| match e {
+            let info =
+                apply_update(&mut optimizer, &mut model, lr, gradients).map_err(|e| match e {
                     TrainError::NonFinite(m) => {
                         TrainError::NonFinite(format!("{m} at step {step} of {}", self.name))
                     }
                     other => other,
                 })?;
-                model.visit_weights_with(&mut update);
-                update.finish()?
-            };
             task.after_step();
             state.step += 1;
             done_here += 1;
