@@ -443,15 +443,24 @@ def main():
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     pixels, ids, mask = batch[0], batch[1], batch[2]
 
+    phases = {}
+
     def step(reuse):
         model.train()
+        start = time.perf_counter()
         with autocast():
             loss = model.losses(batch, reuse)
         value = loss.item()
+        forward_end = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        sync()
+        backward_end = time.perf_counter()
         scaler.step(optimizer)
         scaler.update()
+        sync()
+        phases.setdefault("step_prefix_reuse" if reuse else "step", []).append(
+            [(forward_end - start) * 1000, (backward_end - forward_end) * 1000, (time.perf_counter() - backward_end) * 1000])
         return value
 
     def step_forward():
@@ -485,6 +494,7 @@ def main():
                 flops[name] = counter.get_total_flops()
     except ImportError:
         pass
+    phases.clear()
     measurements, losses = [], []
     for name in [m for m in MEASUREMENTS if m in only]:
         runs = []
@@ -506,6 +516,10 @@ def main():
                  "per_second": n * 1000 / median}
         if name in flops:
             entry["gflop_per_pair"] = flops[name] / n / 1e9
+        if name in phases:
+            timed = phases[name][warmup:]
+            forward, backward, optim = (statistics.median(p[i] for p in timed) for i in range(3))
+            entry["phases_ms"] = {"forward": forward, "backward": backward, "optimizer": optim}
         measurements.append(entry)
     if device.startswith("cuda"):
         peak, measure = torch.cuda.max_memory_reserved(), "device memory reserved by the caching allocator (max_memory_reserved)"
@@ -531,6 +545,10 @@ def main():
         gflop = f"{m['gflop_per_pair']:.1f}" if "gflop_per_pair" in m else ""
         print(f"| {m['name']} | {m['median_ms']:.1f} | {m['runs_ms'][0]:.1f} | {m['runs_ms'][-1]:.1f} | "
               f"{m['per_second']:.2f} {m['unit']} | {gflop} |")
+    for m in measurements:
+        if "phases_ms" in m:
+            p = m["phases_ms"]
+            print(f"{m['name']} phases: forward {p['forward']:.1f} ms, backward {p['backward']:.1f} ms, optimiser {p['optimizer']:.1f} ms")
     print(f"peak memory {peak / 2**30:.2f} GiB ({measure})")
     if args.json:
         with open(args.json, "w") as f:

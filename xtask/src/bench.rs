@@ -253,6 +253,14 @@ fn print_suite(report: &Value) {
             m.unit
         );
     }
+    for m in measurements(report) {
+        if let Some(p) = m.phases_ms {
+            println!(
+                "{} phases: forward {:.1} ms, backward {:.1} ms, optimiser {:.1} ms",
+                m.name, p.forward, p.backward, p.optimizer
+            );
+        }
+    }
     if let Some(bytes) = report["peak_memory_bytes"].as_u64() {
         println!(
             "peak memory {:.2} GiB ({})",

@@ -169,18 +169,38 @@ pub struct Measurement {
     pub median_ms: f64,
     /// Items per second at the median.
     pub per_second: f64,
+    /// The training step's median phases (the step only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases_ms: Option<StepPhases>,
+}
+
+/// Median milliseconds of a training step's phases, the device synchronised between them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepPhases {
+    /// The three losses, up to reading the total back.
+    pub forward: f64,
+    /// Back-propagation and collecting the gradients.
+    pub backward: f64,
+    /// Gradient norm and AdamW update.
+    pub optimizer: f64,
+}
+
+/// Median of `values` (sorted in place).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
 }
 
 impl Measurement {
     /// Sorts `runs_ms` and derives the median and rate.
     pub fn new(kind: MeasurementKind, items: usize, mut runs_ms: Vec<f64>) -> Self {
         runs_ms.sort_by(f64::total_cmp);
-        let n = runs_ms.len();
-        let median_ms = if n % 2 == 1 {
-            runs_ms[n / 2]
-        } else {
-            (runs_ms[n / 2 - 1] + runs_ms[n / 2]) / 2.0
-        };
+        let median_ms = median(runs_ms.clone());
         Self {
             name: kind.name().to_string(),
             unit: kind.unit().to_string(),
@@ -188,6 +208,7 @@ impl Measurement {
             median_ms,
             per_second: items as f64 * 1000.0 / median_ms,
             runs_ms,
+            phases_ms: None,
         }
     }
 
@@ -317,6 +338,7 @@ pub fn run_benchmark<B: AutodiffBackend>(
     let runs = config.warmup + config.reps;
     for kind in config.measurements() {
         let mut times = Vec::with_capacity(config.reps);
+        let mut phases: [Vec<f64>; 3] = Default::default();
         match kind {
             MeasurementKind::Step => {
                 let mut optimizer =
@@ -327,10 +349,14 @@ pub fn run_benchmark<B: AutodiffBackend>(
                     let loss = losses.total;
                     let value = loss.clone().into_scalar().elem::<f64>();
                     sample_memory(&mut peak);
+                    let forward_end = Instant::now();
                     let gradients = gradients_by_key(&mut model, loss);
+                    sync("backward")?;
+                    let backward_end = Instant::now();
                     apply_update(&mut optimizer, &mut model, 1e-5, gradients)?;
                     sync("training step")?;
                     let ms = start.elapsed().as_secs_f64() * 1000.0;
+                    let phase_ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1000.0;
                     sample_memory(&mut peak);
                     if !value.is_finite() {
                         return Err(TrainError::NonFinite(format!(
@@ -340,6 +366,9 @@ pub fn run_benchmark<B: AutodiffBackend>(
                     if run >= config.warmup {
                         times.push(ms);
                         step_losses.push(value);
+                        phases[0].push(phase_ms(start, forward_end));
+                        phases[1].push(phase_ms(forward_end, backward_end));
+                        phases[2].push(phase_ms(backward_end, Instant::now()));
                     }
                 }
             }
@@ -393,7 +422,16 @@ pub fn run_benchmark<B: AutodiffBackend>(
                 }
             }
         }
-        measurements.push(Measurement::new(kind, config.batch, times));
+        let mut measurement = Measurement::new(kind, config.batch, times);
+        if !phases[0].is_empty() {
+            let [forward, backward, optimizer] = phases.map(median);
+            measurement.phases_ms = Some(StepPhases {
+                forward,
+                backward,
+                optimizer,
+            });
+        }
+        measurements.push(measurement);
     }
     let step_loss = (!step_losses.is_empty())
         .then(|| step_losses.iter().sum::<f64>() / step_losses.len() as f64);
