@@ -171,6 +171,15 @@ pub fn suite_config(args: &BenchArgs) -> Result<BenchConfig> {
 /// reference on the same settings.
 fn run_suite(args: BenchArgs) -> Result<()> {
     let config = suite_config(&args)?;
+    // An unknown backend or precision is refused before the reference runs.
+    run_on_with(args.backend, args.precision, NoJob).map_err(|e| anyhow::anyhow!(e))?;
+    // The reference runs first, while this process holds no model: the two never compete for
+    // memory.
+    let reference = if args.reference {
+        Some(run_reference(&args, &config)?)
+    } else {
+        None
+    };
     let job = SuiteJob {
         config: config.clone(),
         backend: args.backend,
@@ -180,8 +189,7 @@ fn run_suite(args: BenchArgs) -> Result<()> {
     let ours = suite_json(&config, &args, &outcome);
     print_suite(&ours);
     let mut result = json!({ "fiber_rs": ours });
-    if args.reference {
-        let reference = run_reference(&args, &config)?;
+    if let Some(reference) = reference {
         print_comparison(&result["fiber_rs"], &reference);
         result["pytorch"] = reference;
     }
@@ -356,6 +364,15 @@ fn run_reference(args: &BenchArgs, config: &BenchConfig) -> Result<Value> {
     let text = std::fs::read_to_string(&output)
         .with_context(|| format!("reading {}", output.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", output.display()))
+}
+
+/// A job that does nothing (to check a backend and precision before other work).
+struct NoJob;
+
+impl BackendJob for NoJob {
+    type Output = ();
+
+    fn run<B: AutodiffBackend>(self, _device: B::Device) {}
 }
 
 /// The suite as a backend job.

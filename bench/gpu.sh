@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The GPU figures of docs/performance.md in one run: fiber-rs on CUDA next to the PyTorch
+# reference on the same GPU, for the base model at batch 16 in f32 and bf16, and the tiny model.
+# Needs a binary built with `cargo build --release -p xtask --features cuda`, Python with torch,
+# and the CUDA libraries on LD_LIBRARY_PATH.
+#
+#   bench/gpu.sh [XTASK_BINARY] [OUTPUT_DIR]
+set -euo pipefail
+bin=${1:-target/release/xtask}
+out=${2:-bench-results}
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$out/gpu.txt"
+for precision in f32 bf16; do
+    "$bin" bench --preset base --backend cuda --precision "$precision" --batch 16 --warmup 2 --reps 5 \
+        --reference --json "$out/base-$precision.json" 2>&1 | tee "$out/base-$precision.txt"
+done
+"$bin" bench --preset tiny --backend cuda --warmup 3 --reps 10 --reference \
+    --json "$out/tiny-f32.json" 2>&1 | tee "$out/tiny-f32.txt"
