@@ -27,6 +27,7 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 MEASUREMENTS = ["step", "step_forward", "fused_inference", "dual_image", "dual_text", "step_prefix_reuse"]
 UNITS = {"dual_image": "images", "dual_text": "texts"}
@@ -249,6 +250,7 @@ class Fiber(nn.Module):
         sw, tx, n_fuse = cfg["swin"], cfg["roberta"], cfg["num_fuse_block"]
         eps, text_dim = sw["layer_norm_eps"], tx["hidden_size"]
         self.quirks = cfg.get("original_fused_quirks", True)
+        self.checkpointing = False
         self.patch = nn.Conv2d(sw["num_channels"], sw["embed_dim"], sw["patch_size"], sw["patch_size"])
         self.patch_norm = nn.LayerNorm(sw["embed_dim"], eps=eps)
         self.patch_dropout = sw["hidden_dropout_prob"]
@@ -285,8 +287,14 @@ class Fiber(nn.Module):
         self.temp = nn.Parameter(torch.tensor(0.07))
 
     # --- backbone pieces
+    def checkpointed(self, module, *args, **kwargs):
+        """`module(*args)`, its activations recomputed in the backward pass with `--checkpointing`."""
+        if self.checkpointing and self.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(module, *args, use_reentrant=False, **kwargs)
+        return module(*args, **kwargs)
+
     def run_block(self, x, k, text=None, text_mask=None):
-        x = self.blocks[k](x, text, text_mask)
+        x = self.checkpointed(self.blocks[k], x, text, text_mask)
         if str(k) in self.merges:
             x = self.merges[str(k)](x, self.resolutions[k])
         return x
@@ -302,7 +310,7 @@ class Fiber(nn.Module):
         add = ((1 - mask) * -10000.0)[:, None, None, :].float()
         h = self.embeddings(ids)
         for layer in self.layers[: self.first_fused_layer]:
-            h = layer(h, add)
+            h = self.checkpointed(layer, h, add)
         return h, add
 
     def image_only_suffix(self, x):
@@ -313,7 +321,7 @@ class Fiber(nn.Module):
     def text_only_suffix(self, text):
         h, add = text
         for layer in self.layers[self.first_fused_layer:]:
-            h = layer(h, add)
+            h = self.checkpointed(layer, h, add)
         return h
 
     def fused_suffix(self, x, text):
@@ -322,7 +330,7 @@ class Fiber(nn.Module):
         for j in range(n):
             k, layer = self.first_fused + j, self.layers[self.first_fused_layer + j]
             last = self.quirks and j == n - 1
-            x, t = self.run_block(x, k, t, add), layer(t, add, x, last_norm=not last)
+            x, t = self.run_block(x, k, t, add), self.checkpointed(layer, t, add, x, last_norm=not last)
         return x, t
 
     # --- heads
@@ -437,6 +445,7 @@ def main():
     torch.manual_seed(0)
     cfg = settings["model"]
     model = Fiber(cfg).to(device)
+    model.checkpointing = bool(settings.get("checkpointing"))
     batch = inputs(settings["batch"], settings["text_len"], cfg["roberta"]["vocab_size"], cfg["swin"]["image_size"], device)
     optimizer = torch.optim.AdamW(param_groups(model, 1e-5), betas=(0.9, 0.98), eps=1e-8)
     scaler = torch.amp.GradScaler(device, enabled=precision == "f16")
@@ -530,6 +539,7 @@ def main():
     report = {
         "framework": f"pytorch {torch.__version__} eager", "preset": settings["preset"], "backend": device,
         "precision": precision + ("+sdpa" if Attention.sdpa else ""), "device": device_name,
+        "checkpointing": model.checkpointing,
         "threads": torch.get_num_threads() if device == "cpu" else None, "batch": settings["batch"],
         "text_len": settings["text_len"], "image_size": cfg["swin"]["image_size"], "warmup": warmup, "reps": reps,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -538,6 +548,7 @@ def main():
     }
     print(f"{report['framework']} | {device} {report['precision']} | preset {report['preset']} | batch {report['batch']} | "
           f"text {report['text_len']} | image {report['image_size']} px | {report['parameters']} parameters"
+          + (" | activation checkpointing (per block)" if model.checkpointing else "")
           + (f" | {report['threads']} threads" if report["threads"] else ""))
     print("| measurement | median ms | min ms | max ms | per second | GFLOP per pair |")
     print("|---|---|---|---|---|---|")

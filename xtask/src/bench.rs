@@ -19,7 +19,7 @@ use fiber_fusion::{FiberBackbone, FiberConfig};
 use fiber_roberta::{RobertaConfig, RobertaModel};
 use fiber_swin::{SwinConfig, SwinModel};
 use fiber_train::benchmark::{run_benchmark, BenchConfig, BenchOutcome, Measurement};
-use fiber_train::{run_on, run_on_with, BackendJob, BackendKind, Precision};
+use fiber_train::{run_on, run_on_with, BackendJob, BackendKind, Checkpointing, Precision};
 use serde_json::{json, Value};
 
 /// A single component to time instead of the FIBER suite.
@@ -90,6 +90,10 @@ pub struct BenchArgs {
     /// Suite: float precision (bf16 and f16 need a GPU backend).
     #[arg(long, default_value = "f32")]
     pub precision: Precision,
+    /// Suite: recompute the outputs of memory-bound operations in the backward pass instead of
+    /// keeping them (Burn's balanced activation checkpointing): less memory, more time.
+    #[arg(long)]
+    pub checkpointing: bool,
     /// Suite: also run `bench/reference.py` (PyTorch) with the same model, batch, inputs and
     /// precision on the same device, and print the ratios.
     #[arg(long)]
@@ -172,7 +176,13 @@ pub fn suite_config(args: &BenchArgs) -> Result<BenchConfig> {
 fn run_suite(args: BenchArgs) -> Result<()> {
     let config = suite_config(&args)?;
     // An unknown backend or precision is refused before the reference runs.
-    run_on_with(args.backend, args.precision, NoJob).map_err(|e| anyhow::anyhow!(e))?;
+    let checkpointing = if args.checkpointing {
+        Checkpointing::Balanced
+    } else {
+        Checkpointing::None
+    };
+    run_on_with(args.backend, args.precision, Checkpointing::None, NoJob)
+        .map_err(|e| anyhow::anyhow!(e))?;
     // The reference runs first, while this process holds no model: the two never compete for
     // memory.
     let reference = if args.reference {
@@ -184,8 +194,8 @@ fn run_suite(args: BenchArgs) -> Result<()> {
         config: config.clone(),
         backend: args.backend,
     };
-    let outcome =
-        run_on_with(args.backend, args.precision, job).map_err(|e| anyhow::anyhow!(e))??;
+    let outcome = run_on_with(args.backend, args.precision, checkpointing, job)
+        .map_err(|e| anyhow::anyhow!(e))??;
     let ours = suite_json(&config, &args, &outcome);
     print_suite(&ours);
     let mut result = json!({ "fiber_rs": ours });
@@ -208,6 +218,7 @@ fn suite_json(config: &BenchConfig, args: &BenchArgs, outcome: &BenchOutcome) ->
     json!({
         "framework": format!("fiber-rs {} (burn 0.21)", env!("CARGO_PKG_VERSION")),
         "preset": config.preset, "backend": args.backend.name(), "precision": args.precision.name(),
+        "checkpointing": args.checkpointing,
         "device": outcome.device, "threads": threads,
         "batch": config.batch, "text_len": config.text_len, "image_size": config.model.swin.image_size,
         "warmup": config.warmup, "reps": config.reps, "parameters": outcome.parameters,
@@ -234,7 +245,7 @@ fn write_json(path: &Path, value: &Value) -> Result<()> {
 /// Prints one report (ours or the reference's) as a table.
 fn print_suite(report: &Value) {
     println!(
-        "{} | {} {} | preset {} | batch {} | text {} | image {} px | {} parameters{}",
+        "{} | {} {} | preset {} | batch {} | text {} | image {} px | {} parameters{}{}",
         report["framework"].as_str().unwrap_or("?"),
         report["backend"].as_str().unwrap_or("?"),
         report["precision"].as_str().unwrap_or("?"),
@@ -247,6 +258,11 @@ fn print_suite(report: &Value) {
             .as_u64()
             .map(|t| format!(" | {t} threads"))
             .unwrap_or_default(),
+        if report["checkpointing"] == true {
+            " | activation checkpointing"
+        } else {
+            ""
+        },
     );
     println!("| measurement | median ms | min ms | max ms | per second |");
     println!("|---|---|---|---|---|");
@@ -342,6 +358,7 @@ fn run_reference(args: &BenchArgs, config: &BenchConfig) -> Result<Value> {
             "preset": config.preset, "model": config.model, "batch": config.batch,
             "text_len": config.text_len, "warmup": config.warmup, "reps": config.reps,
             "only": config.only, "precision": args.precision.name(), "device": device,
+            "checkpointing": args.checkpointing,
             "threads": threads,
         }),
     )?;

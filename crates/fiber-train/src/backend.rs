@@ -172,13 +172,27 @@ impl FromStr for Precision {
     }
 }
 
-/// Runs `job` on backend `kind` computing in `precision`, or says why it cannot (the backend
-/// is not compiled in, or does not compute in that precision).
+/// What the autodiff graph keeps for the backward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Checkpointing {
+    /// Every activation a backward step needs is kept.
+    #[default]
+    None,
+    /// Burn's balanced activation checkpointing: outputs of memory-bound operations
+    /// (element-wise maps, reshapes) are recomputed during the backward pass instead of kept;
+    /// compute-bound ones (matrix products) are kept.
+    Balanced,
+}
+
+/// Runs `job` on backend `kind` computing in `precision`, with `checkpointing`, or says why it
+/// cannot (the backend is not compiled in, or does not compute in that precision).
 pub fn run_on_with<J: BackendJob>(
     kind: BackendKind,
     precision: Precision,
+    checkpointing: Checkpointing,
     job: J,
 ) -> Result<J::Output, String> {
+    use burn::backend::autodiff::checkpoint::strategy::{BalancedCheckpointing, NoCheckpointing};
     if !precision.is_supported_on(kind) {
         let supported: Vec<&str> = Precision::ALL
             .into_iter()
@@ -190,20 +204,50 @@ pub fn run_on_with<J: BackendJob>(
             supported.join(", ")
         ));
     }
+    match checkpointing {
+        Checkpointing::None => run_with_strategy::<J, NoCheckpointing>(kind, precision, job),
+        Checkpointing::Balanced => {
+            run_with_strategy::<J, BalancedCheckpointing>(kind, precision, job)
+        }
+    }
+}
+
+fn run_with_strategy<J, C>(
+    kind: BackendKind,
+    precision: Precision,
+    job: J,
+) -> Result<J::Output, String>
+where
+    J: BackendJob,
+    C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy,
+{
+    #[allow(unused_imports)]
+    use burn::backend::Autodiff;
     match (kind, precision) {
-        (_, Precision::F32) => run_on(kind, job).map_err(|e| e.to_string()),
+        #[cfg(feature = "ndarray")]
+        (BackendKind::Ndarray, Precision::F32) => {
+            Ok(job.run::<Autodiff<burn::backend::NdArray<f32>, C>>(Default::default()))
+        }
         #[cfg(feature = "wgpu")]
-        (BackendKind::Wgpu, Precision::F16) => Ok(job.run::<burn::backend::Autodiff<
-            burn::backend::Wgpu<burn::tensor::f16>,
-        >>(Default::default())),
+        (BackendKind::Wgpu, Precision::F32) => {
+            Ok(job.run::<Autodiff<burn::backend::Wgpu, C>>(Default::default()))
+        }
+        #[cfg(feature = "wgpu")]
+        (BackendKind::Wgpu, Precision::F16) => {
+            Ok(job.run::<Autodiff<burn::backend::Wgpu<burn::tensor::f16>, C>>(Default::default()))
+        }
         #[cfg(feature = "cuda")]
-        (BackendKind::Cuda, Precision::Bf16) => Ok(job.run::<burn::backend::Autodiff<
-            burn::backend::Cuda<burn::tensor::bf16>,
-        >>(Default::default())),
+        (BackendKind::Cuda, Precision::F32) => {
+            Ok(job.run::<Autodiff<burn::backend::Cuda, C>>(Default::default()))
+        }
         #[cfg(feature = "cuda")]
-        (BackendKind::Cuda, Precision::F16) => Ok(job.run::<burn::backend::Autodiff<
-            burn::backend::Cuda<burn::tensor::f16>,
-        >>(Default::default())),
+        (BackendKind::Cuda, Precision::Bf16) => {
+            Ok(job.run::<Autodiff<burn::backend::Cuda<burn::tensor::bf16>, C>>(Default::default()))
+        }
+        #[cfg(feature = "cuda")]
+        (BackendKind::Cuda, Precision::F16) => {
+            Ok(job.run::<Autodiff<burn::backend::Cuda<burn::tensor::f16>, C>>(Default::default()))
+        }
         #[allow(unreachable_patterns)]
         (other, _) => Err(not_compiled(other).to_string()),
     }
@@ -217,7 +261,13 @@ mod tests {
     fn half_precision_is_refused_where_the_backend_lacks_it() {
         assert_eq!("BF16".parse::<Precision>().unwrap(), Precision::Bf16);
         assert!("f8".parse::<Precision>().is_err());
-        let e = run_on_with(BackendKind::Ndarray, Precision::Bf16, Name).unwrap_err();
+        let e = run_on_with(
+            BackendKind::Ndarray,
+            Precision::Bf16,
+            Checkpointing::None,
+            Name,
+        )
+        .unwrap_err();
         assert!(
             e.contains("does not compute in bf16; it supports f32"),
             "{e}"

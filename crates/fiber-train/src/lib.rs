@@ -22,5 +22,7 @@ pub mod run;
 pub mod stage;
 pub mod tasks;
 
-pub use backend::{run_on, run_on_with, BackendJob, BackendKind, Precision, UnknownBackend};
+pub use backend::{
+    run_on, run_on_with, BackendJob, BackendKind, Checkpointing, Precision, UnknownBackend,
+};
 pub use error::TrainError;
