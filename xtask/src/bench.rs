@@ -98,6 +98,10 @@ pub struct BenchArgs {
     /// precision on the same device, and print the ratios.
     #[arg(long)]
     pub reference: bool,
+    /// The device's peak dense throughput in TFLOP/s at the chosen precision, to report the
+    /// training step's model-FLOP utilisation (with `--reference`, which counts the FLOPs).
+    #[arg(long)]
+    pub peak_tflops: Option<f64>,
     /// Python interpreter for `--reference`.
     #[arg(long, default_value = "python3")]
     pub python: String,
@@ -201,6 +205,11 @@ fn run_suite(args: BenchArgs) -> Result<()> {
     let mut result = json!({ "fiber_rs": ours });
     if let Some(reference) = reference {
         print_comparison(&result["fiber_rs"], &reference);
+        if let Some(utilisation) =
+            step_utilisation(&result["fiber_rs"], &reference, args.peak_tflops)
+        {
+            result["step_flops"] = utilisation;
+        }
         result["pytorch"] = reference;
     }
     if let Some(path) = &args.json {
@@ -329,6 +338,53 @@ fn print_comparison(ours: &Value, reference: &Value) {
             r.name, r.median_ms, r.per_second
         );
     }
+}
+
+/// The training step's FLOPs per pair (counted by the reference: the original step and the
+/// step with prefix reuse, which is what fiber-rs computes), the throughput each framework
+/// reaches in TFLOP/s and, given the device's peak, the model-FLOP utilisation. Printed and
+/// returned as JSON; `None` when the reference counted no FLOPs.
+fn step_utilisation(ours: &Value, reference: &Value, peak_tflops: Option<f64>) -> Option<Value> {
+    let find = |report: &Value, name: &str| {
+        report["measurements"]
+            .as_array()?
+            .iter()
+            .find(|m| m["name"] == name)
+            .cloned()
+    };
+    let original = find(reference, "step")?;
+    let reuse = find(reference, "step_prefix_reuse")?;
+    let ours = find(ours, "step")?;
+    let gflop = |m: &Value| m["gflop_per_pair"].as_f64();
+    let rate = |m: &Value| m["per_second"].as_f64();
+    let (original_gflop, reuse_gflop) = (gflop(&original)?, gflop(&reuse)?);
+    let rows = [
+        ("fiber-rs step (prefix reuse)", reuse_gflop, rate(&ours)?),
+        ("PyTorch step (original)", original_gflop, rate(&original)?),
+        ("PyTorch step (prefix reuse)", reuse_gflop, rate(&reuse)?),
+    ];
+    let digits = |x: f64| if x < 10.0 { 3 } else { 1 };
+    println!(
+        "model FLOPs per pair: {original_gflop:.0$} GFLOP for the original step, {reuse_gflop:.1$} with prefix reuse",
+        digits(original_gflop),
+        digits(reuse_gflop)
+    );
+    let mut out = Vec::new();
+    for (name, gflop, pairs_per_second) in rows {
+        let tflops = gflop * pairs_per_second / 1000.0;
+        let utilisation = peak_tflops.map(|peak| tflops / peak);
+        println!(
+            "{name}: {tflops:.3} TFLOP/s{}",
+            utilisation
+                .map(|u| format!(", model-FLOP utilisation {:.1} %", 100.0 * u))
+                .unwrap_or_default()
+        );
+        out.push(json!({
+            "name": name, "gflop_per_pair": gflop, "pairs_per_second": pairs_per_second,
+            "tflops": tflops, "utilisation": utilisation,
+        }));
+    }
+    Some(json!({ "peak_tflops": peak_tflops, "rows": out }))
 }
 
 /// Runs `bench/reference.py` on the suite's settings and returns its report.
@@ -634,4 +690,28 @@ fn data_pipeline(args: &BenchArgs, batch: usize) -> Result<Timing> {
     }
     runs_ms.sort_by(f64::total_cmp);
     Ok(Timing { runs_ms })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utilisation_uses_each_algorithms_flops() {
+        let ours = json!({ "measurements": [{ "name": "step", "per_second": 10.0 }] });
+        let reference = json!({ "measurements": [
+            { "name": "step", "per_second": 4.0, "gflop_per_pair": 1600.0 },
+            { "name": "step_prefix_reuse", "per_second": 8.0, "gflop_per_pair": 800.0 },
+        ]});
+        let out = step_utilisation(&ours, &reference, Some(100.0)).unwrap();
+        let rows = out["rows"].as_array().unwrap();
+        // fiber-rs computes the prefix-reuse step: 10 pairs/s × 800 GFLOP = 8 TFLOP/s.
+        assert_eq!(rows[0]["tflops"], 8.0);
+        assert_eq!(rows[0]["utilisation"], 0.08);
+        assert_eq!(rows[1]["tflops"], 6.4);
+        assert_eq!(rows[2]["tflops"], 6.4);
+        // Without counted FLOPs there is nothing to report.
+        let uncounted = json!({ "measurements": [{ "name": "step", "per_second": 4.0 }] });
+        assert!(step_utilisation(&ours, &uncounted, None).is_none());
+    }
 }

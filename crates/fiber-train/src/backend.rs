@@ -58,6 +58,9 @@ pub enum UnknownBackend {
     /// Not a backend name at all.
     #[error("unknown backend `{0}`; expected one of ndarray, wgpu, cuda")]
     Unknown(String),
+    /// A compiled backend that this machine cannot run (e.g. no GPU).
+    #[error("backend unavailable: {0}")]
+    NoDevice(String),
     /// A real backend whose cargo feature was not enabled at build time.
     #[error("backend `{name}` is not compiled into this binary (rebuild with `--features {name}`); available: {available}")]
     NotCompiled {
@@ -89,8 +92,42 @@ pub trait BackendJob {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
 }
 
+/// Checks that the machine can run `kind` (for CUDA: the driver library loads and sees a
+/// device), so a missing GPU is a clear error rather than a panic inside the backend.
+pub fn check_device(kind: BackendKind) -> Result<(), UnknownBackend> {
+    #[cfg(feature = "cuda")]
+    if kind == BackendKind::Cuda {
+        use cudarc::driver::{result, sys};
+        // SAFETY: loads the driver library once; no CUDA call is made when it is absent.
+        if !unsafe { sys::is_culib_present() } {
+            return Err(UnknownBackend::NoDevice(
+                "the CUDA driver library (libcuda.so) cannot be loaded: no NVIDIA driver is installed, or its folder is missing from LD_LIBRARY_PATH".into(),
+            ));
+        }
+        let count = result::init().and_then(|_| result::device::get_count());
+        match count {
+            Ok(n) if n > 0 => {}
+            Ok(_) => {
+                return Err(UnknownBackend::NoDevice(
+                    "the CUDA driver sees no device".into(),
+                ))
+            }
+            Err(e) => {
+                return Err(UnknownBackend::NoDevice(format!(
+                    "the CUDA driver failed to start: {e:?}"
+                )))
+            }
+        }
+    }
+    let _ = kind;
+    Ok(())
+}
+
 /// Runs `job` on the backend `kind`, or says why it cannot.
 pub fn run_on<J: BackendJob>(kind: BackendKind, job: J) -> Result<J::Output, UnknownBackend> {
+    if kind.is_compiled() {
+        check_device(kind)?;
+    }
     match kind {
         #[cfg(feature = "ndarray")]
         BackendKind::Ndarray => {
@@ -203,6 +240,9 @@ pub fn run_on_with<J: BackendJob>(
             "the {kind} backend does not compute in {precision}; it supports {}",
             supported.join(", ")
         ));
+    }
+    if kind.is_compiled() {
+        check_device(kind).map_err(|e| e.to_string())?;
     }
     match checkpointing {
         Checkpointing::None => run_with_strategy::<J, NoCheckpointing>(kind, precision, job),
