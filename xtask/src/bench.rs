@@ -19,7 +19,9 @@ use fiber_fusion::{FiberBackbone, FiberConfig};
 use fiber_roberta::{RobertaConfig, RobertaModel};
 use fiber_swin::{SwinConfig, SwinModel};
 use fiber_train::benchmark::{run_benchmark, BenchConfig, BenchOutcome, Measurement};
-use fiber_train::{run_on, run_on_with, BackendJob, BackendKind, Checkpointing, Precision};
+use fiber_train::{
+    check_backend, run_on, run_on_with, BackendJob, BackendKind, Checkpointing, Precision,
+};
 use serde_json::{json, Value};
 
 /// A single component to time instead of the FIBER suite.
@@ -179,14 +181,13 @@ pub fn suite_config(args: &BenchArgs) -> Result<BenchConfig> {
 /// reference on the same settings.
 fn run_suite(args: BenchArgs) -> Result<()> {
     let config = suite_config(&args)?;
-    // An unknown backend or precision is refused before the reference runs.
+    // An unusable backend or precision is refused before the reference runs.
+    check_backend(args.backend, args.precision).map_err(|e| anyhow::anyhow!(e))?;
     let checkpointing = if args.checkpointing {
         Checkpointing::Balanced
     } else {
         Checkpointing::None
     };
-    run_on_with(args.backend, args.precision, Checkpointing::None, NoJob)
-        .map_err(|e| anyhow::anyhow!(e))?;
     // The reference runs first, while this process holds no model: the two never compete for
     // memory.
     let reference = if args.reference {
@@ -220,10 +221,7 @@ fn run_suite(args: BenchArgs) -> Result<()> {
 
 /// The suite's report as JSON: the settings, the device, every measurement and the memory.
 fn suite_json(config: &BenchConfig, args: &BenchArgs, outcome: &BenchOutcome) -> Value {
-    let threads = match args.backend {
-        BackendKind::Ndarray => Some(rayon::current_num_threads()),
-        _ => None,
-    };
+    let threads = cpu_threads(args.backend);
     json!({
         "framework": format!("fiber-rs {} (burn 0.21)", env!("CARGO_PKG_VERSION")),
         "preset": config.preset, "backend": args.backend.name(), "precision": args.precision.name(),
@@ -236,6 +234,11 @@ fn suite_json(config: &BenchConfig, args: &BenchArgs, outcome: &BenchOutcome) ->
         "memory_measure": memory_measure(args.backend),
         "measurements": outcome.measurements,
     })
+}
+
+/// Threads a CPU backend computes with (`None` on a GPU).
+fn cpu_threads(backend: BackendKind) -> Option<usize> {
+    (backend == BackendKind::Ndarray).then(rayon::current_num_threads)
 }
 
 /// What the memory figure of `backend` measures.
@@ -404,10 +407,7 @@ fn run_reference(args: &BenchArgs, config: &BenchConfig) -> Result<Value> {
         BackendKind::Ndarray => "cpu",
         BackendKind::Wgpu => bail!("the PyTorch reference has no wgpu device; use cuda or ndarray"),
     };
-    let threads = match args.backend {
-        BackendKind::Ndarray => Some(rayon::current_num_threads()),
-        _ => None,
-    };
+    let threads = cpu_threads(args.backend);
     write_json(
         &settings,
         &json!({
@@ -437,15 +437,6 @@ fn run_reference(args: &BenchArgs, config: &BenchConfig) -> Result<Value> {
     let text = std::fs::read_to_string(&output)
         .with_context(|| format!("reading {}", output.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", output.display()))
-}
-
-/// A job that does nothing (to check a backend and precision before other work).
-struct NoJob;
-
-impl BackendJob for NoJob {
-    type Output = ();
-
-    fn run<B: AutodiffBackend>(self, _device: B::Device) {}
 }
 
 /// The suite as a backend job.

@@ -125,25 +125,11 @@ pub fn check_device(kind: BackendKind) -> Result<(), UnknownBackend> {
 
 /// Runs `job` on the backend `kind`, or says why it cannot.
 pub fn run_on<J: BackendJob>(kind: BackendKind, job: J) -> Result<J::Output, UnknownBackend> {
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     if kind.is_compiled() {
         check_device(kind)?;
     }
-    match kind {
-        #[cfg(feature = "ndarray")]
-        BackendKind::Ndarray => {
-            Ok(job.run::<burn::backend::Autodiff<burn::backend::NdArray<f32>>>(Default::default()))
-        }
-        #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => {
-            Ok(job.run::<burn::backend::Autodiff<burn::backend::Wgpu>>(Default::default()))
-        }
-        #[cfg(feature = "cuda")]
-        BackendKind::Cuda => {
-            Ok(job.run::<burn::backend::Autodiff<burn::backend::Cuda>>(Default::default()))
-        }
-        #[allow(unreachable_patterns)]
-        other => Err(not_compiled(other)),
-    }
+    run_with_strategy::<J, NoCheckpointing>(kind, Precision::F32, job)
 }
 
 fn not_compiled(kind: BackendKind) -> UnknownBackend {
@@ -221,15 +207,9 @@ pub enum Checkpointing {
     Balanced,
 }
 
-/// Runs `job` on backend `kind` computing in `precision`, with `checkpointing`, or says why it
-/// cannot (the backend is not compiled in, or does not compute in that precision).
-pub fn run_on_with<J: BackendJob>(
-    kind: BackendKind,
-    precision: Precision,
-    checkpointing: Checkpointing,
-    job: J,
-) -> Result<J::Output, String> {
-    use burn::backend::autodiff::checkpoint::strategy::{BalancedCheckpointing, NoCheckpointing};
+/// Checks that this binary and machine can run `kind` in `precision`: the backend is compiled
+/// in, computes in that precision, and (CUDA) finds a driver and a device. Says why not.
+pub fn check_backend(kind: BackendKind, precision: Precision) -> Result<(), String> {
     if !precision.is_supported_on(kind) {
         let supported: Vec<&str> = Precision::ALL
             .into_iter()
@@ -241,22 +221,37 @@ pub fn run_on_with<J: BackendJob>(
             supported.join(", ")
         ));
     }
-    if kind.is_compiled() {
-        check_device(kind).map_err(|e| e.to_string())?;
+    if !kind.is_compiled() {
+        return Err(not_compiled(kind).to_string());
     }
-    match checkpointing {
+    check_device(kind).map_err(|e| e.to_string())
+}
+
+/// Runs `job` on backend `kind` computing in `precision`, with `checkpointing`, or says why it
+/// cannot ([`check_backend`]).
+pub fn run_on_with<J: BackendJob>(
+    kind: BackendKind,
+    precision: Precision,
+    checkpointing: Checkpointing,
+    job: J,
+) -> Result<J::Output, String> {
+    use burn::backend::autodiff::checkpoint::strategy::{BalancedCheckpointing, NoCheckpointing};
+    check_backend(kind, precision)?;
+    let result = match checkpointing {
         Checkpointing::None => run_with_strategy::<J, NoCheckpointing>(kind, precision, job),
         Checkpointing::Balanced => {
             run_with_strategy::<J, BalancedCheckpointing>(kind, precision, job)
         }
-    }
+    };
+    result.map_err(|e| e.to_string())
 }
 
+/// The one place that names each (backend, float type) pair with checkpoint strategy `C`.
 fn run_with_strategy<J, C>(
     kind: BackendKind,
     precision: Precision,
     job: J,
-) -> Result<J::Output, String>
+) -> Result<J::Output, UnknownBackend>
 where
     J: BackendJob,
     C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy,
@@ -289,7 +284,7 @@ where
             Ok(job.run::<Autodiff<burn::backend::Cuda<burn::tensor::f16>, C>>(Default::default()))
         }
         #[allow(unreachable_patterns)]
-        (other, _) => Err(not_compiled(other).to_string()),
+        (other, _) => Err(not_compiled(other)),
     }
 }
 

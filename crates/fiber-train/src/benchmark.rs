@@ -348,15 +348,18 @@ pub fn run_benchmark<B: AutodiffBackend>(
                     let losses = model.pretrain_losses(batch, &queue, None, &mut rng);
                     let loss = losses.total;
                     let value = loss.clone().into_scalar().elem::<f64>();
-                    sample_memory(&mut peak);
                     let forward_end = Instant::now();
+                    // Sampled while the graph is alive, outside the timed phases.
+                    sample_memory(&mut peak);
+                    let backward_start = Instant::now();
                     let gradients = gradients_by_key(&mut model, loss);
                     sync("backward")?;
                     let backward_end = Instant::now();
                     apply_update(&mut optimizer, &mut model, 1e-5, gradients)?;
                     sync("training step")?;
-                    let ms = start.elapsed().as_secs_f64() * 1000.0;
+                    let end = Instant::now();
                     let phase_ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1000.0;
+                    let ms = phase_ms(start, end) - phase_ms(forward_end, backward_start);
                     sample_memory(&mut peak);
                     if !value.is_finite() {
                         return Err(TrainError::NonFinite(format!(
@@ -367,8 +370,8 @@ pub fn run_benchmark<B: AutodiffBackend>(
                         times.push(ms);
                         step_losses.push(value);
                         phases[0].push(phase_ms(start, forward_end));
-                        phases[1].push(phase_ms(forward_end, backward_end));
-                        phases[2].push(phase_ms(backward_end, Instant::now()));
+                        phases[1].push(phase_ms(backward_start, backward_end));
+                        phases[2].push(phase_ms(backward_end, end));
                     }
                 }
             }

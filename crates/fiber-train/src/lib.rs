@@ -23,6 +23,7 @@ pub mod stage;
 pub mod tasks;
 
 pub use backend::{
-    run_on, run_on_with, BackendJob, BackendKind, Checkpointing, Precision, UnknownBackend,
+    check_backend, run_on, run_on_with, BackendJob, BackendKind, Checkpointing, Precision,
+    UnknownBackend,
 };
 pub use error::TrainError;
