@@ -314,6 +314,18 @@ pub fn tensor_values<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f3
         .expect("a float tensor converted to f32 yields f32 values")
 }
 
+/// The values of an index tensor (non-negative by construction), read back to the host.
+pub fn index_values<B: Backend, const D: usize>(tensor: Tensor<B, D, Int>) -> Vec<usize> {
+    tensor
+        .into_data()
+        .convert::<i64>()
+        .into_vec::<i64>()
+        .expect("an int tensor converted to i64 yields i64 values")
+        .into_iter()
+        .map(|v| v as usize)
+        .collect()
+}
+
 impl StoredTensor {
     /// A float tensor's shape and values.
     pub fn from_tensor<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Self {

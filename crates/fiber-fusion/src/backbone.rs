@@ -49,7 +49,11 @@ fn index_tensor<B: Backend>(indices: &[usize], device: &B::Device) -> Tensor<B, 
 impl<B: Backend> TextState<B> {
     /// Rows `indices` of the batch (repeats allowed), e.g. hard-negative texts.
     pub fn select(&self, indices: &[usize]) -> Self {
-        let idx = index_tensor::<B>(indices, &self.hidden.device());
+        self.select_rows(index_tensor::<B>(indices, &self.hidden.device()))
+    }
+
+    /// Rows `indices` `[k]` of the batch, indices given on the device.
+    pub fn select_rows(&self, idx: Tensor<B, 1, Int>) -> Self {
         Self {
             hidden: self.hidden.clone().select(0, idx.clone()),
             mask: self.mask.clone().select(0, idx),
@@ -70,7 +74,11 @@ impl<B: Backend> TextState<B> {
 impl<B: Backend> ImageState<B> {
     /// Rows `indices` of the batch (repeats allowed), e.g. hard-negative images.
     pub fn select(&self, indices: &[usize]) -> Self {
-        let idx = index_tensor::<B>(indices, &self.map.tokens.device());
+        self.select_rows(index_tensor::<B>(indices, &self.map.tokens.device()))
+    }
+
+    /// Rows `indices` `[k]` of the batch, indices given on the device.
+    pub fn select_rows(&self, idx: Tensor<B, 1, Int>) -> Self {
         Self {
             map: FeatureMap {
                 tokens: self.map.tokens.clone().select(0, idx),

@@ -5,9 +5,6 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use fiber_core::init::linear_normal;
 use fiber_core::weights::{visit_linear, WeightVisitor};
-use rand::distr::weighted::WeightedIndex;
-use rand::distr::Distribution;
-use rand::Rng;
 
 use crate::loss::cross_entropy;
 
@@ -54,57 +51,89 @@ impl<B: Backend> ItmHead<B> {
     }
 }
 
-/// For each row b of `similarities` (`rows × columns`, row-major: the ITC logits of row b
-/// against every candidate), draws one candidate from `softmax(row)` with column `own[b]`
-/// excluded (spec C.3: the own pair never serves as its own negative; 1e-9 is added to every
-/// other weight as the original does). Returns the chosen columns.
-pub fn sample_hard_negatives(
-    similarities: &[f32],
-    columns: usize,
-    own: &[usize],
-    rng: &mut impl Rng,
-) -> Vec<usize> {
-    similarities
-        .chunks(columns)
-        .zip(own)
-        .map(|(row, &own)| {
-            let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let total: f64 = row.iter().map(|&s| ((s - max) as f64).exp()).sum();
-            let weights: Vec<f64> = row
-                .iter()
-                .enumerate()
-                .map(|(j, &s)| {
-                    if j == own {
-                        0.0
-                    } else {
-                        ((s - max) as f64).exp() / total + 1e-9
-                    }
-                })
-                .collect();
-            match WeightedIndex::new(&weights) {
-                Ok(dist) => dist.sample(rng),
-                // A single candidate (the own pair): there is nothing else to draw.
-                Err(_) => own,
-            }
-        })
-        .collect()
+/// For each row b of `similarities` `[rows, columns]` (the ITC logits of item b against every
+/// candidate; column b is b's own pair), draws one candidate from `softmax(row)` with the own
+/// column excluded (spec C.3: the own pair never serves as its own negative; 1e-9 is added to
+/// every other weight as the original does) → chosen columns `[rows]`.
+///
+/// The draw is an inverse-CDF lookup done on the device: `uniforms` `[rows]` (in `[0, 1)`, drawn
+/// by the caller's seeded generator so that runs stay reproducible) pick the first column whose
+/// cumulative weight exceeds `u · total`. Nothing is read back to the host, so a GPU step is
+/// not stalled between the ITC and ITM forwards. With a single candidate the own column is
+/// returned, as there is nothing else to draw.
+pub fn draw_hard_negatives<B: Backend>(
+    similarities: Tensor<B, 2>,
+    uniforms: Tensor<B, 1>,
+) -> Tensor<B, 1, Int> {
+    let [rows, columns] = similarities.dims();
+    let device = similarities.device();
+    let own: Vec<i64> = (0..rows as i64).collect();
+    if columns <= 1 {
+        return Tensor::from_data(TensorData::new(own, [rows]), &device);
+    }
+    let own_mask: Vec<bool> = (0..rows * columns)
+        .map(|k| k / columns == k % columns)
+        .collect();
+    let own_mask =
+        Tensor::<B, 2, Bool>::from_data(TensorData::new(own_mask, [rows, columns]), &device);
+    let weights =
+        (burn::tensor::activation::softmax(similarities, 1) + 1e-9).mask_fill(own_mask, 0.0);
+    let cumulative = weights.cumsum(1);
+    let total = cumulative.clone().slice([0..rows, columns - 1..columns]);
+    let target = (total * uniforms.reshape([rows, 1])).expand([rows, columns]);
+    let below = cumulative
+        .lower_equal(target)
+        .int()
+        .sum_dim(1)
+        .reshape([rows]);
+    // Rounding can put `u · total` on the total itself; the last column that is not the row's
+    // own bounds the pick.
+    let last: Vec<i64> = (0..rows)
+        .map(|b| columns as i64 - 1 - (b == columns - 1) as i64)
+        .collect();
+    below.min_pair(Tensor::from_data(TensorData::new(last, [rows]), &device))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
+
+    type B = burn::backend::NdArray;
+
+    fn draw(similarities: &[f32], rows: usize, uniforms: &[f32]) -> Vec<i64> {
+        let device = Default::default();
+        let columns = similarities.len() / rows;
+        let s = Tensor::<B, 2>::from_data(
+            TensorData::new(similarities.to_vec(), [rows, columns]),
+            &device,
+        );
+        let u = Tensor::<B, 1>::from_data(TensorData::new(uniforms.to_vec(), [rows]), &device);
+        draw_hard_negatives(s, u)
+            .into_data()
+            .convert::<i64>()
+            .into_vec()
+            .unwrap()
+    }
 
     #[test]
     fn hard_negatives_never_return_the_positive_and_follow_the_softmax() {
+        use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(42);
-        let row = [2.0f32, 0.0, 1.0, -1.0];
-        let draws = 40_000;
+        // Row b is [2, 0, 1, -1] rotated by b, so its own column b holds the 2 and column
+        // (b + j) mod 4 holds logits[j]: every row draws offset j with the same probability.
+        let logits = [2.0f32, 0.0, 1.0, -1.0];
+        let similarities: Vec<f32> = (0..4)
+            .flat_map(|b| (0..4).map(move |c| logits[(c + 4 - b) % 4]))
+            .collect();
+        let calls = 5_000;
         let mut counts = [0usize; 4];
-        for _ in 0..draws {
-            let pick = sample_hard_negatives(&row, 4, &[0], &mut rng)[0];
-            counts[pick] += 1;
+        for _ in 0..calls {
+            let uniforms: Vec<f32> = (0..4).map(|_| rng.random::<f32>()).collect();
+            for (b, column) in draw(&similarities, 4, &uniforms).into_iter().enumerate() {
+                counts[(column as usize + 4 - b) % 4] += 1;
+            }
         }
+        let draws = 4 * calls;
         assert_eq!(counts[0], 0, "the own pair is never drawn");
         let z: f64 = [0.0f64, 1.0, -1.0].iter().map(|v| v.exp()).sum();
         for (j, logit) in [(1usize, 0.0f64), (2, 1.0), (3, -1.0)] {
@@ -114,9 +143,23 @@ mod tests {
             let tolerance = 5.0 * (expected * (1.0 - expected) / draws as f64).sqrt();
             assert!(
                 (observed - expected).abs() < tolerance,
-                "column {j}: {observed} vs {expected}"
+                "offset {j}: {observed} vs {expected}"
             );
         }
+    }
+
+    #[test]
+    fn hard_negatives_at_the_ends_of_the_unit_interval_skip_the_own_column() {
+        // Three items against five candidates (two beyond the batch, e.g. queued ones).
+        let similarities = [0.0f32; 15];
+        let nearly_one = 1.0 - f32::EPSILON / 2.0;
+        assert_eq!(draw(&similarities, 3, &[0.0, 0.0, 0.0]), vec![1, 0, 0]);
+        assert_eq!(draw(&similarities, 3, &[nearly_one; 3]), vec![4, 4, 4]);
+        // A square batch: the last row's own column is the last one.
+        let square = [0.0f32; 9];
+        assert_eq!(draw(&square, 3, &[nearly_one; 3]), vec![2, 2, 1]);
+        // A batch of one has nothing else to draw.
+        assert_eq!(draw(&[3.0], 1, &[0.5]), vec![0]);
     }
 
     #[test]

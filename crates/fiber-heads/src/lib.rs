@@ -17,7 +17,7 @@ pub mod retrieval;
 pub use caption::{Caption, DecodeConfig};
 pub use classifier::ClassifierHead;
 pub use itc::{itc_loss, FeatureQueue, ItcOutput, Temperature};
-pub use itm::{sample_hard_negatives, ItmHead};
+pub use itm::{draw_hard_negatives, ItmHead};
 pub use mlm::{MaskedBatch, MlmHead, MlmMasker, IGNORE_INDEX};
 pub use model::{FiberModel, PretrainBatch, PretrainLosses};
 pub use projections::{l2_normalize, ModalityProjections, Pooler};

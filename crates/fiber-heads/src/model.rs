@@ -4,7 +4,7 @@
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use fiber_core::store::tensor_values;
+use fiber_core::store::index_values;
 use fiber_core::weights::{Layout, WeightVisitor};
 use fiber_core::{LoadReport, TensorStore};
 use fiber_fusion::{
@@ -13,7 +13,7 @@ use fiber_fusion::{
 use rand::Rng;
 
 use crate::itc::{itc_loss, FeatureQueue, Temperature};
-use crate::itm::{sample_hard_negatives, ItmHead};
+use crate::itm::{draw_hard_negatives, ItmHead};
 use crate::mlm::MlmHead;
 use crate::projections::{l2_normalize, ModalityProjections};
 
@@ -184,41 +184,58 @@ impl<B: Backend> FiberModel<B> {
         );
 
         // Hard negatives from the (detached) similarities: a text for each image, an image for
-        // each text.
+        // each text, drawn on the device from uniforms of the seeded generator.
         let columns = itc.logits_i2t.dims()[1];
-        let i2t = tensor_values(itc.logits_i2t.clone().detach());
-        let t2i = tensor_values(itc.logits_t2i.clone().detach());
-        let own: Vec<usize> = (0..n).collect();
-        let neg_text_cols = sample_hard_negatives(&i2t, columns, &own, rng);
-        let neg_image_cols = sample_hard_negatives(&t2i, columns, &own, rng);
+        let device = itc.logits_i2t.device();
+        let mut uniforms = || {
+            let values: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
+            Tensor::<B, 1>::from_data(TensorData::new(values, [n]), &device)
+        };
+        let neg_text_cols = draw_hard_negatives(itc.logits_i2t.clone().detach(), uniforms());
+        let neg_image_cols = draw_hard_negatives(itc.logits_t2i.clone().detach(), uniforms());
 
-        // Candidates beyond the batch come from the queue: fetch their inputs and prefixes.
-        let mut image_pool = image.clone();
-        let mut text_pool = text.clone();
-        let queued: Vec<usize> = neg_text_cols
-            .iter()
-            .chain(&neg_image_cols)
-            .filter(|&&c| c >= n)
-            .map(|&c| c - n)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let mut remap = std::collections::HashMap::new();
-        if let (Some(fetch), false) = (fetch, queued.is_empty()) {
-            let dataset_indices: Vec<usize> =
-                queued.iter().map(|&q| usable_queue.indices()[q]).collect();
-            let (pixels, ids, mask) = fetch(&dataset_indices);
-            image_pool = ImageState::cat(vec![image_pool, self.backbone.image_prefix(pixels)]);
-            text_pool = TextState::cat(vec![text_pool, self.backbone.text_prefix(ids, mask)]);
-            for (k, &q) in queued.iter().enumerate() {
-                remap.insert(q + n, n + k);
+        let (neg_texts, neg_images) = match fetch {
+            // Candidates beyond the batch come from the queue: read the chosen columns back,
+            // fetch the queued ones' inputs and compute their prefixes.
+            Some(fetch) if columns > n => {
+                let neg_text_cols = index_values(neg_text_cols);
+                let neg_image_cols = index_values(neg_image_cols);
+                let queued: Vec<usize> = neg_text_cols
+                    .iter()
+                    .chain(&neg_image_cols)
+                    .filter(|&&c| c >= n)
+                    .map(|&c| c - n)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                let mut image_pool = image.clone();
+                let mut text_pool = text.clone();
+                let mut remap = std::collections::HashMap::new();
+                if !queued.is_empty() {
+                    let dataset_indices: Vec<usize> =
+                        queued.iter().map(|&q| usable_queue.indices()[q]).collect();
+                    let (pixels, ids, mask) = fetch(&dataset_indices);
+                    image_pool =
+                        ImageState::cat(vec![image_pool, self.backbone.image_prefix(pixels)]);
+                    text_pool =
+                        TextState::cat(vec![text_pool, self.backbone.text_prefix(ids, mask)]);
+                    for (k, &q) in queued.iter().enumerate() {
+                        remap.insert(q + n, n + k);
+                    }
+                }
+                let row = |c: usize| if c < n { c } else { remap[&c] };
+                let rows = |cols: &[usize]| cols.iter().map(|&c| row(c)).collect::<Vec<_>>();
+                (
+                    text_pool.select(&rows(&neg_text_cols)),
+                    image_pool.select(&rows(&neg_image_cols)),
+                )
             }
-        }
-        let row = |c: usize| if c < n { c } else { remap[&c] };
-        let neg_texts =
-            text_pool.select(&neg_text_cols.iter().map(|&c| row(c)).collect::<Vec<_>>());
-        let neg_images =
-            image_pool.select(&neg_image_cols.iter().map(|&c| row(c)).collect::<Vec<_>>());
+            // Only the batch: the picks stay on the device.
+            _ => (
+                text.select_rows(neg_text_cols),
+                image.select_rows(neg_image_cols),
+            ),
+        };
 
         // ITM: (image, text) matching; (image, hard text) and (hard image, text) not.
         let itm_images = ImageState::cat(vec![image.clone(), image.clone(), neg_images]);

@@ -226,7 +226,7 @@ fn a_tiny_model_overfits_one_batch_with_itc_itm_and_mlm() {
     let queue = FeatureQueue::new(0);
     let (first, last, model) = overfit_with(
         model,
-        400,
+        600,
         1e-3,
         |m, _| {
             m.pretrain_losses(&batch, &queue, None, &mut *rng.borrow_mut())
@@ -235,7 +235,7 @@ fn a_tiny_model_overfits_one_batch_with_itc_itm_and_mlm() {
         FiberModel::clamp_temperature,
     );
     // The ITM loss depends on the hard negatives drawn: average it over several draws.
-    let draws = 5;
+    let draws = 20;
     let (mut itc, mut itm, mut mlm) = (0.0, 0.0, 0.0);
     for _ in 0..draws {
         let losses = model.pretrain_losses(&batch, &queue, None, &mut *rng.borrow_mut());
