@@ -11,7 +11,7 @@ use clap::Args;
 use fiber_train::config::RunConfig;
 use fiber_train::init::InitSource;
 use fiber_train::job::{report_path, run_job, summary_table, JobOptions, Report, Stage};
-use fiber_train::{run_on, BackendJob, BackendKind, TrainError};
+use fiber_train::{run_on_with, BackendJob, BackendKind, Checkpointing, Precision, TrainError};
 
 /// Arguments of `train`.
 #[derive(Args, Debug, Clone)]
@@ -39,6 +39,14 @@ pub struct TrainArgs {
     /// Compute backend.
     #[arg(long, default_value = "ndarray")]
     pub backend: BackendKind,
+    /// Float type of parameters and activations: f32, or pure half precision (f16 on wgpu;
+    /// bf16 or f16 on cuda). Refused, with the reason, where the backend lacks it.
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
+    /// Recompute memory-bound activations in the backward pass instead of keeping them (Burn's
+    /// balanced activation checkpointing): less memory, more time.
+    #[arg(long)]
+    pub checkpointing: bool,
     /// Data folder (overrides the configuration's `data_dir`).
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -120,7 +128,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         resume: args.resume,
         strict: args.strict,
         stop_after,
-        backend: args.backend.to_string(),
+        backend: match args.precision {
+            Precision::F32 => args.backend.to_string(),
+            half => format!("{} {half}", args.backend),
+        },
         stage: args.stage,
         init: if args.init.is_empty() {
             None
@@ -129,7 +140,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
         },
         tokenizer: args.tokenizer.clone(),
     };
-    let report = run_on(args.backend, TrainJob(options.clone()))??;
+    let report = run_on_with(
+        args.backend,
+        args.precision,
+        if args.checkpointing {
+            Checkpointing::Balanced
+        } else {
+            Checkpointing::None
+        },
+        TrainJob(options.clone()),
+    )
+    .map_err(anyhow::Error::msg)??;
     println!("{}", summary_table(&report));
     println!(
         "report: {}",

@@ -4,6 +4,14 @@
 //! heads), global gradient-norm clipping, gradient accumulation, and a state that is saved and
 //! restored exactly (moments and step count, keyed by checkpoint key).
 //!
+//! Mixed precision: on a backend that computes in half precision (`Cuda<bf16>`, `Wgpu<f16>`, …)
+//! the optimiser keeps f32 **master weights** next to the half-precision parameters, and its
+//! moments, the gradient norm and the update in f32; the parameters are the master weights
+//! rounded to half precision after each step. Updates far below a half-precision ulp (1e-4
+//! steps on weights near 1 vanish in bf16, whose ulp there is 7.8e-3) then accumulate instead
+//! of being rounded away, and ε = 1e-8 (0 in f16) keeps `m / (√v + ε)` finite where a gradient
+//! is exactly zero.
+//!
 //! Parameters are reached through the models' `visit_weights`, so the optimiser sees the same
 //! names as the checkpoints and the spec's rules apply to them literally.
 
@@ -14,6 +22,7 @@ use burn::module::Param;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{DType, Element, FloatDType};
 use fiber_core::weights::{Layout, WeightVisitor};
 use fiber_core::{StoredTensor, TensorStore};
 
@@ -197,6 +206,17 @@ pub struct AdamW<B: Backend> {
     groups: ParamGroups,
     step: u64,
     moments: BTreeMap<String, (Tensor<B, 1>, Tensor<B, 1>)>,
+    /// The float type of master weights and moments, when it differs from the parameters'.
+    master: Option<FloatDType>,
+    masters: BTreeMap<String, Tensor<B, 1>>,
+}
+
+/// f32 master weights where `B` computes in half precision (f16, bf16); none otherwise.
+pub fn default_master_weights<B: Backend>() -> Option<FloatDType> {
+    match <B::FloatElem as Element>::dtype() {
+        DType::F16 | DType::BF16 => Some(FloatDType::F32),
+        _ => None,
+    }
 }
 
 /// What one optimiser step did.
@@ -211,14 +231,29 @@ pub struct StepInfo {
 }
 
 impl<B: Backend> AdamW<B> {
-    /// A fresh optimiser.
+    /// A fresh optimiser, with f32 master weights where `B` computes in half precision
+    /// ([`default_master_weights`]).
     pub fn new(config: AdamWConfig, groups: ParamGroups) -> Self {
         Self {
             config,
             groups,
             step: 0,
             moments: BTreeMap::new(),
+            master: default_master_weights::<B>(),
+            masters: BTreeMap::new(),
         }
+    }
+
+    /// Keeps master weights, moments and the update in `dtype` (`None`: in the parameters' own
+    /// float type).
+    pub fn with_master_weights(mut self, dtype: Option<FloatDType>) -> Self {
+        self.master = dtype;
+        self
+    }
+
+    /// The float type of the master weights, if the optimiser keeps any.
+    pub fn master_weights(&self) -> Option<FloatDType> {
+        self.master
     }
 
     /// Steps taken so far.
@@ -239,6 +274,12 @@ impl<B: Backend> AdamW<B> {
         lr: f64,
         gradients: KeyedGradients<B>,
     ) -> Result<AdamWUpdate<'_, B>, TrainError> {
+        let mut gradients = gradients;
+        if let Some(dtype) = self.master {
+            for g in gradients.grads.values_mut() {
+                *g = g.clone().cast(dtype);
+            }
+        }
         let grad_norm = gradients.global_norm();
         if !grad_norm.is_finite() {
             return Err(TrainError::NonFinite(format!(
@@ -262,8 +303,8 @@ impl<B: Backend> AdamW<B> {
         })
     }
 
-    /// The state (moments under `exp_avg.{key}` / `exp_avg_sq.{key}`, the step count under
-    /// `step`) as named tensors.
+    /// The state (moments under `exp_avg.{key}` / `exp_avg_sq.{key}`, master weights under
+    /// `master.{key}`, the step count under `step`) as named tensors.
     pub fn state(&self) -> TensorStore {
         let mut store = TensorStore::new();
         store.insert("step", StoredTensor::i64(vec![1], vec![self.step as i64]));
@@ -275,6 +316,12 @@ impl<B: Backend> AdamW<B> {
             store.insert(
                 format!("exp_avg_sq.{key}"),
                 StoredTensor::from_tensor(v.clone()),
+            );
+        }
+        for (key, w) in &self.masters {
+            store.insert(
+                format!("master.{key}"),
+                StoredTensor::from_tensor(w.clone()),
             );
         }
         store
@@ -291,30 +338,42 @@ impl<B: Backend> AdamW<B> {
             .and_then(|t| t.as_i64())
             .and_then(|v| v.first().copied())
             .ok_or_else(|| TrainError::Checkpoint("the optimiser state has no `step`".into()))?;
+        let master = self.master;
+        let read = |name: &str| -> Result<Tensor<B, 1>, TrainError> {
+            let t = store.get(name).ok_or_else(|| {
+                TrainError::Checkpoint(format!("the optimiser state lacks `{name}`"))
+            })?;
+            let values = t
+                .as_f32()
+                .ok_or_else(|| TrainError::Checkpoint(format!("`{name}` is not f32")))?;
+            let tensor: Tensor<B, 1> =
+                Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device);
+            Ok(match master {
+                Some(dtype) => tensor.cast(dtype),
+                None => tensor,
+            })
+        };
         let mut moments = BTreeMap::new();
         for name in store.names() {
             let Some(key) = name.strip_prefix("exp_avg.") else {
                 continue;
-            };
-            let read = |name: &str| -> Result<Tensor<B, 1>, TrainError> {
-                let t = store.get(name).ok_or_else(|| {
-                    TrainError::Checkpoint(format!("the optimiser state lacks `{name}`"))
-                })?;
-                let values = t
-                    .as_f32()
-                    .ok_or_else(|| TrainError::Checkpoint(format!("`{name}` is not f32")))?;
-                Ok(Tensor::from_data(
-                    TensorData::new(values.to_vec(), [values.len()]),
-                    device,
-                ))
             };
             moments.insert(
                 key.to_string(),
                 (read(name)?, read(&format!("exp_avg_sq.{key}"))?),
             );
         }
+        let mut masters = BTreeMap::new();
+        if self.master.is_some() {
+            for name in store.names() {
+                if let Some(key) = name.strip_prefix("master.") {
+                    masters.insert(key.to_string(), read(name)?);
+                }
+            }
+        }
         self.step = step as u64;
         self.moments = moments;
+        self.masters = masters;
         Ok(())
     }
 }
@@ -346,6 +405,14 @@ impl<B: Backend> AdamWUpdate<'_, B> {
             .mul_scalar(self.info.clip_factor);
         let c = &self.optimizer.config;
         let (beta1, beta2) = (c.beta1, c.beta2);
+        let param_dtype = value.dtype();
+        let value = match self.optimizer.master {
+            Some(dtype) => match self.optimizer.masters.remove(key) {
+                Some(master) => master,
+                None => value.cast(dtype),
+            },
+            None => value,
+        };
         let (m, v) = match self.optimizer.moments.remove(key) {
             Some(state) => state,
             None => (grad.zeros_like(), grad.zeros_like()),
@@ -362,6 +429,12 @@ impl<B: Backend> AdamWUpdate<'_, B> {
         }
         self.optimizer.moments.insert(key.to_string(), (m, v));
         self.info.updated += 1;
+        if self.optimizer.master.is_some() {
+            self.optimizer
+                .masters
+                .insert(key.to_string(), updated.clone());
+            return Some(updated.cast(param_dtype));
+        }
         Some(updated)
     }
 }

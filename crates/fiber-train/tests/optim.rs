@@ -250,3 +250,70 @@ fn the_schedule_warms_up_then_decays_linearly() {
     assert!((lr(55) - 0.5).abs() < 1e-12);
     assert_eq!(lr(100), 0.0);
 }
+
+/// `steps` updates of `model` at base rate `lr` with `optimizer`, always on the same input.
+fn train(model: &mut Tiny<Ad>, optimizer: &mut AdamW<Inner>, lr: f64, steps: usize) {
+    for _ in 0..steps {
+        let grads = gradients(model, [[1.0, 2.0, 3.0], [-1.0, 0.5, 0.0]]);
+        let mut update = optimizer.begin_step(lr, grads).unwrap();
+        model.visit_weights(&mut update);
+        update.finish().unwrap();
+    }
+}
+
+#[test]
+fn master_weights_keep_updates_that_the_parameter_type_rounds_away() {
+    use burn::tensor::{DType, FloatDType};
+    // Where the parameters are in the backend's full precision there are no master weights.
+    assert_eq!(
+        AdamW::<Inner>::new(AdamWConfig::new(), ParamGroups::fiber(5.0)).master_weights(),
+        None
+    );
+    // The same mechanism that keeps f32 masters for f16/bf16 parameters, one level up: f64
+    // masters for f32 parameters. The LayerNorm weight starts at 1, where an f32 ulp is
+    // 1.2e-7; Adam moves it by about lr = 2e-8 per step, which rounds back to 1 every time.
+    let lr = 2e-8;
+    let steps = 20;
+    let mut plain = Tiny::<Ad>::new(&Default::default());
+    let mut plain_optimizer = AdamW::<Inner>::new(AdamWConfig::new(), ParamGroups::fiber(5.0));
+    train(&mut plain, &mut plain_optimizer, lr, steps);
+    assert!(values(plain.norm.gamma.val()).iter().all(|&g| g == 1.0));
+
+    let mut mixed = Tiny::<Ad>::new(&Default::default());
+    let mut optimizer = AdamW::<Inner>::new(AdamWConfig::new(), ParamGroups::fiber(5.0))
+        .with_master_weights(Some(FloatDType::F64));
+    train(&mut mixed, &mut optimizer, lr, steps);
+    // The parameters stay in their own type; the masters have accumulated 20 steps.
+    assert_eq!(mixed.norm.gamma.val().dtype(), DType::F32);
+    let gamma = values(mixed.norm.gamma.val());
+    for g in &gamma {
+        let moved = (1.0 - *g as f64).abs();
+        assert!(
+            moved > 2e-7 && moved < 6e-7,
+            "moved {moved} after {steps} steps of about {lr}"
+        );
+    }
+    // Elsewhere the result is the plain optimiser's up to f32 rounding.
+    let a = values(mixed.cross_modal_text_transform.weight.val());
+    let b = values(plain.cross_modal_text_transform.weight.val());
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-6, "{x} vs {y}");
+    }
+    // The masters are part of the saved state and come back with it.
+    let state = optimizer.state();
+    assert!(state.names().any(|n| n == "master.norm.weight"));
+    let mut restored = AdamW::<Inner>::new(AdamWConfig::new(), ParamGroups::fiber(5.0))
+        .with_master_weights(Some(FloatDType::F64));
+    restored.load_state(&state, &Default::default()).unwrap();
+    let again = restored.state();
+    for name in [
+        "master.norm.weight",
+        "master.cross_modal_text_transform.weight",
+    ] {
+        assert_eq!(
+            again.get(name).unwrap().as_f32(),
+            state.get(name).unwrap().as_f32(),
+            "{name}"
+        );
+    }
+}
