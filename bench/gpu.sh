@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU figures of docs/performance.md in one run: fiber-rs on CUDA next to the PyTorch
-# reference on the same GPU, for the base model at batch 16 in f32 and bf16, and the tiny model.
+# reference on the same GPU, for the base model at batch 16 in f32 and bf16, and the tiny model;
+# then the pre-training loss curve on the built-in data in f32 and in bf16 (f32 master weights).
 # Needs a binary built with `cargo build --release -p xtask --features cuda`, Python with torch,
 # and the CUDA libraries on LD_LIBRARY_PATH.
 #
@@ -17,3 +18,9 @@ for precision in f32 bf16; do
 done
 "$bin" bench --preset tiny --backend cuda --warmup 3 --reps 10 --reference \
     --json "$out/tiny-f32.json" 2>&1 | tee "$out/tiny-f32.txt"
+for precision in f32 bf16; do
+    "$bin" train --stage coarse --backend cuda --precision "$precision" --name "precision-$precision" \
+        --runs "$out/runs" 2>&1 | tee "$out/train-$precision.txt"
+done
+python3 "$(dirname "$0")/compare_losses.py" "$out/runs/precision-f32" "$out/runs/precision-bf16" \
+    --block 30 | tee "$out/losses.md"

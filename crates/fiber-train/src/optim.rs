@@ -46,6 +46,11 @@ pub struct AdamWConfig {
     /// Gradients are rescaled so that their global L2 norm is at most this (none when absent).
     #[config(default = "None")]
     pub max_grad_norm: Option<f64>,
+    /// Where the backend computes in half precision (f16, bf16), keep f32 master weights and
+    /// do the update in f32; `false` updates the half-precision parameters directly (pure half
+    /// precision, which loses small updates and turns ε = 1e-8 into 0 in f16).
+    #[config(default = true)]
+    pub master_weights: bool,
 }
 
 /// Which parameters decay and how their learning rate is scaled, by checkpoint key.
@@ -232,14 +237,18 @@ pub struct StepInfo {
 
 impl<B: Backend> AdamW<B> {
     /// A fresh optimiser, with f32 master weights where `B` computes in half precision
-    /// ([`default_master_weights`]).
+    /// ([`default_master_weights`]) unless `config.master_weights` is off.
     pub fn new(config: AdamWConfig, groups: ParamGroups) -> Self {
+        let master = match config.master_weights {
+            true => default_master_weights::<B>(),
+            false => None,
+        };
         Self {
             config,
             groups,
             step: 0,
             moments: BTreeMap::new(),
-            master: default_master_weights::<B>(),
+            master,
             masters: BTreeMap::new(),
         }
     }
