@@ -192,6 +192,23 @@ fn a_diverging_run_stops_and_keeps_its_last_good_checkpoint() {
     assert!(!runs.join("small/report.json").exists());
 }
 
+#[test]
+fn half_precision_where_the_backend_lacks_it_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = config(tmp.path(), 3, 1e-3, 0);
+    let runs = tmp.path().join("runs");
+    let output = xtask(&config, &runs, &["--precision", "bf16"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the ndarray backend does not compute in bf16; it supports f32"),
+        "{stderr}"
+    );
+    assert!(!runs.exists(), "nothing is written");
+}
+
 fn read_json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
