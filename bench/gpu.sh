@@ -1,26 +1,45 @@
 #!/usr/bin/env bash
-# The GPU figures of docs/performance.md in one run: fiber-rs on CUDA next to the PyTorch
-# reference on the same GPU, for the base model at batch 16 in f32 and bf16, and the tiny model;
-# then the pre-training loss curve on the built-in data in f32 and in bf16 (f32 master weights).
+# The GPU figures of docs/performance.md: fiber-rs on CUDA next to the PyTorch reference on the
+# same GPU. Parts (all by default, in this order):
+#   base-f32, base-bf16  the base model at batch 16, with the reference
+#   tiny                 the tiny model at batch 32, with the reference
+#   losses               the pre-training loss curve on the built-in data in f32 and in bf16
+#                        (f32 master weights), side by side
 # Needs a binary built with `cargo build --release -p xtask --features cuda`, Python with torch,
-# and the CUDA libraries on LD_LIBRARY_PATH.
+# and the CUDA libraries on LD_LIBRARY_PATH. Each part writes its JSON and text into OUTPUT_DIR.
 #
-#   bench/gpu.sh [XTASK_BINARY] [OUTPUT_DIR]
+#   bench/gpu.sh [XTASK_BINARY] [OUTPUT_DIR] [PART ...]
 set -euo pipefail
 bin=${1:-target/release/xtask}
 out=${2:-bench-results}
+shift $(( $# < 2 ? $# : 2 ))
+parts=("$@")
+[ ${#parts[@]} -eq 0 ] && parts=(base-f32 base-bf16 tiny losses)
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$out/gpu.txt"
-for precision in f32 bf16; do
-    "$bin" bench --preset base --backend cuda --precision "$precision" --batch 16 --warmup 2 --reps 5 \
-        --reference --json "$out/base-$precision.json" 2>&1 | tee "$out/base-$precision.txt"
+for part in "${parts[@]}"; do
+    case "$part" in
+    base-f32 | base-bf16)
+        precision=${part#base-}
+        "$bin" bench --preset base --backend cuda --precision "$precision" --batch 16 --warmup 2 \
+            --reps 5 --reference --json "$out/$part.json" 2>&1 | tee "$out/$part.txt"
+        ;;
+    tiny)
+        "$bin" bench --preset tiny --backend cuda --warmup 3 --reps 10 --reference \
+            --json "$out/tiny-f32.json" 2>&1 | tee "$out/tiny-f32.txt"
+        ;;
+    losses)
+        for precision in f32 bf16; do
+            "$bin" train --stage coarse --backend cuda --precision "$precision" \
+                --name "precision-$precision" --runs "$out/runs" 2>&1 | tee "$out/train-$precision.txt"
+        done
+        python3 "$(dirname "$0")/compare_losses.py" "$out/runs/precision-f32" \
+            "$out/runs/precision-bf16" --block 30 | tee "$out/losses.md"
+        ;;
+    *)
+        echo "unknown part \`$part\`; expected base-f32, base-bf16, tiny or losses" >&2
+        exit 2
+        ;;
+    esac
 done
-"$bin" bench --preset tiny --backend cuda --warmup 3 --reps 10 --reference \
-    --json "$out/tiny-f32.json" 2>&1 | tee "$out/tiny-f32.txt"
-for precision in f32 bf16; do
-    "$bin" train --stage coarse --backend cuda --precision "$precision" --name "precision-$precision" \
-        --runs "$out/runs" 2>&1 | tee "$out/train-$precision.txt"
-done
-python3 "$(dirname "$0")/compare_losses.py" "$out/runs/precision-f32" "$out/runs/precision-bf16" \
-    --block 30 | tee "$out/losses.md"
