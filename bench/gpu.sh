@@ -15,6 +15,15 @@ out=${2:-bench-results}
 shift $(( $# < 2 ? $# : 2 ))
 parts=("$@")
 [ ${#parts[@]} -eq 0 ] && parts=(base-f32 base-bf16 tiny losses)
+for part in "${parts[@]}"; do
+    case "$part" in
+    base-f32 | base-bf16 | tiny | losses) ;;
+    *)
+        echo "unknown part \`$part\`; expected base-f32, base-bf16, tiny or losses" >&2
+        exit 2
+        ;;
+    esac
+done
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$out/gpu.txt"
@@ -36,10 +45,6 @@ for part in "${parts[@]}"; do
         done
         python3 "$(dirname "$0")/compare_losses.py" "$out/runs/precision-f32" \
             "$out/runs/precision-bf16" --block 30 | tee "$out/losses.md"
-        ;;
-    *)
-        echo "unknown part \`$part\`; expected base-f32, base-bf16, tiny or losses" >&2
-        exit 2
         ;;
     esac
 done
