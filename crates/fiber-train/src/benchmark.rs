@@ -352,7 +352,7 @@ pub fn run_benchmark<B: AutodiffBackend>(
                     // Sampled while the graph is alive, outside the timed phases.
                     sample_memory(&mut peak);
                     let backward_start = Instant::now();
-                    let gradients = gradients_by_key(&mut model, loss);
+                    let gradients = gradients_by_key(&mut model, optimizer.scale_loss(loss));
                     sync("backward")?;
                     let backward_end = Instant::now();
                     apply_update(&mut optimizer, &mut model, 1e-5, gradients)?;

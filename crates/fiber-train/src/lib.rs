@@ -15,6 +15,7 @@ pub mod finetune_retrieval;
 pub mod init;
 pub mod job;
 pub mod log;
+pub mod loss_scale;
 pub mod metrics;
 pub mod nlvr2;
 pub mod optim;

@@ -10,7 +10,8 @@
 //! rounded to half precision after each step. Updates far below a half-precision ulp (1e-4
 //! steps on weights near 1 vanish in bf16, whose ulp there is 7.8e-3) then accumulate instead
 //! of being rounded away, and ε = 1e-8 (0 in f16) keeps `m / (√v + ε)` finite where a gradient
-//! is exactly zero.
+//! is exactly zero. With f16 parameters the loss can also be scaled dynamically
+//! (`loss_scaling`, [`crate::loss_scale`]) so that small gradients survive the backward pass.
 //!
 //! Parameters are reached through the models' `visit_weights`, so the optimiser sees the same
 //! names as the checkpoints and the spec's rules apply to them literally.
@@ -27,6 +28,7 @@ use fiber_core::weights::{Layout, WeightVisitor};
 use fiber_core::{StoredTensor, TensorStore};
 
 use crate::error::TrainError;
+use crate::loss_scale::{DynamicLossScale, INIT_SCALE};
 
 /// AdamW hyper-parameters (spec C.5 defaults).
 #[derive(Config, Debug, PartialEq)]
@@ -51,6 +53,13 @@ pub struct AdamWConfig {
     /// precision, which loses small updates and turns ε = 1e-8 into 0 in f16).
     #[config(default = true)]
     pub master_weights: bool,
+    /// Where the parameters are f16 and master weights are kept, scale the loss dynamically
+    /// ([`crate::loss_scale`]) so that small gradients do not flush to zero; steps whose
+    /// gradients overflow are skipped. Off by default: on the built-in data the scale's search
+    /// for a value that does not overflow skipped 6 of the first 7 steps and the run ended 4 %
+    /// above f32, where unscaled f16 ended within 0.3 % (docs/performance.md).
+    #[config(default = false)]
+    pub loss_scaling: bool,
 }
 
 /// Which parameters decay and how their learning rate is scaled, by checkpoint key.
@@ -214,6 +223,7 @@ pub struct AdamW<B: Backend> {
     /// The float type of master weights and moments, when it differs from the parameters'.
     master: Option<FloatDType>,
     masters: BTreeMap<String, Tensor<B, 1>>,
+    loss_scale: Option<DynamicLossScale>,
 }
 
 /// f32 master weights where `B` computes in half precision (f16, bf16); none otherwise.
@@ -233,6 +243,8 @@ pub struct StepInfo {
     pub clip_factor: f64,
     /// Parameters updated.
     pub updated: usize,
+    /// Whether the step was skipped because the scaled gradients overflowed (loss scaling).
+    pub skipped: bool,
 }
 
 impl<B: Backend> AdamW<B> {
@@ -243,6 +255,9 @@ impl<B: Backend> AdamW<B> {
             true => default_master_weights::<B>(),
             false => None,
         };
+        let f16 = <B::FloatElem as Element>::dtype() == DType::F16;
+        let loss_scale = (config.loss_scaling && f16 && master.is_some())
+            .then(|| DynamicLossScale::new(INIT_SCALE));
         Self {
             config,
             groups,
@@ -250,6 +265,31 @@ impl<B: Backend> AdamW<B> {
             moments: BTreeMap::new(),
             master,
             masters: BTreeMap::new(),
+            loss_scale,
+        }
+    }
+
+    /// Scales the loss dynamically starting from `init` (`None`: no loss scaling), whatever the
+    /// parameters' type.
+    pub fn with_loss_scaling(mut self, init: Option<f64>) -> Self {
+        self.loss_scale = init.map(DynamicLossScale::new);
+        self
+    }
+
+    /// The factor the loss is multiplied by before the backward pass, if the loss is scaled.
+    pub fn loss_scale(&self) -> Option<f64> {
+        self.loss_scale.map(|s| s.scale())
+    }
+
+    /// `loss` `[1]` multiplied by the current loss scale (unchanged without loss scaling); take
+    /// the gradients of this, and [`AdamW::begin_step`] divides them by the scale again.
+    pub fn scale_loss<A: AutodiffBackend<InnerBackend = B>>(
+        &self,
+        loss: Tensor<A, 1>,
+    ) -> Tensor<A, 1> {
+        match self.loss_scale {
+            Some(s) => loss.mul_scalar(s.scale()),
+            None => loss,
         }
     }
 
@@ -277,7 +317,9 @@ impl<B: Backend> AdamW<B> {
 
     /// Prepares one step at base learning rate `lr`: checks the gradients are finite, clips
     /// them, and returns the visitor that applies the update to each parameter it visits
-    /// (run the model's `visit_weights` with it, then [`AdamWUpdate::finish`]).
+    /// (run the model's `visit_weights` with it, then [`AdamWUpdate::finish`]). With loss
+    /// scaling the gradients are first divided by the scale; if they overflowed, the step is
+    /// skipped (the visitor changes nothing, [`StepInfo::skipped`]) and the scale halved.
     pub fn begin_step(
         &mut self,
         lr: f64,
@@ -289,11 +331,39 @@ impl<B: Backend> AdamW<B> {
                 *g = g.clone().cast(dtype);
             }
         }
+        if let Some(s) = self.loss_scale {
+            gradients.scale(1.0 / s.scale());
+        }
         let grad_norm = gradients.global_norm();
         if !grad_norm.is_finite() {
-            return Err(TrainError::NonFinite(format!(
-                "the gradient norm is {grad_norm}"
-            )));
+            let scale = self
+                .loss_scale
+                .as_mut()
+                .map(|s| (s.scale(), s.record_overflow()));
+            return match scale {
+                Some((_, true)) => Ok(AdamWUpdate {
+                    optimizer: self,
+                    lr,
+                    gradients: KeyedGradients {
+                        grads: BTreeMap::new(),
+                    },
+                    info: StepInfo {
+                        grad_norm,
+                        clip_factor: 0.0,
+                        updated: 0,
+                        skipped: true,
+                    },
+                }),
+                Some((scale, false)) => Err(TrainError::NonFinite(format!(
+                    "the gradient norm is {grad_norm} even at loss scale {scale}"
+                ))),
+                None => Err(TrainError::NonFinite(format!(
+                    "the gradient norm is {grad_norm}"
+                ))),
+            };
+        }
+        if let Some(s) = self.loss_scale.as_mut() {
+            s.record_finite();
         }
         let clip_factor = match self.config.max_grad_norm {
             Some(max) if grad_norm > max => max / (grad_norm + 1e-6),
@@ -308,12 +378,14 @@ impl<B: Backend> AdamW<B> {
                 grad_norm,
                 clip_factor,
                 updated: 0,
+                skipped: false,
             },
         })
     }
 
     /// The state (moments under `exp_avg.{key}` / `exp_avg_sq.{key}`, master weights under
-    /// `master.{key}`, the step count under `step`) as named tensors.
+    /// `master.{key}`, the loss scale under `loss_scale` / `loss_scale_good_steps`, the step
+    /// count under `step`) as named tensors.
     pub fn state(&self) -> TensorStore {
         let mut store = TensorStore::new();
         store.insert("step", StoredTensor::i64(vec![1], vec![self.step as i64]));
@@ -331,6 +403,16 @@ impl<B: Backend> AdamW<B> {
             store.insert(
                 format!("master.{key}"),
                 StoredTensor::from_tensor(w.clone()),
+            );
+        }
+        if let Some(s) = self.loss_scale {
+            store.insert(
+                "loss_scale",
+                StoredTensor::f32(vec![1], vec![s.scale() as f32]),
+            );
+            store.insert(
+                "loss_scale_good_steps",
+                StoredTensor::i64(vec![1], vec![s.good_steps() as i64]),
             );
         }
         store
@@ -380,6 +462,19 @@ impl<B: Backend> AdamW<B> {
                 }
             }
         }
+        if self.loss_scale.is_some() {
+            let scale = store
+                .get("loss_scale")
+                .and_then(|t| t.as_f32())
+                .and_then(|v| v.first().copied());
+            let good = store
+                .get("loss_scale_good_steps")
+                .and_then(|t| t.as_i64())
+                .and_then(|v| v.first().copied());
+            if let (Some(scale), Some(good)) = (scale, good) {
+                self.loss_scale = Some(DynamicLossScale::restored(scale as f64, good as u64));
+            }
+        }
         self.step = step as u64;
         self.moments = moments;
         self.masters = masters;
@@ -396,7 +491,7 @@ pub struct AdamWUpdate<'a, B: Backend> {
 }
 
 impl<B: Backend> AdamWUpdate<'_, B> {
-    /// Ends the step; every gradient must have met its parameter.
+    /// Ends the step; every gradient must have met its parameter (unless the step was skipped).
     pub fn finish(self) -> Result<StepInfo, TrainError> {
         if let Some(key) = self.gradients.grads.keys().next() {
             return Err(TrainError::Checkpoint(format!(

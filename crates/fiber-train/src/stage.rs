@@ -282,7 +282,7 @@ impl StageRunner<'_> {
                         None => parts_sum.push((name, v)),
                     }
                 }
-                let micro = gradients_by_key(&mut model, loss);
+                let micro = gradients_by_key(&mut model, optimizer.scale_loss(loss));
                 match &mut gradients {
                     Some(acc) => acc.accumulate(micro),
                     None => gradients = Some(micro),
@@ -301,6 +301,16 @@ impl StageRunner<'_> {
                     }
                     other => other,
                 })?;
+            if info.skipped {
+                progress.suspend(|| {
+                    eprintln!(
+                        "warning: {} step {}: the scaled gradients overflowed; step skipped, loss scale now {}",
+                        self.name,
+                        step + 1,
+                        optimizer.loss_scale().unwrap_or(0.0)
+                    )
+                });
+            }
             task.after_step();
             state.step += 1;
             done_here += 1;

@@ -317,3 +317,62 @@ fn master_weights_keep_updates_that_the_parameter_type_rounds_away() {
         );
     }
 }
+
+/// One step of `model` with `optimizer`, the loss scaled as the optimiser asks.
+fn scaled_step(model: &mut Tiny<Ad>, optimizer: &mut AdamW<Inner>) -> fiber_train::optim::StepInfo {
+    let device = Default::default();
+    let loss = model.loss(Tensor::from_floats(
+        [[1.0, 2.0, 3.0], [-1.0, 0.5, 0.0]],
+        &device,
+    ));
+    let mut grads = GradientsParams::from_grads(optimizer.scale_loss(loss).backward(), model);
+    let mut collector = GradientCollector::new(&mut grads);
+    model.visit_weights(&mut collector);
+    let mut update = optimizer.begin_step(1e-3, collector.finish()).unwrap();
+    model.visit_weights(&mut update);
+    update.finish().unwrap()
+}
+
+#[test]
+fn loss_scaling_unscales_the_gradients_and_skips_steps_that_overflow() {
+    // f32 parameters have no loss scaling unless asked for.
+    let fresh = AdamW::<Inner>::new(AdamWConfig::new(), ParamGroups::fiber(5.0));
+    assert_eq!(fresh.loss_scale(), None);
+    let mut plain = Tiny::<Ad>::new(&Default::default());
+    let mut plain_optimizer = AdamW::<Inner>::new(AdamWConfig::new(), ParamGroups::fiber(5.0));
+    let plain_info = scaled_step(&mut plain, &mut plain_optimizer);
+
+    // A scale of 1024: the same update and gradient norm.
+    let mut scaled = Tiny::<Ad>::new(&Default::default());
+    let mut optimizer = AdamW::<Inner>::new(AdamWConfig::new(), ParamGroups::fiber(5.0))
+        .with_loss_scaling(Some(1024.0));
+    let info = scaled_step(&mut scaled, &mut optimizer);
+    assert!(!info.skipped);
+    assert!((info.grad_norm - plain_info.grad_norm).abs() < 1e-4 * plain_info.grad_norm);
+    let a = values(scaled.cross_modal_text_transform.weight.val());
+    let b = values(plain.cross_modal_text_transform.weight.val());
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-6, "{x} vs {y}");
+    }
+
+    // A scale of 1e38 overflows f32: the step is skipped, nothing moves, the scale halves and
+    // the optimiser's step count (its bias correction) stays.
+    let mut overflowing = Tiny::<Ad>::new(&Default::default());
+    let before = values(overflowing.cross_modal_text_transform.weight.val());
+    let mut optimizer = AdamW::<Inner>::new(AdamWConfig::new(), ParamGroups::fiber(5.0))
+        .with_loss_scaling(Some(1e38));
+    let info = scaled_step(&mut overflowing, &mut optimizer);
+    assert!(info.skipped && info.updated == 0);
+    assert_eq!(
+        values(overflowing.cross_modal_text_transform.weight.val()),
+        before
+    );
+    assert_eq!(optimizer.loss_scale(), Some(5e37));
+    assert_eq!(optimizer.steps(), 0);
+    // The scale is part of the saved state.
+    let state = optimizer.state();
+    let mut restored = AdamW::<Inner>::new(AdamWConfig::new(), ParamGroups::fiber(5.0))
+        .with_loss_scaling(Some(1.0));
+    restored.load_state(&state, &Default::default()).unwrap();
+    assert_eq!(restored.loss_scale(), Some(5e37f32 as f64));
+}
