@@ -2,7 +2,7 @@
 
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::TensorData;
+use burn::tensor::{FloatDType, TensorData};
 use fiber_core::init::linear_normal;
 use fiber_core::weights::{visit_linear, WeightVisitor};
 
@@ -57,8 +57,8 @@ impl<B: Backend> ItmHead<B> {
 /// every other weight as the original does) → chosen columns `[rows]`.
 ///
 /// The draw is an inverse-CDF lookup done on the device: `uniforms` `[rows]` (in `[0, 1)`, drawn
-/// by the caller's seeded generator so that runs stay reproducible) pick the first column whose
-/// cumulative weight exceeds `u · total`. Nothing is read back to the host, so a GPU step is
+/// by the caller's seeded generator so that runs stay reproducible; create them in f32) pick the
+/// first column whose cumulative weight exceeds `u · total`, computed in f32. Nothing is read back to the host, so a GPU step is
 /// not stalled between the ITC and ITM forwards. With a single candidate the own column is
 /// returned, as there is nothing else to draw.
 pub fn draw_hard_negatives<B: Backend>(
@@ -71,16 +71,22 @@ pub fn draw_hard_negatives<B: Backend>(
     if columns <= 1 {
         return Tensor::from_data(TensorData::new(own, [rows]), &device);
     }
-    let own_mask: Vec<bool> = (0..rows * columns)
-        .map(|k| k / columns == k % columns)
-        .collect();
-    let own_mask =
-        Tensor::<B, 2, Bool>::from_data(TensorData::new(own_mask, [rows, columns]), &device);
-    let weights =
-        (burn::tensor::activation::softmax(similarities, 1) + 1e-9).mask_fill(own_mask, 0.0);
+    let own_mask = Tensor::<B, 1, Int>::arange(0..columns as i64, &device)
+        .reshape([1, columns])
+        .expand([rows, columns])
+        .equal(
+            Tensor::<B, 1, Int>::arange(0..rows as i64, &device)
+                .reshape([rows, 1])
+                .expand([rows, columns]),
+        );
+    // In f32 whatever the backend's float type: a bf16 running sum over a 4096-wide queue stops
+    // growing once each weight is below half its ulp, and f16 has no 1e-9.
+    let weights = (burn::tensor::activation::softmax(similarities.cast(FloatDType::F32), 1) + 1e-9)
+        .mask_fill(own_mask, 0.0);
     let cumulative = weights.cumsum(1);
     let total = cumulative.clone().slice([0..rows, columns - 1..columns]);
-    let target = (total * uniforms.reshape([rows, 1])).expand([rows, columns]);
+    let target =
+        (total * uniforms.cast(FloatDType::F32).reshape([rows, 1])).expand([rows, columns]);
     let below = cumulative
         .lower_equal(target)
         .int()

@@ -3,7 +3,7 @@
 //! each image's and text's uni-modal prefix across every forward that needs it.
 
 use burn::prelude::*;
-use burn::tensor::TensorData;
+use burn::tensor::{DType, TensorData};
 use fiber_core::store::index_values;
 use fiber_core::weights::{Layout, WeightVisitor};
 use fiber_core::{LoadReport, TensorStore};
@@ -189,7 +189,7 @@ impl<B: Backend> FiberModel<B> {
         let device = itc.logits_i2t.device();
         let mut uniforms = || {
             let values: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
-            Tensor::<B, 1>::from_data(TensorData::new(values, [n]), &device)
+            Tensor::<B, 1>::from_data(TensorData::new(values, [n]), (&device, DType::F32))
         };
         let neg_text_cols = draw_hard_negatives(itc.logits_i2t.clone().detach(), uniforms());
         let neg_image_cols = draw_hard_negatives(itc.logits_t2i.clone().detach(), uniforms());

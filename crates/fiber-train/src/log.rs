@@ -23,8 +23,9 @@ pub struct StepRecord {
     /// Named parts of the loss.
     #[serde(default)]
     pub parts: std::collections::BTreeMap<String, f64>,
-    /// Global gradient norm before clipping.
-    pub grad_norm: f64,
+    /// Global gradient norm before clipping; `None` (JSON `null`) for a step that was skipped
+    /// because its loss-scaled gradients overflowed.
+    pub grad_norm: Option<f64>,
     /// Seconds since this process started the stage.
     pub seconds: f64,
 }
@@ -68,7 +69,7 @@ impl MetricsLog {
         lr: f64,
         loss: f64,
         parts: &[(&'static str, f64)],
-        grad_norm: f64,
+        grad_norm: Option<f64>,
         seconds: f64,
     ) -> Result<(), TrainError> {
         let record = StepRecord {
@@ -211,14 +212,15 @@ mod tests {
                 1e-3,
                 1.0 / step as f64,
                 &[("itc", 0.5)],
-                1.0,
+                Some(1.0),
                 step as f64,
             )
             .unwrap();
         }
-        log.record("vqa", 1, 1e-3, 2.0, &[], 1.0, 1.0).unwrap();
+        // A skipped step (no gradient norm) survives the truncation like any other.
+        log.record("vqa", 1, 1e-3, 2.0, &[], None, 1.0).unwrap();
         log.truncate_stage("pretrain", 3).unwrap();
-        log.record("pretrain", 4, 1e-3, 0.25, &[], 1.0, 4.0)
+        log.record("pretrain", 4, 1e-3, 0.25, &[], Some(1.0), 4.0)
             .unwrap();
         let records = log.records().unwrap();
         let steps: Vec<(String, u64)> = records.iter().map(|r| (r.stage.clone(), r.step)).collect();
@@ -233,6 +235,7 @@ mod tests {
             ]
         );
         assert_eq!(records[0].parts["itc"], 0.5);
+        assert_eq!(records[3].grad_norm, None);
         let svg = loss_svg(&records);
         assert!(svg.starts_with("<svg") && svg.contains("pretrain") && svg.contains("polyline"));
         std::fs::remove_dir_all(&dir).unwrap();

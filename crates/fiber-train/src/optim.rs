@@ -437,11 +437,12 @@ impl<B: Backend> AdamW<B> {
             let values = t
                 .as_f32()
                 .ok_or_else(|| TrainError::Checkpoint(format!("`{name}` is not f32")))?;
-            let tensor: Tensor<B, 1> =
-                Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device);
+            let data = TensorData::new(values.to_vec(), [values.len()]);
+            // Master weights and their moments are created in the master type directly, not
+            // through the device's (half-precision) default.
             Ok(match master {
-                Some(dtype) => tensor.cast(dtype),
-                None => tensor,
+                Some(dtype) => Tensor::from_data(data, (device, DType::from(dtype))),
+                None => Tensor::from_data(data, device),
             })
         };
         let mut moments = BTreeMap::new();
@@ -512,7 +513,12 @@ impl<B: Backend> AdamWUpdate<'_, B> {
         let param_dtype = value.dtype();
         let value = match self.optimizer.master {
             Some(dtype) => match self.optimizer.masters.remove(key) {
-                Some(master) => master,
+                // Where the parameter was changed outside the optimiser (the temperature clamp,
+                // a reload), the parameter wins over its master.
+                Some(master) => {
+                    let changed = master.clone().cast(param_dtype).not_equal(value.clone());
+                    master.mask_where(changed, value.cast(dtype))
+                }
                 None => value.cast(dtype),
             },
             None => value,

@@ -325,7 +325,7 @@ impl StageRunner<'_> {
                 lr,
                 loss,
                 &parts,
-                info.grad_norm,
+                (!info.skipped).then_some(info.grad_norm),
                 start.elapsed().as_secs_f64(),
             )?;
             progress.set_position(state.step);

@@ -299,6 +299,15 @@ fn master_weights_keep_updates_that_the_parameter_type_rounds_away() {
     for (x, y) in a.iter().zip(&b) {
         assert!((x - y).abs() < 1e-6, "{x} vs {y}");
     }
+    // A parameter changed outside the optimiser (as the temperature clamp does) wins over its
+    // master, which would otherwise write its own value back.
+    let id = mixed.norm.gamma.id;
+    let clamped = Tensor::<Ad, 1>::from_floats([0.5, 0.5], &Default::default());
+    mixed.norm.gamma = burn::module::Param::initialized(id, clamped.require_grad());
+    train(&mut mixed, &mut optimizer, lr, 1);
+    for g in values(mixed.norm.gamma.val()) {
+        assert!((g - 0.5).abs() < 1e-6, "{g}");
+    }
     // The masters are part of the saved state and come back with it.
     let state = optimizer.state();
     assert!(state.names().any(|n| n == "master.norm.weight"));
