@@ -57,7 +57,7 @@ pub struct AdamWConfig {
     /// ([`crate::loss_scale`]) so that small gradients do not flush to zero; steps whose
     /// gradients overflow are skipped. Off by default: on the built-in data the scale's search
     /// for a value that does not overflow skipped 6 of the first 7 steps and the run ended 4 %
-    /// above f32, where unscaled f16 ended within 0.3 % (docs/performance.md).
+    /// above f32, where unscaled f16 ended within 0.2 % (docs/performance.md).
     #[config(default = false)]
     pub loss_scaling: bool,
 }
