@@ -183,11 +183,7 @@ fn run_suite(args: BenchArgs) -> Result<()> {
     let config = suite_config(&args)?;
     // An unusable backend or precision is refused before the reference runs.
     check_backend(args.backend, args.precision).map_err(|e| anyhow::anyhow!(e))?;
-    let checkpointing = if args.checkpointing {
-        Checkpointing::Balanced
-    } else {
-        Checkpointing::None
-    };
+    let checkpointing = Checkpointing::when(args.checkpointing);
     // The reference runs first, while this process holds no model: the two never compete for
     // memory.
     let reference = if args.reference {

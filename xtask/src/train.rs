@@ -39,8 +39,9 @@ pub struct TrainArgs {
     /// Compute backend.
     #[arg(long, default_value = "ndarray")]
     pub backend: BackendKind,
-    /// Float type of parameters and activations: f32, or pure half precision (f16 on wgpu;
-    /// bf16 or f16 on cuda). Refused, with the reason, where the backend lacks it.
+    /// Float type of parameters, activations and gradients: f32, or half precision (f16 on
+    /// wgpu; bf16 or f16 on cuda) with f32 master weights in the optimiser. Refused, with the
+    /// reason, where the backend lacks it.
     #[arg(long, default_value = "f32")]
     pub precision: Precision,
     /// Recompute memory-bound activations in the backward pass instead of keeping them (Burn's
@@ -143,11 +144,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let report = run_on_with(
         args.backend,
         args.precision,
-        if args.checkpointing {
-            Checkpointing::Balanced
-        } else {
-            Checkpointing::None
-        },
+        Checkpointing::when(args.checkpointing),
         TrainJob(options.clone()),
     )
     .map_err(anyhow::Error::msg)??;

@@ -58,18 +58,17 @@ impl<B: Backend> ItmHead<B> {
 ///
 /// The draw is an inverse-CDF lookup done on the device: `uniforms` `[rows]` (in `[0, 1)`, drawn
 /// by the caller's seeded generator so that runs stay reproducible; create them in f32) pick the
-/// first column whose cumulative weight exceeds `u · total`, computed in f32. Nothing is read back to the host, so a GPU step is
-/// not stalled between the ITC and ITM forwards. With a single candidate the own column is
-/// returned, as there is nothing else to draw.
+/// first column whose cumulative weight exceeds `u · total`, computed in f32. Nothing is read
+/// back to the host, so a GPU step is not stalled between the ITC and ITM forwards. With a
+/// single candidate the own column is returned, as there is nothing else to draw.
 pub fn draw_hard_negatives<B: Backend>(
     similarities: Tensor<B, 2>,
     uniforms: Tensor<B, 1>,
 ) -> Tensor<B, 1, Int> {
     let [rows, columns] = similarities.dims();
     let device = similarities.device();
-    let own: Vec<i64> = (0..rows as i64).collect();
     if columns <= 1 {
-        return Tensor::from_data(TensorData::new(own, [rows]), &device);
+        return Tensor::arange(0..rows as i64, &device);
     }
     let own_mask = Tensor::<B, 1, Int>::arange(0..columns as i64, &device)
         .reshape([1, columns])

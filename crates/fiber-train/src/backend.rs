@@ -207,6 +207,17 @@ pub enum Checkpointing {
     Balanced,
 }
 
+impl Checkpointing {
+    /// [`Checkpointing::Balanced`] when `enabled` (a command's `--checkpointing` flag), else none.
+    pub fn when(enabled: bool) -> Self {
+        if enabled {
+            Checkpointing::Balanced
+        } else {
+            Checkpointing::None
+        }
+    }
+}
+
 /// Checks that this binary and machine can run `kind` in `precision`: the backend is compiled
 /// in, computes in that precision, and (CUDA) finds a driver and a device. Says why not.
 pub fn check_backend(kind: BackendKind, precision: Precision) -> Result<(), String> {
