@@ -454,22 +454,30 @@ def main():
 
     phases = {}
 
+    timed_phases = bool(settings.get("phases"))
+
     def step(reuse):
+        # A training loop's step: the loss is read once, after the update. With "phases" the
+        # device is also synchronised after the forward and the backward, and each part timed.
         model.train()
         start = time.perf_counter()
         with autocast():
             loss = model.losses(batch, reuse)
-        value = loss.item()
+        if timed_phases:
+            sync()
         forward_end = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        sync()
+        if timed_phases:
+            sync()
         backward_end = time.perf_counter()
         scaler.step(optimizer)
         scaler.update()
+        value = loss.item()
         sync()
-        phases.setdefault("step_prefix_reuse" if reuse else "step", []).append(
-            [(forward_end - start) * 1000, (backward_end - forward_end) * 1000, (time.perf_counter() - backward_end) * 1000])
+        if timed_phases:
+            phases.setdefault("step_prefix_reuse" if reuse else "step", []).append(
+                [(forward_end - start) * 1000, (backward_end - forward_end) * 1000, (time.perf_counter() - backward_end) * 1000])
         return value
 
     def step_forward():

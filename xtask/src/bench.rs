@@ -80,6 +80,10 @@ pub struct BenchArgs {
     /// dual_image, dual_text).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Suite: also time the training step's phases (forward, backward, update), synchronising
+    /// the device between them (both frameworks); the step's time then includes those waits.
+    #[arg(long)]
+    pub phases: bool,
     /// Untimed runs before measuring.
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
@@ -166,7 +170,8 @@ pub fn suite_config(args: &BenchArgs) -> Result<BenchConfig> {
     let mut config = BenchConfig::preset(preset)?
         .with_warmup(args.warmup)
         .with_reps(args.reps)
-        .with_only(args.only.clone());
+        .with_only(args.only.clone())
+        .with_phases(args.phases);
     if let Some(batch) = args.batch {
         config.batch = batch;
     }
@@ -410,7 +415,7 @@ fn run_reference(args: &BenchArgs, config: &BenchConfig) -> Result<Value> {
             "preset": config.preset, "model": config.model, "batch": config.batch,
             "text_len": config.text_len, "warmup": config.warmup, "reps": config.reps,
             "only": config.only, "precision": args.precision.name(), "device": device,
-            "checkpointing": args.checkpointing,
+            "checkpointing": args.checkpointing, "phases": config.phases,
             "threads": threads,
         }),
     )?;

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::ModelConfig;
 use crate::error::TrainError;
 use crate::optim::{AdamW, AdamWConfig, ParamGroups};
-use crate::stage::{apply_update, gradients_by_key};
+use crate::stage::{apply_update, gradients_by_key, read_step_scalars};
 
 /// What to measure: the model, the batch and the repetitions.
 #[derive(Config, Debug, PartialEq)]
@@ -44,6 +44,10 @@ pub struct BenchConfig {
     /// Which measurements to run (names of [`MeasurementKind`]); all when empty.
     #[config(default = "Vec::new()")]
     pub only: Vec<String>,
+    /// Also time the step's phases (forward, backward, update), synchronising the device
+    /// between them; the step's time then includes those waits.
+    #[config(default = false)]
+    pub phases: bool,
 }
 
 impl BenchConfig {
@@ -174,14 +178,15 @@ pub struct Measurement {
     pub phases_ms: Option<StepPhases>,
 }
 
-/// Median milliseconds of a training step's phases, the device synchronised between them.
+/// Median milliseconds of a training step's phases, the device synchronised between them
+/// ([`BenchConfig::phases`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct StepPhases {
-    /// The three losses, up to reading the total back.
+    /// The three losses.
     pub forward: f64,
-    /// Back-propagation and collecting the gradients.
+    /// Back-propagation, collecting the gradients and bringing them into the update's type.
     pub backward: f64,
-    /// Gradient norm and AdamW update.
+    /// Reading back the losses and the gradient norm, and the AdamW update.
     pub optimizer: f64,
 }
 
@@ -344,34 +349,61 @@ pub fn run_benchmark<B: AutodiffBackend>(
                 let mut optimizer =
                     AdamW::<B::InnerBackend>::new(AdamWConfig::new(), ParamGroups::fiber(5.0));
                 for run in 0..runs {
+                    // The step as training runs it (`stage`): everything queued, one read of
+                    // the loss, its parts and the gradient norm before the update. With
+                    // `phases` the device is also synchronised after the forward and backward.
+                    let phase_end = |what: &str| -> Result<Option<Instant>, TrainError> {
+                        if !config.phases {
+                            return Ok(None);
+                        }
+                        sync(what)?;
+                        Ok(Some(Instant::now()))
+                    };
                     let start = Instant::now();
                     let losses = model.pretrain_losses(batch, &queue, None, &mut rng);
+                    let parts = [
+                        ("itc", losses.itc.clone().inner()),
+                        ("itm", losses.itm.clone().inner()),
+                        ("mlm", losses.mlm.clone().inner()),
+                    ];
                     let loss = losses.total;
-                    let value = loss.clone().into_scalar().elem::<f64>();
-                    let forward_end = Instant::now();
+                    let total = loss.clone().inner();
+                    let forward_end = phase_end("forward")?;
                     // Sampled while the graph is alive, outside the timed phases.
-                    sample_memory(&mut peak);
-                    let backward_start = Instant::now();
+                    let pause = forward_end.map(|end| {
+                        sample_memory(&mut peak);
+                        Instant::now() - end
+                    });
                     let gradients = gradients_by_key(&mut model, optimizer.scale_loss(loss));
-                    sync("backward")?;
-                    let backward_end = Instant::now();
-                    apply_update(&mut optimizer, &mut model, 1e-5, gradients)?;
-                    sync("training step")?;
-                    let end = Instant::now();
-                    let phase_ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1000.0;
-                    let ms = phase_ms(start, end) - phase_ms(forward_end, backward_start);
-                    sample_memory(&mut peak);
-                    if !value.is_finite() {
+                    let gradients = optimizer.prepare(gradients);
+                    let backward_end = phase_end("backward")?;
+                    let scalars = read_step_scalars(total, &parts, &gradients)?;
+                    if !scalars.loss.is_finite() {
                         return Err(TrainError::NonFinite(format!(
-                            "the benchmark's step loss is {value}"
+                            "the benchmark's step loss is {}",
+                            scalars.loss
                         )));
                     }
+                    apply_update(
+                        &mut optimizer,
+                        &mut model,
+                        1e-5,
+                        gradients,
+                        scalars.grad_norm,
+                    )?;
+                    sync("training step")?;
+                    let end = Instant::now();
+                    sample_memory(&mut peak);
                     if run >= config.warmup {
-                        times.push(ms);
-                        step_losses.push(value);
-                        phases[0].push(phase_ms(start, forward_end));
-                        phases[1].push(phase_ms(backward_start, backward_end));
-                        phases[2].push(phase_ms(backward_end, end));
+                        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1000.0;
+                        let paused = pause.map_or(0.0, |p| p.as_secs_f64() * 1000.0);
+                        times.push(ms(start, end) - paused);
+                        step_losses.push(scalars.loss);
+                        if let (Some(f), Some(b)) = (forward_end, backward_end) {
+                            phases[0].push(ms(start, f));
+                            phases[1].push(ms(f, b) - paused);
+                            phases[2].push(ms(b, end));
+                        }
                     }
                 }
             }

@@ -27,6 +27,9 @@ pub enum TrainError {
     /// The tokenizer failed.
     #[error(transparent)]
     Tokenizer(#[from] fiber_roberta::RobertaError),
+    /// The device failed while running or reading back a computation.
+    #[error("device: {0}")]
+    Device(String),
     /// A configuration file is invalid.
     #[error("configuration: {0}")]
     Config(String),

@@ -150,15 +150,18 @@ impl<B: Backend> KeyedGradients<B> {
         }
     }
 
-    /// The global L2 norm of all gradients.
-    pub fn global_norm(&self) -> f64 {
-        // Summed on the device, read back once.
-        let squares = self
-            .grads
+    /// The squared global L2 norm of all gradients `[1]`, in f32 whatever the gradients' type,
+    /// left on the device (`None` without gradients).
+    pub fn squared_norm(&self) -> Option<Tensor<B, 1>> {
+        self.grads
             .values()
-            .map(|g| g.clone().powf_scalar(2.0).sum())
-            .reduce(|a, b| a + b);
-        squares
+            .map(|g| g.clone().powf_scalar(2.0).sum().cast(FloatDType::F32))
+            .reduce(|a, b| a + b)
+    }
+
+    /// The global L2 norm of all gradients, read back.
+    pub fn global_norm(&self) -> f64 {
+        self.squared_norm()
             .map(|t| t.into_scalar().elem::<f64>().sqrt())
             .unwrap_or(0.0)
     }
@@ -231,6 +234,19 @@ pub fn default_master_weights<B: Backend>() -> Option<FloatDType> {
     match <B::FloatElem as Element>::dtype() {
         DType::F16 | DType::BF16 => Some(FloatDType::F32),
         _ => None,
+    }
+}
+
+/// Gradients ready for the update ([`AdamW::prepare`]): in the update's float type and
+/// divided by the loss scale.
+pub struct PreparedGradients<B: Backend> {
+    gradients: KeyedGradients<B>,
+}
+
+impl<B: Backend> PreparedGradients<B> {
+    /// Their squared global L2 norm `[1]` (f32), on the device; `None` without gradients.
+    pub fn squared_norm(&self) -> Option<Tensor<B, 1>> {
+        self.gradients.squared_norm()
     }
 }
 
@@ -315,16 +331,11 @@ impl<B: Backend> AdamW<B> {
         &self.groups
     }
 
-    /// Prepares one step at base learning rate `lr`: checks the gradients are finite, clips
-    /// them, and returns the visitor that applies the update to each parameter it visits
-    /// (run the model's `visit_weights` with it, then [`AdamWUpdate::finish`]). With loss
-    /// scaling the gradients are first divided by the scale; if they overflowed, the step is
-    /// skipped (the visitor changes nothing, [`StepInfo::skipped`]) and the scale halved.
-    pub fn begin_step(
-        &mut self,
-        lr: f64,
-        gradients: KeyedGradients<B>,
-    ) -> Result<AdamWUpdate<'_, B>, TrainError> {
+    /// Brings `gradients` into the update's type (the master weights' type, if any) and
+    /// divides them by the loss scale, all on the device; their squared norm
+    /// ([`PreparedGradients::squared_norm`]) can then be read back together with the step's
+    /// other scalars before [`AdamW::begin_prepared_step`].
+    pub fn prepare(&self, gradients: KeyedGradients<B>) -> PreparedGradients<B> {
         let mut gradients = gradients;
         if let Some(dtype) = self.master {
             for g in gradients.grads.values_mut() {
@@ -334,7 +345,34 @@ impl<B: Backend> AdamW<B> {
         if let Some(s) = self.loss_scale {
             gradients.scale(1.0 / s.scale());
         }
-        let grad_norm = gradients.global_norm();
+        PreparedGradients { gradients }
+    }
+
+    /// [`AdamW::prepare`], a read of the gradient norm, and [`AdamW::begin_prepared_step`].
+    pub fn begin_step(
+        &mut self,
+        lr: f64,
+        gradients: KeyedGradients<B>,
+    ) -> Result<AdamWUpdate<'_, B>, TrainError> {
+        let prepared = self.prepare(gradients);
+        let grad_norm = prepared.gradients.global_norm();
+        self.begin_prepared_step(lr, prepared, grad_norm)
+    }
+
+    /// Prepares one step at base learning rate `lr` from gradients that went through
+    /// [`AdamW::prepare`] and their global norm `grad_norm` (the square root of their
+    /// [`PreparedGradients::squared_norm`], read back): checks the norm is finite, clips, and
+    /// returns the visitor that applies the update to each parameter it visits (run the
+    /// model's `visit_weights` with it, then [`AdamWUpdate::finish`]). With loss scaling, if the
+    /// gradients overflowed, the step is skipped (the visitor changes nothing,
+    /// [`StepInfo::skipped`]) and the scale halved.
+    pub fn begin_prepared_step(
+        &mut self,
+        lr: f64,
+        prepared: PreparedGradients<B>,
+        grad_norm: f64,
+    ) -> Result<AdamWUpdate<'_, B>, TrainError> {
+        let PreparedGradients { gradients } = prepared;
         if !grad_norm.is_finite() {
             let scale = self
                 .loss_scale

@@ -14,6 +14,7 @@ use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Transaction;
 use fiber_core::weights::{WeightCollector, WeightLoader, WeightVisitor};
 use fiber_core::TensorStore;
 use fiber_data::loader::{stream_seed, Loaded, Loader, LoaderPosition};
@@ -25,7 +26,8 @@ use crate::config::StageConfig;
 use crate::error::TrainError;
 use crate::log::MetricsLog;
 use crate::optim::{
-    linear_schedule, AdamW, GradientCollector, KeyedGradients, ParamGroups, StepInfo,
+    linear_schedule, AdamW, GradientCollector, KeyedGradients, ParamGroups, PreparedGradients,
+    StepInfo,
 };
 
 /// A model whose parameters can be walked under their checkpoint keys.
@@ -71,14 +73,65 @@ pub fn gradients_by_key<B: AutodiffBackend, M: AutodiffModule<B> + VisitWeights<
     collector.finish()
 }
 
-/// One AdamW update of `model` at base learning rate `lr` (checked, clipped, per-group rates).
+/// The scalars of one training step, read back from the device together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepScalars {
+    /// The loss (summed over micro-batches).
+    pub loss: f64,
+    /// Its named parts, in the order given (summed over micro-batches).
+    pub parts: Vec<(&'static str, f64)>,
+    /// The global gradient norm (0 without gradients).
+    pub grad_norm: f64,
+}
+
+/// Reads `loss` `[1]`, the `parts` `[1]` and the squared norm of `gradients` back in **one**
+/// transfer, the step's only synchronisation with the device: the forward, the backward pass
+/// and the norm are queued without waiting, and the host learns whether the loss is finite
+/// before the update is applied.
+pub fn read_step_scalars<B: Backend>(
+    loss: Tensor<B, 1>,
+    parts: &[(&'static str, Tensor<B, 1>)],
+    gradients: &PreparedGradients<B>,
+) -> Result<StepScalars, TrainError> {
+    let norm = gradients.squared_norm();
+    let mut transaction = Transaction::default().register(loss);
+    for (_, part) in parts {
+        transaction = transaction.register(part.clone());
+    }
+    if let Some(norm) = &norm {
+        transaction = transaction.register(norm.clone());
+    }
+    let data = transaction
+        .try_execute()
+        .map_err(|e| TrainError::Device(format!("reading the step's loss back failed: {e}")))?;
+    let mut values = data.iter().map(|d| {
+        d.iter::<f64>()
+            .next()
+            .expect("every registered scalar has one value")
+    });
+    let loss = values.next().expect("the loss was registered");
+    let parts = parts
+        .iter()
+        .map(|(name, _)| (*name, values.next().expect("each part was registered")))
+        .collect();
+    let grad_norm = values.next().map_or(0.0, f64::sqrt);
+    Ok(StepScalars {
+        loss,
+        parts,
+        grad_norm,
+    })
+}
+
+/// One AdamW update of `model` at base learning rate `lr` from prepared gradients and their
+/// norm read back ([`read_step_scalars`]): checked, clipped, per-group rates.
 pub fn apply_update<B: AutodiffBackend, M: VisitWeights<B>>(
     optimizer: &mut AdamW<B::InnerBackend>,
     model: &mut M,
     lr: f64,
-    gradients: KeyedGradients<B::InnerBackend>,
+    gradients: PreparedGradients<B::InnerBackend>,
+    grad_norm: f64,
 ) -> Result<StepInfo, TrainError> {
-    let mut update = optimizer.begin_step(lr, gradients)?;
+    let mut update = optimizer.begin_prepared_step(lr, gradients, grad_norm)?;
     model.visit_weights_with(&mut update);
     update.finish()
 }
@@ -87,8 +140,9 @@ pub fn apply_update<B: AutodiffBackend, M: VisitWeights<B>>(
 pub struct StepLoss<B: AutodiffBackend> {
     /// The loss to minimise `[1]`.
     pub loss: Tensor<B, 1>,
-    /// Named parts to log (e.g. `itc`, `itm`, `mlm`), already read back.
-    pub parts: Vec<(&'static str, f64)>,
+    /// Named parts to log (e.g. `itc`, `itm`, `mlm`) `[1]` each, outside the graph; they are
+    /// read back with the loss.
+    pub parts: Vec<(&'static str, Tensor<B::InnerBackend, 1>)>,
 }
 
 /// A training task: how a batch becomes a loss, and any state it keeps between steps.
@@ -244,8 +298,9 @@ impl StageRunner<'_> {
             );
             model = task.before_step(model);
             let mut gradients: Option<KeyedGradients<B::InnerBackend>> = None;
-            let mut loss_sum = 0.0;
-            let mut parts_sum: Vec<(&'static str, f64)> = Vec::new();
+            // Summed on the device over micro-batches, read back once after the backward pass.
+            let mut loss_sum: Option<Tensor<B::InnerBackend, 1>> = None;
+            let mut parts_sum: Vec<(&'static str, Tensor<B::InnerBackend, 1>)> = Vec::new();
             for _ in 0..config.accumulation.max(1) {
                 let Loaded {
                     batch,
@@ -262,23 +317,14 @@ impl StageRunner<'_> {
                 }
                 skipped.extend(bad);
                 let StepLoss { loss, parts } = task.loss(&model, batch, step)?;
-                let value = loss.clone().into_scalar().elem::<f64>();
-                if !value.is_finite() {
-                    let last = checkpoints
-                        .latest()?
-                        .map(|(s, p)| {
-                            format!("; the last good checkpoint is step {s} in {}", p.display())
-                        })
-                        .unwrap_or_default();
-                    return Err(TrainError::NonFinite(format!(
-                        "the {} loss is {value} at step {step}{last}",
-                        self.name
-                    )));
-                }
-                loss_sum += value;
+                let value = loss.clone().inner();
+                loss_sum = Some(match loss_sum {
+                    Some(sum) => sum + value,
+                    None => value,
+                });
                 for (name, v) in parts {
                     match parts_sum.iter_mut().find(|(n, _)| *n == name) {
-                        Some(slot) => slot.1 += v,
+                        Some(slot) => slot.1 = slot.1.clone() + v,
                         None => parts_sum.push((name, v)),
                     }
                 }
@@ -293,14 +339,33 @@ impl StageRunner<'_> {
             if micro_batches > 1.0 {
                 gradients.scale(1.0 / micro_batches);
             }
+            let gradients = optimizer.prepare(gradients);
+            let scalars = read_step_scalars(
+                loss_sum.expect("at least one micro-batch"),
+                &parts_sum,
+                &gradients,
+            )?;
+            let loss = scalars.loss / micro_batches;
+            if !loss.is_finite() {
+                let last = checkpoints
+                    .latest()?
+                    .map(|(s, p)| {
+                        format!("; the last good checkpoint is step {s} in {}", p.display())
+                    })
+                    .unwrap_or_default();
+                return Err(TrainError::NonFinite(format!(
+                    "the {} loss is {loss} at step {step}{last}",
+                    self.name
+                )));
+            }
             let lr = linear_schedule(step, config.steps, warmup, config.lr);
-            let info =
-                apply_update(&mut optimizer, &mut model, lr, gradients).map_err(|e| match e {
-                    TrainError::NonFinite(m) => {
-                        TrainError::NonFinite(format!("{m} at step {step} of {}", self.name))
-                    }
-                    other => other,
-                })?;
+            let info = apply_update(&mut optimizer, &mut model, lr, gradients, scalars.grad_norm)
+                .map_err(|e| match e {
+                TrainError::NonFinite(m) => {
+                    TrainError::NonFinite(format!("{m} at step {step} of {}", self.name))
+                }
+                other => other,
+            })?;
             if info.skipped {
                 progress.suspend(|| {
                     eprintln!(
@@ -314,8 +379,8 @@ impl StageRunner<'_> {
             task.after_step();
             state.step += 1;
             done_here += 1;
-            let loss = loss_sum / micro_batches;
-            let parts: Vec<(&'static str, f64)> = parts_sum
+            let parts: Vec<(&'static str, f64)> = scalars
+                .parts
                 .into_iter()
                 .map(|(n, v)| (n, v / micro_batches))
                 .collect();

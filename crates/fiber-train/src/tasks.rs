@@ -231,11 +231,10 @@ impl<B: AutodiffBackend> StageTask<B> for PretrainTask<B> {
         let mut rng = StdRng::seed_from_u64(stream_seed(&[self.seed, 0x17, step]));
         let losses = model.pretrain_losses(&pretrain, &self.queue, Some(&fetch), &mut rng);
         self.refetch_failures += failures.get();
-        let read = |t: &Tensor<B, 1>| t.clone().into_scalar().elem::<f64>();
         let parts = vec![
-            ("itc", read(&losses.itc)),
-            ("itm", read(&losses.itm)),
-            ("mlm", read(&losses.mlm)),
+            ("itc", losses.itc.clone().inner()),
+            ("itm", losses.itm.clone().inner()),
+            ("mlm", losses.mlm.clone().inner()),
         ];
         let (image, text) = losses.itc_features;
         self.pending = Some((image.detach(), text.detach(), batch.indices));

@@ -10,6 +10,7 @@ use fiber_core::weights::{visit_layer_norm, visit_linear, WeightVisitor};
 use fiber_train::optim::{
     linear_schedule, AdamW, AdamWConfig, GradientCollector, KeyedGradients, ParamGroups,
 };
+use fiber_train::stage::read_step_scalars;
 
 type Ad = Autodiff<NdArray>;
 type Inner = NdArray;
@@ -384,4 +385,31 @@ fn loss_scaling_unscales_the_gradients_and_skips_steps_that_overflow() {
         .with_loss_scaling(Some(1.0));
     restored.load_state(&state, &Default::default()).unwrap();
     assert_eq!(restored.loss_scale(), Some(5e37f32 as f64));
+}
+
+#[test]
+fn the_step_scalars_come_back_together_and_match_separate_reads() {
+    let device = Default::default();
+    let mut model = Tiny::<Ad>::new(&device);
+    let grads = gradients(&mut model, [[1.0, 2.0, 3.0], [-1.0, 0.5, 0.0]]);
+    let expected_norm = grads.global_norm();
+    let optimizer = AdamW::<Inner>::new(AdamWConfig::new(), ParamGroups::fiber(5.0));
+    let prepared = optimizer.prepare(grads);
+    let loss = Tensor::<Inner, 1>::from_floats([2.5], &device);
+    let parts = [
+        ("itc", Tensor::<Inner, 1>::from_floats([1.5], &device)),
+        ("mlm", Tensor::<Inner, 1>::from_floats([1.0], &device)),
+    ];
+    let scalars = read_step_scalars(loss, &parts, &prepared).unwrap();
+    assert_eq!(scalars.loss, 2.5);
+    assert_eq!(scalars.parts, vec![("itc", 1.5), ("mlm", 1.0)]);
+    assert!(expected_norm > 0.1);
+    assert!((scalars.grad_norm - expected_norm).abs() < 1e-6 * expected_norm);
+
+    // A non-finite loss comes back as such; the update is then the caller's to refuse.
+    let nan = Tensor::<Inner, 1>::from_floats([f32::NAN], &device);
+    assert!(read_step_scalars(nan, &[], &prepared)
+        .unwrap()
+        .loss
+        .is_nan());
 }
