@@ -5,6 +5,8 @@
 #   tiny                 the tiny model at batch 32, with the reference
 #   losses               the pre-training loss curve on the built-in data in f32 and in bf16
 #                        (f32 master weights), side by side
+#   phases               where the base step's time goes: forward, backward and update timed
+#                        separately (the device synchronised between them), in f32 and bf16
 # Needs a binary built with `cargo build --release -p xtask --features cuda`, Python with torch,
 # and the CUDA libraries on LD_LIBRARY_PATH. Each part writes its JSON and text into OUTPUT_DIR.
 #
@@ -14,12 +16,12 @@ bin=${1:-target/release/xtask}
 out=${2:-bench-results}
 shift $(( $# < 2 ? $# : 2 ))
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(base-f32 base-bf16 tiny losses)
+[ ${#parts[@]} -eq 0 ] && parts=(base-f32 base-bf16 tiny losses phases)
 for part in "${parts[@]}"; do
     case "$part" in
-    base-f32 | base-bf16 | tiny | losses) ;;
+    base-f32 | base-bf16 | tiny | losses | phases) ;;
     *)
-        echo "unknown part \`$part\`; expected base-f32, base-bf16, tiny or losses" >&2
+        echo "unknown part \`$part\`; expected base-f32, base-bf16, tiny, losses or phases" >&2
         exit 2
         ;;
     esac
@@ -45,6 +47,13 @@ for part in "${parts[@]}"; do
         done
         python3 "$(dirname "$0")/compare_losses.py" "$out/runs/precision-f32" \
             "$out/runs/precision-bf16" --block 30 | tee "$out/losses.md"
+        ;;
+    phases)
+        for precision in f32 bf16; do
+            "$bin" bench --preset base --backend cuda --precision "$precision" --batch 16 \
+                --only step --phases --warmup 2 --reps 3 --reference \
+                --json "$out/phases-$precision.json" 2>&1 | tee "$out/phases-$precision.txt"
+        done
         ;;
     esac
 done
