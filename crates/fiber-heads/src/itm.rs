@@ -2,7 +2,8 @@
 
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::{FloatDType, TensorData};
+use burn::tensor::activation::softmax;
+use burn::tensor::{DType, FloatDType, TensorData};
 use fiber_core::init::linear_normal;
 use fiber_core::weights::{visit_linear, WeightVisitor};
 
@@ -70,33 +71,38 @@ pub fn draw_hard_negatives<B: Backend>(
     if columns <= 1 {
         return Tensor::arange(0..rows as i64, &device);
     }
-    let own_mask = Tensor::<B, 1, Int>::arange(0..columns as i64, &device)
-        .reshape([1, columns])
-        .expand([rows, columns])
-        .equal(
-            Tensor::<B, 1, Int>::arange(0..rows as i64, &device)
-                .reshape([rows, 1])
-                .expand([rows, columns]),
-        );
+    // Written to avoid a Burn 0.21 fusion bug: the earlier form of this chain (the own-column
+    // mask compared from on-device aranges, unconditional casts, a final `min_pair` bound)
+    // made the fused reduce-then-broadcast kernel index past its inputs while autotuning, a
+    // crash of every GPU run with an empty autotune cache (docs/performance.md). The mask is
+    // now uploaded, casts happen only where needed, and the bound comes from the uniforms.
+    let own: Vec<bool> = (0..rows * columns)
+        .map(|i| i / columns == i % columns)
+        .collect();
+    let own_mask = Tensor::<B, 2, Bool>::from_data(TensorData::new(own, [rows, columns]), &device);
     // In f32 whatever the backend's float type: a bf16 running sum over a 4096-wide queue stops
     // growing once each weight is below half its ulp, and f16 has no 1e-9.
-    let weights = (burn::tensor::activation::softmax(similarities.cast(FloatDType::F32), 1) + 1e-9)
-        .mask_fill(own_mask, 0.0);
+    let weights = (softmax(in_f32(similarities), 1) + 1e-9).mask_fill(own_mask, 0.0);
     let cumulative = weights.cumsum(1);
     let total = cumulative.clone().slice([0..rows, columns - 1..columns]);
-    let target =
-        (total * uniforms.cast(FloatDType::F32).reshape([rows, 1])).expand([rows, columns]);
-    let below = cumulative
+    // `u · total` is kept strictly below the total (u ≤ 1 − 2⁻²² rounds below it), so the
+    // count of cumulative weights at or below it never reaches the last column, nor the own
+    // column where that is last (its cumulative weight equals the total).
+    let fraction = in_f32(uniforms.reshape([rows, 1])).mul_scalar(1.0 - 2f64.powi(-22));
+    let target = (total * fraction).expand([rows, columns]);
+    cumulative
         .lower_equal(target)
         .int()
         .sum_dim(1)
-        .reshape([rows]);
-    // Rounding can put `u · total` on the total itself; the last column that is not the row's
-    // own bounds the pick.
-    let last: Vec<i64> = (0..rows)
-        .map(|b| columns as i64 - 1 - (b == columns - 1) as i64)
-        .collect();
-    below.min_pair(Tensor::from_data(TensorData::new(last, [rows]), &device))
+        .reshape([rows])
+}
+
+/// `t` in f32 (unchanged, without a cast operation, when it already is).
+fn in_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
+    match t.dtype() {
+        DType::F32 => t,
+        _ => t.cast(FloatDType::F32),
+    }
 }
 
 #[cfg(test)]
