@@ -246,7 +246,7 @@ fn cpu_threads(backend: BackendKind) -> Option<usize> {
 fn memory_measure(backend: BackendKind) -> &'static str {
     match backend {
         BackendKind::Ndarray => "process peak resident memory (VmHWM)",
-        _ => "device memory reserved by the allocator, largest value sampled after each forward and step",
+        _ => "device memory reserved by the allocator, largest value sampled after every run (and after the step's forward with --phases)",
     }
 }
 

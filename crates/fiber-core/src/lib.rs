@@ -6,6 +6,7 @@
 pub mod activation;
 pub mod attention;
 pub mod compare;
+pub mod dtype;
 pub mod error;
 pub mod init;
 pub mod interpolate;

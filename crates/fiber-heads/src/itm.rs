@@ -3,7 +3,8 @@
 use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
-use burn::tensor::{DType, FloatDType, TensorData};
+use burn::tensor::TensorData;
+use fiber_core::dtype::in_f32;
 use fiber_core::init::linear_normal;
 use fiber_core::weights::{visit_linear, WeightVisitor};
 
@@ -97,14 +98,6 @@ pub fn draw_hard_negatives<B: Backend>(
         .reshape([rows])
 }
 
-/// `t` in f32 (unchanged, without a cast operation, when it already is).
-fn in_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
-    match t.dtype() {
-        DType::F32 => t,
-        _ => t.cast(FloatDType::F32),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +162,10 @@ mod tests {
         // A square batch: the last row's own column is the last one.
         let square = [0.0f32; 9];
         assert_eq!(draw(&square, 3, &[nearly_one; 3]), vec![2, 2, 1]);
+        // u = 1 exactly (outside [0, 1), but the bound must hold): still never the own column
+        // nor past the last one.
+        assert_eq!(draw(&similarities, 3, &[1.0; 3]), vec![4, 4, 4]);
+        assert_eq!(draw(&square, 3, &[1.0; 3]), vec![2, 2, 1]);
         // A batch of one has nothing else to draw.
         assert_eq!(draw(&[3.0], 1, &[0.5]), vec![0]);
     }

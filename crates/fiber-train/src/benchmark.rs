@@ -23,6 +23,7 @@ use crate::config::ModelConfig;
 use crate::error::TrainError;
 use crate::optim::{AdamW, AdamWConfig, ParamGroups};
 use crate::stage::{apply_update, gradients_by_key, read_step_scalars};
+use crate::tasks::loss_parts;
 
 /// What to measure: the model, the batch and the repetitions.
 #[derive(Config, Debug, PartialEq)]
@@ -299,7 +300,8 @@ pub type MemoryProbe<'a> = &'a dyn Fn() -> Option<u64>;
 pub struct BenchOutcome {
     /// One entry per measurement, in the order run.
     pub measurements: Vec<Measurement>,
-    /// The largest value the memory probe returned (sampled after each forward and step).
+    /// The largest value the memory probe returned (sampled after every run, and after the
+    /// step's forward with `phases`).
     pub peak_memory_bytes: Option<u64>,
     /// The backend's name for its device.
     pub device: String,
@@ -335,9 +337,7 @@ pub fn run_benchmark<B: AutodiffBackend>(
             *peak = Some(peak.map_or(bytes, |p| p.max(bytes)));
         }
     };
-    let sync = |what: &str| {
-        B::sync(device).map_err(|e| TrainError::Config(format!("{what}: the device failed: {e}")))
-    };
+    let sync = |what: &str| B::sync(device).map_err(|e| TrainError::Device(format!("{what}: {e}")));
     let mut measurements = Vec::new();
     let mut step_losses = Vec::new();
     let runs = config.warmup + config.reps;
@@ -361,11 +361,7 @@ pub fn run_benchmark<B: AutodiffBackend>(
                     };
                     let start = Instant::now();
                     let losses = model.pretrain_losses(batch, &queue, None, &mut rng);
-                    let parts = [
-                        ("itc", losses.itc.clone().inner()),
-                        ("itm", losses.itm.clone().inner()),
-                        ("mlm", losses.mlm.clone().inner()),
-                    ];
+                    let parts = loss_parts(&losses);
                     let loss = losses.total;
                     let total = loss.clone().inner();
                     let forward_end = phase_end("forward")?;

@@ -24,6 +24,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{DType, Element, FloatDType};
+use fiber_core::dtype::in_f32;
 use fiber_core::weights::{Layout, WeightVisitor};
 use fiber_core::{StoredTensor, TensorStore};
 
@@ -155,7 +156,7 @@ impl<B: Backend> KeyedGradients<B> {
     pub fn squared_norm(&self) -> Option<Tensor<B, 1>> {
         self.grads
             .values()
-            .map(|g| g.clone().powf_scalar(2.0).sum().cast(FloatDType::F32))
+            .map(|g| in_f32(g.clone().powf_scalar(2.0).sum()))
             .reduce(|a, b| a + b)
     }
 

@@ -17,7 +17,7 @@ use fiber_data::loader::{
 };
 use fiber_data::vqa::{AnswerVocab, VqaRecord};
 use fiber_heads::mlm::labels_tensor;
-use fiber_heads::{ClassifierHead, FeatureQueue, FiberModel, PretrainBatch};
+use fiber_heads::{ClassifierHead, FeatureQueue, FiberModel, PretrainBatch, PretrainLosses};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rayon::prelude::*;
@@ -88,6 +88,18 @@ impl ImageTextInput {
             position,
         )
     }
+}
+
+/// The pre-training losses' named parts (`itc`, `itm`, `mlm`) `[1]` each, outside the graph,
+/// as the metrics log records them.
+pub fn loss_parts<B: AutodiffBackend>(
+    losses: &PretrainLosses<B>,
+) -> Vec<(&'static str, Tensor<B::InnerBackend, 1>)> {
+    vec![
+        ("itc", losses.itc.clone().inner()),
+        ("itm", losses.itm.clone().inner()),
+        ("mlm", losses.mlm.clone().inner()),
+    ]
 }
 
 /// `[batch, len]` integer tensor from row-major values.
@@ -231,11 +243,7 @@ impl<B: AutodiffBackend> StageTask<B> for PretrainTask<B> {
         let mut rng = StdRng::seed_from_u64(stream_seed(&[self.seed, 0x17, step]));
         let losses = model.pretrain_losses(&pretrain, &self.queue, Some(&fetch), &mut rng);
         self.refetch_failures += failures.get();
-        let parts = vec![
-            ("itc", losses.itc.clone().inner()),
-            ("itm", losses.itm.clone().inner()),
-            ("mlm", losses.mlm.clone().inner()),
-        ];
+        let parts = loss_parts(&losses);
         let (image, text) = losses.itc_features;
         self.pending = Some((image.detach(), text.detach(), batch.indices));
         let [w_itc, w_itm, w_mlm] = self.loss_weights;
