@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch reference for `cargo xtask bench`: the coarse FIBER model (Swin + RoBERTa with gated
-co-attention in the last fused pairs, the pre-training heads) written from the project's spec
-(docs/architecture.md; HuggingFace-style modules, no `transformers` needed), timed on the same
+co-attention in the last fused pairs, the pre-training heads) written from docs/model.md
+and docs/architecture.md (HuggingFace-style modules, no `transformers` needed), timed on the same
 settings, inputs and measurements as the Rust suite, and printed as the same table.
 
 The training step is computed as the original FIBER code does: every forward starts from the
@@ -79,7 +79,7 @@ def drop_path(x, rate, training):
 
 
 # ---------------------------------------------------------------------------------------------
-# Swin with image-to-text cross-attention (spec A.1, B.3)
+# Swin with image-to-text cross-attention (docs/model.md §1.1, §2.3)
 
 
 class ImageToText(nn.Module):
@@ -193,7 +193,7 @@ class PatchMerging(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# RoBERTa with text-to-image cross-attention (spec A.2, B.4)
+# RoBERTa with text-to-image cross-attention (docs/model.md §1.2, §2.4)
 
 
 class TextLayer(nn.Module):
@@ -241,7 +241,7 @@ class TextEmbeddings(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# FIBER: backbone split into uni-modal prefixes and suffixes (spec B.2, B.5), heads (spec C.1)
+# FIBER: backbone split into uni-modal prefixes and suffixes (docs/model.md §2.2, §2.5), heads (§3.1)
 
 
 class Fiber(nn.Module):
@@ -349,7 +349,7 @@ class Fiber(nn.Module):
         h = self.mlm_norm(F.gelu(self.mlm_dense(self.cross_modal_text_transform(t))))
         return self.mlm_decoder(h) + self.mlm_bias
 
-    # --- the coarse step (spec C.2–C.4)
+    # --- the coarse step (docs/model.md §3.2–§3.4)
     def losses(self, batch, reuse_prefix):
         pixels, ids, mask, masked, labels = batch
         n = ids.shape[0]
@@ -388,7 +388,7 @@ class Fiber(nn.Module):
 
 
 def param_groups(model, lr):
-    """Spec C.5: ×5 for fusion, cross-modal and head parameters; no decay for biases and norms."""
+    """docs/model.md §3.5: ×5 for fusion, cross-modal and head parameters; no decay for biases and norms."""
     groups = {}
     for name, p in model.named_parameters():
         fast = any(s in name for s in ("cross_modal", "i2t", "t2i", "mlm_", "itm_score"))

@@ -139,7 +139,7 @@ def tokenizer_fixtures():
 
 
 def swin_to_original(state_dict):
-    """HuggingFace SwinModel keys -> original Microsoft/timm keys (fused qkv), as in spec F.3."""
+    """HuggingFace SwinModel keys -> original Microsoft/timm keys (fused qkv), as in docs/model.md §6.3."""
     out = {}
     for key, value in state_dict.items():
         k = key
@@ -196,7 +196,7 @@ def swin_fixtures():
     original["layers.0.blocks.0.attn.relative_position_index"] = torch.zeros(9, 9, dtype=torch.int64)
     torch.save({"model": original}, os.path.join(out, "original_layout.pth"))
 
-    # Spec A.1: a table for window g viewed as heads x (2g-1) x (2g-1), bicubic to window 5.
+    # docs/model.md §1.1: a table for window g viewed as heads x (2g-1) x (2g-1), bicubic to window 5.
     table = original["layers.0.blocks.0.attn.relative_position_bias_table"]  # [25, 2]
     heads = table.shape[1]
     grid = table.permute(1, 0).reshape(1, heads, 5, 5)
@@ -226,7 +226,7 @@ def image_fixtures():
 
 
 def fusion_fixtures():
-    """A tiny FIBER fusion backbone written from spec B (not from the Rust code): HF Swin and
+    """A tiny FIBER fusion backbone written from docs/model.md §2 (not from the Rust code): HF Swin and
     RoBERTa modules with gated co-attention in the last 3 blocks/layers. The image-to-text
     cross-attention is computed per window inside the Swin block, as the original does.
     Writes the weights in the original FIBER checkpoint layout (a Lightning-style `.ckpt` with
@@ -371,7 +371,7 @@ def fusion_fixtures():
         expected["dual_text"] = t
         expected["prefix_image"], expected["prefix_text"] = image_prefix, text_prefix
 
-    # The original coarse checkpoint layout (spec F.2).
+    # The original coarse checkpoint layout (docs/model.md §6.2).
     sd = {}
     for k, v in swin_to_original(swin_sd).items():
         sd["vit_model." + k] = v

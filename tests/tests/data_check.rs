@@ -44,7 +44,7 @@ fn every_problem_is_counted_and_strict_mode_fails_on_them() {
     ])
     .unwrap_err();
     assert!(
-        format!("{err:#}").contains("problem(s) found (--strict)"),
+        format!("{err:#}").contains("problem(s) and 0 missing file(s) found (--strict)"),
         "{err:#}"
     );
     xtask::run([
@@ -179,7 +179,16 @@ fn the_shapes_world_passes_every_check_strictly() {
     .unwrap();
     let report =
         xtask::data::check_dataset(xtask::data::Format::Nlvr2, &world.join("nlvr2")).unwrap();
-    assert_eq!(report.counts["examples"], 15 * 2 + 3 * 2 + 3 * 2);
+    // What training reads: `train` and the held-out `test1` (not `dev`).
+    assert_eq!(
+        (
+            report.counts["training_examples"],
+            report.counts["held_out_examples"],
+            report.counts["examples"]
+        ),
+        (15 * 2, 3 * 2, 15 * 2 + 3 * 2)
+    );
+    assert!(report.missing.is_empty(), "{:?}", report.missing);
     let report = xtask::data::check_dataset(xtask::data::Format::CocoDet, &world).unwrap();
     assert_eq!(
         (report.counts["images"], report.counts["categories"]),

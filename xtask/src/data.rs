@@ -5,14 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use fiber_data::check::check_images;
-use fiber_data::grounding::{read_coco_detection, read_mdetr};
-use fiber_data::nlvr2::read_nlvr2;
+use fiber_data::layout;
 use fiber_data::shapes::{write_shapes_world, ShapesWorldConfig};
-use fiber_data::vqa::{read_vqa, AnswerVocab, DEFAULT_MIN_ANSWER_COUNT};
-use fiber_data::{read_coco_captions, read_karpathy, CaptionDataset, Problems, Split};
+use fiber_data::{CaptionDataset, Problems, Split};
 
 /// `data` subcommands.
 #[derive(Subcommand, Debug)]
@@ -65,10 +63,12 @@ pub enum Format {
     Karpathy,
     /// COCO `annotations/captions_<name>.json`, images under `<name>/`.
     CocoCaptions,
-    /// VQAv2 `v2_OpenEnded_mscoco_<split>_questions.json` (+ `v2_mscoco_<split>_annotations.json`),
-    /// images `<split>/COCO_<split>_<id:012>.jpg`.
+    /// VQAv2 `v2_OpenEnded_mscoco_<split>_questions.json` + `v2_mscoco_<split>_annotations.json`,
+    /// images `<split>/COCO_<split>_<id:012>.jpg`; `train…`/`val…` splits train, the first
+    /// `test…` split is held out.
     Vqa,
-    /// NLVR2 `{train,dev,test1,test2}.json` (JSONL), images under `images/<split>/`.
+    /// NLVR2 `train.json` and `test1.json` (else `dev.json`), JSONL, in `nlvr2/` or the folder,
+    /// images under `images/<split>/` beside them.
     Nlvr2,
     /// MDETR-style grounding annotations `mdetr_annotations/final_*.json` (COCO JSON with a
     /// `caption` per image entry and `tokens_positive` per box), image `file_name`s relative to
@@ -88,7 +88,7 @@ pub struct CheckArgs {
     /// The dataset folder.
     #[arg(long)]
     pub data: PathBuf,
-    /// Exit with an error when any problem is found.
+    /// Exit with an error when any problem is found or a file training needs is missing.
     #[arg(long)]
     pub strict: bool,
     /// Print the summary as JSON with keys `counts` and `problems`.
@@ -123,20 +123,6 @@ pub fn run(command: DataCommand) -> Result<()> {
     }
 }
 
-fn files_matching(dir: &Path, prefix: &str, suffix: &str) -> Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading folder {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(prefix) && n.ends_with(suffix))
-        })
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
 fn caption_counts(data: &CaptionDataset, counts: &mut BTreeMap<&'static str, usize>) {
     *counts.entry("images").or_default() += data.images.len();
     *counts.entry("captions").or_default() += data.captions.len();
@@ -149,12 +135,19 @@ pub struct CheckReport {
     pub counts: BTreeMap<&'static str, usize>,
     /// Every problem, in reading order.
     pub problems: Problems,
+    /// Files that training of this format needs and the folder lacks.
+    pub missing: Vec<String>,
 }
 
 impl CheckReport {
     /// The report as JSON with keys `format`, `counts` and `problems`.
     pub fn to_json(&self, format: Format) -> serde_json::Value {
-        serde_json::json!({ "format": format!("{format:?}"), "counts": self.counts, "problems": self.problems.items })
+        serde_json::json!({
+            "format": format!("{format:?}"),
+            "counts": self.counts,
+            "problems": self.problems.items,
+            "missing": self.missing,
+        })
     }
 }
 
@@ -171,6 +164,9 @@ fn check(args: CheckArgs) -> Result<()> {
         for (name, n) in counts {
             println!("  {name}: {n}");
         }
+        for file in &report.missing {
+            println!("  missing for training: {file}");
+        }
         println!("  problems: {}", problems.len());
         for (kind, list) in problems.by_kind() {
             println!("  {kind:?} ({}):", list.len());
@@ -179,158 +175,100 @@ fn check(args: CheckArgs) -> Result<()> {
             }
         }
     }
-    if args.strict && !problems.is_empty() {
-        bail!("{} problem(s) found (--strict)", problems.len());
+    if args.strict && !(problems.is_empty() && report.missing.is_empty()) {
+        bail!(
+            "{} problem(s) and {} missing file(s) found (--strict)",
+            problems.len(),
+            report.missing.len()
+        );
     }
     Ok(())
 }
 
-/// Reads the dataset in `dir` as `format` would be read for training and decodes every image.
+/// Reads the dataset in `dir` as training of `format` reads it (through
+/// `fiber_data::layout`, the module training uses) and decodes every image.
 pub fn check_dataset(format: Format, dir: &Path) -> Result<CheckReport> {
     let mut problems = Problems::default();
     let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut missing = Vec::new();
     let mut images: Vec<PathBuf> = Vec::new();
     match format {
         Format::Karpathy => {
-            let files = files_matching(dir, "dataset_", ".json")?;
-            let Some(file) = files.first() else {
-                bail!("no dataset_*.json in {}", dir.display())
-            };
-            let data = read_karpathy(file, dir, &mut problems)?;
+            let data = layout::read_karpathy_folder(dir, &mut problems)?;
             caption_counts(&data, &mut counts);
+            counts.insert("training_captions", data.split(Split::Train).captions.len());
+            counts.insert("held_out_captions", data.split(Split::Test).captions.len());
             images.extend(data.images.iter().map(|i| i.path.clone()));
         }
         Format::CocoCaptions => {
-            let files = files_matching(&dir.join("annotations"), "captions_", ".json")?;
-            if files.is_empty() {
-                bail!("no annotations/captions_*.json in {}", dir.display());
-            }
-            for file in files {
-                let name = file
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or_default()
-                    .trim_start_matches("captions_")
-                    .to_string();
-                let split = if name.contains("train") {
-                    Split::Train
-                } else if name.contains("test") {
-                    Split::Test
-                } else {
-                    Split::Val
-                };
-                let data = read_coco_captions(&file, &dir.join(&name), split, &mut problems)?;
+            for data in layout::read_coco_captions_folder(dir, &mut problems)? {
                 caption_counts(&data, &mut counts);
                 images.extend(data.images.iter().map(|i| i.path.clone()));
             }
         }
         Format::Nlvr2 => {
-            let mut found = false;
-            for split in ["train", "dev", "test1", "test2"] {
-                let file = dir.join(format!("{split}.json"));
-                if !file.exists() {
-                    continue;
-                }
-                found = true;
-                let records = read_nlvr2(&file, dir, split, &mut problems)?;
-                *counts.entry("examples").or_default() += records.len();
-                for r in records {
-                    images.push(r.left);
-                    images.push(r.right);
-                }
+            let folder = layout::Nlvr2Folder::read(dir, &mut problems)?;
+            let training = folder.training.clone().unwrap_or_default();
+            let held_out = folder.held_out.clone().map(|(_, r)| r).unwrap_or_default();
+            if folder.training.is_none() {
+                missing.push(format!("train.json in {}", folder.root.display()));
             }
-            if !found {
-                bail!(
-                    "no train.json, dev.json, test1.json or test2.json in {}",
-                    dir.display()
-                );
+            if folder.held_out.is_none() {
+                missing.push(format!(
+                    "test1.json or dev.json in {}",
+                    folder.root.display()
+                ));
+            }
+            counts.insert("examples", training.len() + held_out.len());
+            counts.insert("training_examples", training.len());
+            counts.insert("held_out_examples", held_out.len());
+            for r in training.into_iter().chain(held_out) {
+                images.push(r.left);
+                images.push(r.right);
             }
             images.sort();
             images.dedup();
             counts.insert("images", images.len());
         }
         Format::Vqa => {
-            let files = files_matching(dir, "v2_OpenEnded_mscoco_", "_questions.json")?;
-            if files.is_empty() {
-                bail!(
-                    "no v2_OpenEnded_mscoco_<split>_questions.json in {}",
-                    dir.display()
-                );
-            }
-            let mut records = Vec::new();
-            for file in files {
-                let name = file
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or_default();
-                let split = name
-                    .trim_start_matches("v2_OpenEnded_mscoco_")
-                    .trim_end_matches("_questions.json")
-                    .to_string();
-                let annotations = dir.join(format!("v2_mscoco_{split}_annotations.json"));
-                let annotations = annotations.exists().then_some(annotations);
-                records.extend(read_vqa(
-                    &file,
-                    annotations.as_deref(),
-                    &dir.join(&split),
-                    &format!("COCO_{split}_"),
-                    &mut problems,
-                )?);
-            }
-            let vocab = AnswerVocab::build(&records, DEFAULT_MIN_ANSWER_COUNT);
-            counts.insert("questions", records.len());
+            let folder = layout::VqaFolder::read(dir, &mut problems)?;
+            missing.extend(folder.missing_for_training(dir));
+            let vocab = folder.vocabulary();
+            counts.insert("questions", folder.training.len() + folder.held_out.len());
+            counts.insert("training_questions", folder.training.len());
+            counts.insert("held_out_questions", folder.held_out.len());
             counts.insert("answer_vocabulary", vocab.len());
             counts.insert(
-                "questions_with_answer_in_vocabulary",
-                records
+                "training_questions_with_answer_in_vocabulary",
+                folder
+                    .training
                     .iter()
                     .filter(|r| !vocab.targets(r).is_empty())
                     .count(),
             );
-            images.extend(records.into_iter().map(|r| r.image));
+            images.extend(
+                folder
+                    .training
+                    .into_iter()
+                    .chain(folder.held_out)
+                    .map(|r| r.image),
+            );
             images.sort();
             images.dedup();
             counts.insert("images", images.len());
         }
         Format::Mdetr => {
-            let folder = if dir.join("mdetr_annotations").is_dir() {
-                dir.join("mdetr_annotations")
-            } else {
-                dir.to_path_buf()
-            };
-            let files = files_matching(&folder, "final_", ".json")?;
-            if files.is_empty() {
-                bail!(
-                    "no mdetr_annotations/final_*.json (or final_*.json) in {}",
-                    dir.display()
-                );
-            }
-            for file in files {
-                let records = read_mdetr(&file, dir, &mut problems)?;
-                *counts.entry("captions").or_default() += records.len();
-                *counts.entry("boxes").or_default() +=
-                    records.iter().map(|r| r.boxes.len()).sum::<usize>();
-                *counts.entry("phrases").or_default() +=
-                    records.iter().map(|r| r.phrase_count()).sum::<usize>();
-                images.extend(records.into_iter().map(|r| r.path));
-            }
+            let records = layout::read_mdetr_folder(dir, &mut problems)?;
+            counts.insert("captions", records.len());
+            counts.insert("boxes", records.iter().map(|r| r.boxes.len()).sum());
+            counts.insert("phrases", records.iter().map(|r| r.phrase_count()).sum());
+            images.extend(records.into_iter().map(|r| r.path));
             images.sort();
             images.dedup();
             counts.insert("images", images.len());
         }
         Format::CocoDet => {
-            let files = files_matching(&dir.join("annotations"), "instances_", ".json")?;
-            if files.is_empty() {
-                bail!("no annotations/instances_*.json in {}", dir.display());
-            }
-            for file in files {
-                let name = file
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or_default()
-                    .trim_start_matches("instances_")
-                    .to_string();
-                let data = read_coco_detection(&file, &dir.join(&name), &mut problems)?;
+            for data in layout::read_coco_detection_folder(dir, &mut problems)? {
                 *counts.entry("categories").or_default() += data.categories.len();
                 *counts.entry("images").or_default() += data.images.len();
                 *counts.entry("boxes").or_default() +=
@@ -341,5 +279,9 @@ pub fn check_dataset(format: Format, dir: &Path) -> Result<CheckReport> {
     }
     let unusable = check_images(&images, &mut problems);
     counts.insert("unusable_images", unusable.len());
-    Ok(CheckReport { counts, problems })
+    Ok(CheckReport {
+        counts,
+        problems,
+        missing,
+    })
 }

@@ -12,10 +12,10 @@ use anyhow::{Context, Result};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, ValueEnum};
+use fiber_core::backend::{run_on, BackendJob, BackendKind};
 use fiber_core::{LoadReport, TensorStore, WeightCollector};
-use fiber_fusion::checkpoint::{is_head_key, rank_output_warning};
+use fiber_fusion::weights::{is_head_key, rank_output_warning};
 use fiber_fusion::{FiberBackbone, FiberCheckpoint, FiberConfig};
-use fiber_train::{run_on, BackendJob, BackendKind};
 
 use crate::hf_forward::{float_input, int_input, to_stored};
 
@@ -29,7 +29,7 @@ pub struct ConvertArgs {
     #[arg(long, requires = "swin")]
     pub roberta: Option<PathBuf>,
     /// …and a Swin weight file (HuggingFace `model.safetensors` or original `.pth`); the fusion
-    /// modules are new (spec F.3).
+    /// modules are new (docs/model.md §6.3).
     #[arg(long, requires = "roberta")]
     pub swin: Option<PathBuf>,
     /// Configuration file (the JSON format this command writes); required with --roberta/--swin,
@@ -48,7 +48,7 @@ fn print_report(report: &LoadReport) {
     println!("loaded {} tensors", report.loaded.len());
     if !report.initialised.is_empty() {
         println!(
-            "initialised {} new tensors (spec F.3), e.g. {}",
+            "initialised {} new tensors (docs/model.md §6.3), e.g. {}",
             report.initialised.len(),
             report.initialised[0]
         );
@@ -83,7 +83,7 @@ pub fn convert(args: ConvertArgs) -> Result<()> {
             eprintln!("warning: {warning}");
         }
         let caption =
-            args.caption_adapters || fiber_fusion::checkpoint::has_caption_adapters(&ckpt.store);
+            args.caption_adapters || fiber_fusion::weights::has_caption_adapters(&ckpt.store);
         let mut model = FiberBackbone::<B>::new(&ckpt.config, caption, &device)?;
         let report = model.load_fiber_store(ckpt.store.clone(), args.caption_adapters)?;
         let mut heads = TensorStore::new();

@@ -10,10 +10,10 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::TensorData;
 use clap::{Args, ValueEnum};
+use fiber_core::backend::{run_on, BackendJob, BackendKind};
 use fiber_core::{StoredTensor, TensorStore};
 use fiber_roberta::{RobertaForMaskedLm, RobertaModel};
 use fiber_swin::SwinModel;
-use fiber_train::{run_on, BackendJob, BackendKind};
 
 /// Which model class the checkpoint holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

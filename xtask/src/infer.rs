@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, ValueEnum};
+use fiber_train::infer::{answer_question, caption_images, retrieve_images};
 use fiber_train::job::{evaluate_saved, EvalTask};
-use fiber_train::run::{answer_question, caption_images, retrieve_images, RunFolder};
+use fiber_train::run::RunFolder;
 use fiber_train::{run_on, BackendJob, BackendKind, TrainError};
 
 /// Tasks of `eval`.

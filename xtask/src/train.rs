@@ -20,7 +20,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// The defaults the configuration file overrides: `tiny` (built-in data on a CPU) or `base`
-    /// (the spec's FIBER-Base values); a file's own `preset` key takes precedence.
+    /// (the original FIBER-Base values); a file's own `preset` key takes precedence.
     #[arg(long, value_enum, default_value = "tiny")]
     pub preset: Preset,
     /// Run one stage alone: coarse, vqa, nlvr2, retrieval-itc, retrieval-itm or caption. A
@@ -76,7 +76,7 @@ pub struct TrainArgs {
 pub enum Preset {
     /// The tiny model on the built-in shapes world (CPU, minutes).
     Tiny,
-    /// FIBER-Base with the spec's hyper-parameters (GPU, real datasets).
+    /// FIBER-Base with the original hyper-parameters (GPU, real datasets).
     Base,
 }
 

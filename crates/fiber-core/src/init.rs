@@ -7,7 +7,7 @@ use burn::nn::{
 use burn::prelude::*;
 
 /// `Linear(d_in → d_out)` with weights from N(0, std²) and a zero bias, as HuggingFace
-/// initialises BERT-family models and FIBER its new heads (spec C.1, F.3).
+/// initialises BERT-family models and FIBER its new heads (docs/model.md §3.1, §6.3).
 pub fn linear_normal<B: Backend>(
     d_in: usize,
     d_out: usize,

@@ -27,6 +27,14 @@ pub enum ConfigFileError {
         /// What is wrong.
         message: String,
     },
+    /// Valid JSON whose values do not have the expected structure (no position to give).
+    #[error("{path}: {message}")]
+    Structure {
+        /// The file concerned.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// Parses JSON `text`; errors name `path` (may be empty for in-memory text), line and column.
@@ -35,6 +43,17 @@ pub fn parse_json<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, Con
         path: path.to_path_buf(),
         line: e.line(),
         column: e.column(),
+        message: e.to_string(),
+    })
+}
+
+/// `value` (read from `path`) as a `T`; errors name `path`.
+pub fn from_value<T: DeserializeOwned>(
+    value: serde_json::Value,
+    path: &Path,
+) -> Result<T, ConfigFileError> {
+    serde_json::from_value(value).map_err(|e| ConfigFileError::Structure {
+        path: path.to_path_buf(),
         message: e.to_string(),
     })
 }

@@ -1,13 +1,16 @@
 //! Shared building blocks of fiber-rs, below the model crates: named tensor stores read from
 //! and written to safetensors, the visitor that moves weights between a store and Burn modules
 //! with one error listing every mismatched key, activations named as in HuggingFace configs,
-//! and attention-mask helpers.
+//! attention-mask helpers, the one host-to-tensor path for integer batches, and the run-time
+//! choice of compute backend.
 
 pub mod activation;
 pub mod attention;
+pub mod backend;
 pub mod compare;
 pub mod dtype;
 pub mod error;
+pub mod host;
 pub mod init;
 pub mod interpolate;
 pub mod json;

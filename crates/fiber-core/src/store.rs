@@ -77,11 +77,6 @@ impl StoredTensor {
             StoredValues::F32(_) => None,
         }
     }
-
-    /// Number of elements.
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
-    }
 }
 
 /// A sorted map from tensor name to [`StoredTensor`].

@@ -58,11 +58,6 @@ impl CaptionDataset {
         self.retain_images(|_, image| image.split == split)
     }
 
-    /// Drops the images whose indices are in `bad` and their captions.
-    pub fn without_images(&self, bad: &std::collections::BTreeSet<usize>) -> CaptionDataset {
-        self.retain_images(|i, _| !bad.contains(&i))
-    }
-
     /// The images for which `keep(index, image)` holds, with their captions (indices renumbered).
     fn retain_images(&self, keep: impl Fn(usize, &ImageRecord) -> bool) -> CaptionDataset {
         let mut out = CaptionDataset::default();

@@ -24,6 +24,10 @@ pub enum DataError {
     /// A JSON file could not be read or parsed (file, line and column).
     #[error(transparent)]
     Json(#[from] fiber_core::json::ConfigFileError),
+    /// A file that the data folder's layout requires is not there (the message names it and
+    /// the folder).
+    #[error("{0}")]
+    Missing(String),
     /// An argument is out of its valid range (e.g. a zero target size).
     #[error("{0}")]
     Invalid(String),

@@ -1,4 +1,4 @@
-//! Image–text–box data for the fine-grained stage (spec E.4): MDETR-style grounding annotations
+//! Image–text–box data for the fine-grained stage (docs/model.md §5.4): MDETR-style grounding annotations
 //! (COCO JSON whose `images` carry a `caption` and whose boxes carry `tokens_positive` character
 //! spans) and COCO detection annotations turned into grounding prompts the way GLIP does it
 //! (cleaned class names joined with ". ", positives plus sampled negatives, shuffled).
@@ -406,7 +406,7 @@ pub fn read_coco_detection(
     Ok(out)
 }
 
-/// How detection annotations become grounding prompts (GLIP's recipe, spec E.4).
+/// How detection annotations become grounding prompts (GLIP's recipe, docs/model.md §5.4).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PromptConfig {
     /// Most negative class names added to a prompt (`RANDOM_SAMPLE_NEG`, 85).
@@ -547,7 +547,7 @@ pub fn detection_prompt(
 }
 
 /// The evaluation prompt: every class in order, joined by the separator, with each class's span
-/// (spec E.6). Classes that do not fit the token budget are left out (evaluate in chunks then).
+/// (docs/model.md §5.6). Classes that do not fit the token budget are left out (evaluate in chunks then).
 pub fn evaluation_prompt(
     categories: &[String],
     config: &PromptConfig,

@@ -1,4 +1,4 @@
-//! Image decoding and preprocessing (spec A.1).
+//! Image decoding and preprocessing (docs/model.md §1.1, §5.4).
 //!
 //! This lives in fiber-data, not fiber-swin: the backbone takes normalised pixel tensors and
 //! needs no image codec, while resizing belongs with the augmentations and batching of the

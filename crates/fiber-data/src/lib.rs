@@ -1,4 +1,4 @@
-//! The FIBER data pipeline. So far: image decoding and the preprocessing of spec A.1 (square
+//! The FIBER data pipeline. So far: image decoding and the preprocessing of docs/model.md §1.1 and §5.4 (square
 //! bicubic resize with ImageNet normalisation for the coarse stage; aspect-preserving resize,
 //! BGR 0–255 normalisation and padding to a multiple of 32 for detection), readers for caption
 //! datasets (Karpathy, COCO captions), VQAv2, NLVR2, MDETR grounding and COCO detection (turned
@@ -9,8 +9,8 @@ pub mod check;
 pub mod error;
 pub mod grounding;
 pub mod image;
+pub mod layout;
 pub mod loader;
-pub mod masking;
 pub mod nlvr2;
 pub mod paths;
 pub mod problem;

@@ -22,10 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::DataError;
 use crate::image::{load_rgb, normalize, resize, Normalization, PixelImage};
-use crate::masking::{MaskedBatch, MlmMasker};
 use crate::problem::{Problem, ProblemKind};
 use crate::randaugment::RandAugment;
 use crate::transforms::random_resized_crop_flip;
+use fiber_roberta::masking::{MaskedBatch, MlmMasker};
 
 /// How a loader batches a dataset.
 #[derive(Debug, Clone, PartialEq)]
@@ -265,7 +265,7 @@ impl<T> Drop for Loader<T> {
     }
 }
 
-/// How an image becomes model input (spec A.1).
+/// How an image becomes model input (docs/model.md §1.1).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ImageTransform {
     /// Coarse stage and evaluation: square bicubic resize.
@@ -312,7 +312,7 @@ pub struct TextCollate {
 }
 
 impl TextCollate {
-    /// The MLM masker of spec C.4 for this tokenizer.
+    /// The MLM masker of docs/model.md §3.4 for this tokenizer.
     pub fn default_masker(tokenizer: &RobertaTokenizer) -> MlmMasker {
         let s = tokenizer.special();
         MlmMasker {

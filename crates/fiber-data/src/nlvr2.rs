@@ -1,4 +1,4 @@
-//! NLVR2 (spec D.2): JSONL files, one statement about a pair of images per line.
+//! NLVR2 (docs/model.md §4.2): JSONL files, one statement about a pair of images per line.
 //!
 //! Layout: `{split}.json` (official names `train.json`, `dev.json`, `test1.json`) with images
 //! under `images/{split}/` — in a sub-folder named by the record's `directory` field when it has

@@ -1,4 +1,4 @@
-//! The RandAugment subset of the fine-tuning transform (spec A.1, ALBEF's `RandomAugment(2, 7)`):
+//! The RandAugment subset of the fine-tuning transform (docs/model.md §1.1, ALBEF's `RandomAugment(2, 7)`):
 //! two operations drawn with replacement from Identity, AutoContrast, Equalize, Brightness,
 //! Sharpness, ShearX/Y, TranslateX/Y and Rotate, each applied with probability 0.5 at magnitude
 //! 7 of 10. Operations work on 8-bit levels as the original does (results are rounded to

@@ -1,4 +1,4 @@
-//! Geometric transforms (spec A.1): RandomResizedCrop and horizontal flip for fine-tuning, and
+//! Geometric transforms (docs/model.md §1.1, §5.4): RandomResizedCrop and horizontal flip for fine-tuning, and
 //! the detection resize that moves boxes together with the pixels. Boxes are `[x0, y0, x1, y1]`
 //! in pixels of the image they belong to.
 
@@ -108,7 +108,7 @@ pub fn random_resized_crop_window(
     ((height - h) / 2, (width - w) / 2, h, w)
 }
 
-/// Fine-tuning crop (spec A.1): RandomResizedCrop with scale 0.5–1 and ratio 3/4–4/3, resized to
+/// Fine-tuning crop (docs/model.md §1.1): RandomResizedCrop with scale 0.5–1 and ratio 3/4–4/3, resized to
 /// `size × size` with the bicubic filter, then a horizontal flip with probability `flip`.
 pub fn random_resized_crop_flip(
     image: &PixelImage,
@@ -131,7 +131,7 @@ pub fn random_resized_crop_flip(
     })
 }
 
-/// Detection resize (spec A.1): shorter side `shorter`, longer side at most `max_longer`; the
+/// Detection resize (docs/model.md §5.4): shorter side `shorter`, longer side at most `max_longer`; the
 /// boxes are scaled with the image.
 pub fn detection_resize(
     image: &PixelImage,

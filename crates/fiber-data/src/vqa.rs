@@ -1,4 +1,4 @@
-//! VQAv2 (spec D.1): questions + annotations, answers normalised as the official VQA
+//! VQAv2 (docs/model.md §4.1): questions + annotations, answers normalised as the official VQA
 //! evaluation does, an answer vocabulary of answers seen at least N times (9 by default), and
 //! soft scores 0 / 0.3 / 0.6 / 0.9 / 1.0 for 0 / 1 / 2 / 3 / ≥ 4 of the ten annotators.
 
@@ -216,7 +216,7 @@ pub fn normalize_answer(answer: &str) -> String {
     words.join(" ").replace(',', "")
 }
 
-/// Soft score of an answer given by `count` of the ten annotators (spec D.1).
+/// Soft score of an answer given by `count` of the ten annotators (docs/model.md §4.1).
 pub fn soft_score(count: usize) -> f32 {
     match count {
         0 => 0.0,

@@ -1,4 +1,4 @@
-//! The fused backbone (spec B.1, B.2, B.5, D.4): Swin and RoBERTa with gated co-attention in
+//! The fused backbone (docs/model.md §2.1, §2.2, §2.5): Swin and RoBERTa with gated co-attention in
 //! their last `num_fuse_block` blocks/layers, run in lock-step pairs.
 //!
 //! The forward is split into a uni-modal prefix and a fused suffix. [`FiberBackbone::image_prefix`]
@@ -126,18 +126,18 @@ pub struct FiberBackbone<B: Backend> {
     /// Text-to-image modules of the fused text layers, in pair order.
     pub t2i: Vec<TextToImageAttention<B>>,
     /// Captioning adapters `Linear(C_last → C_stage)` for fused layers whose paired stage is
-    /// narrower than the last stage (layers 6–9 for FIBER-Base; spec D.4), in pair order.
+    /// narrower than the last stage (layers 6–9 for FIBER-Base; docs/model.md §2.5), in pair order.
     pub caption_adapters: Vec<Option<Linear<B>>>,
     /// The fused pairs.
     #[module(skip)]
     pub pairs: Vec<FusedPair>,
-    /// Reproduce the fused path's quirks (spec B.2).
+    /// Reproduce the fused path's quirks (docs/model.md §2.2).
     pub original_fused_quirks: bool,
 }
 
 impl<B: Backend> FiberBackbone<B> {
     /// A freshly initialised backbone; with `caption_adapters` the captioning adapters are
-    /// created too. New fusion modules start as spec F.3 says (gates at 0).
+    /// created too. New fusion modules start as in docs/model.md §6.3 (gates at 0).
     pub fn new(
         config: &FiberConfig,
         caption_adapters: bool,
@@ -157,6 +157,8 @@ impl<B: Backend> FiberBackbone<B> {
                     config.swin.num_heads[p.stage],
                     config.fusion_version,
                     1e-5,
+                    config.image_initializer_range,
+                    config.gate_init,
                     device,
                 )
             })
@@ -164,7 +166,13 @@ impl<B: Backend> FiberBackbone<B> {
         let t2i = pairs
             .iter()
             .map(|p| {
-                TextToImageAttention::new(&config.roberta, config.swin.stage_dim(p.stage), device)
+                TextToImageAttention::new(
+                    &config.roberta,
+                    config.swin.stage_dim(p.stage),
+                    config.initializer_range,
+                    config.gate_init,
+                    device,
+                )
             })
             .collect();
         let caption_adapters = pairs
@@ -253,7 +261,7 @@ impl<B: Backend> FiberBackbone<B> {
         TextState { hidden, mask }
     }
 
-    /// One fused pair `k` (spec B.2 step 3): both sides read the other's state from before the
+    /// One fused pair `k` (docs/model.md §2.2, step 3): both sides read the other's state from before the
     /// pair. `last_norm = false` skips the text layer's output LayerNorm. The image state must
     /// already be in the pair's stage.
     pub fn fused_pair(
@@ -316,7 +324,7 @@ impl<B: Backend> FiberBackbone<B> {
         }
     }
 
-    /// The image-only remainder of the dual encoder (spec B.5): the fused blocks run without
+    /// The image-only remainder of the dual encoder (docs/model.md §2.5): the fused blocks run without
     /// text, then the final Swin LayerNorm → `[batch, n, C_last]`. Reads no fusion parameter.
     pub fn image_only_suffix(&self, image: &ImageState<B>) -> FeatureMap<B> {
         let mut map = self.image_blocks_to_end(image.clone()).map;
@@ -377,13 +385,13 @@ impl<B: Backend> FiberBackbone<B> {
         BackboneOutput { image, text }
     }
 
-    /// Image side of captioning (spec D.4): all stages without text and without the final
+    /// Image side of captioning (docs/model.md §2.5): all stages without text and without the final
     /// norm → `[batch, n, C_last]`. Computed once per image and reused at every decoding step.
     pub fn caption_image(&self, pixels: Tensor<B, 4>) -> FeatureMap<B> {
         self.image_blocks_to_end(self.image_prefix(pixels)).map
     }
 
-    /// Text side of captioning (spec D.4): causal and padding masks on self-attention, no
+    /// Text side of captioning (docs/model.md §2.5): causal and padding masks on self-attention, no
     /// image-to-text fusion; the fused layers attend to the final image tokens (through the
     /// adapters where the paired stage is narrower); every layer keeps its LayerNorm →
     /// `[batch, len, hidden]`. Fails if the model was built without captioning adapters.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::FusionError;
 
-/// Which image-to-text block variant the fused Swin blocks use (spec B.3).
+/// Which image-to-text block variant the fused Swin blocks use (docs/model.md §2.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FusionVersion {
     /// The coarse model (and fine-grained `v3`): the query is `qkv_i2t(LN(S))`.
@@ -28,19 +28,39 @@ pub struct FiberConfig {
     /// The text backbone.
     pub roberta: RobertaConfig,
     /// Number of lock-step fused pairs: the last `num_fuse_block` Swin blocks with the last
-    /// `num_fuse_block` text layers (spec B.1; 6 for FIBER-Base).
+    /// `num_fuse_block` text layers (docs/model.md §2.1; 6 for FIBER-Base).
     #[config(default = 6)]
     pub num_fuse_block: usize,
     /// Image-to-text block variant.
     #[config(default = "FusionVersion::V1")]
     pub fusion_version: FusionVersion,
-    /// Reproduce the original fused path's quirks (spec B.2): no final Swin LayerNorm and no
+    /// Reproduce the original fused path's quirks (docs/model.md §2.2): no final Swin LayerNorm and no
     /// output LayerNorm in the last fused text layer. Turn off for a "clean" fused path.
     #[config(default = true)]
     pub original_fused_quirks: bool,
-    /// Standard deviation of the normal initialisation of new modules.
+    /// Standard deviation of the normal initialisation of the new text-side modules: the
+    /// text-to-image cross-attention and the captioning adapters (HuggingFace's 0.02 in FIBER).
     #[config(default = 0.02)]
     pub initializer_range: f64,
+    /// Standard deviation of the truncated-normal initialisation of the new image-side modules,
+    /// the image-to-text cross-attention (timm's 0.02 in FIBER).
+    #[config(default = 0.02)]
+    pub image_initializer_range: f64,
+    /// Standard deviation of the normal initialisation of the heads: projections and poolers,
+    /// ITM, MLM and the task classifiers (0.02 in FIBER).
+    #[config(default = 0.02)]
+    pub head_initializer_range: f64,
+    /// Initial value of every fusion gate `alpha_i2t` / `alpha_t2i` of a new model (0 in FIBER:
+    /// fusion opens as training finds it useful; docs/model.md §2.3–§2.4).
+    #[config(default = 0.0)]
+    pub gate_init: f64,
+}
+
+/// The two backbone configurations of a [`FiberConfig`] file, read before the rest.
+#[derive(serde::Deserialize)]
+struct Backbones {
+    swin: SwinConfig,
+    roberta: RobertaConfig,
 }
 
 /// One lock-step pair of the fused suffix.
@@ -61,7 +81,7 @@ impl FiberConfig {
     }
 
     /// FIBER-Base at `image_size` px with the original code's tie `window = image_size / 32`
-    /// (576 px → window 18 for VQA, ITC retrieval and captioning; spec A.1).
+    /// (576 px → window 18 for VQA, ITC retrieval and captioning; docs/model.md §1.1).
     pub fn fiber_base(image_size: usize) -> Self {
         let mut config = Self::fiber_base_384();
         config.swin.image_size = image_size;
@@ -108,9 +128,18 @@ impl FiberConfig {
             .collect()
     }
 
-    /// Reads the project's configuration file (JSON written by [`Self::save_json`]).
+    /// Reads the project's configuration file (JSON written by [`Self::save_json`]). Keys the
+    /// file lacks (written before a setting existed) take their defaults.
     pub fn load_json(path: impl AsRef<Path>) -> Result<Self, FusionError> {
-        let config: Self = fiber_core::json::read_json(path.as_ref())?;
+        let path = path.as_ref();
+        let given: serde_json::Value = fiber_core::json::read_json(path)?;
+        let backbones: Backbones = fiber_core::json::from_value(given.clone(), path)?;
+        let mut merged = serde_json::to_value(Self::new(backbones.swin, backbones.roberta))
+            .map_err(|e| FusionError::InvalidConfig(e.to_string()))?;
+        if let (Some(merged), Some(given)) = (merged.as_object_mut(), given.as_object()) {
+            merged.extend(given.clone());
+        }
+        let config: Self = fiber_core::json::from_value(merged, path)?;
         config.validate()?;
         Ok(config)
     }
@@ -129,7 +158,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fiber_base_pairs_follow_spec_b1() {
+    fn fiber_base_pairs_follow_the_original() {
         let pairs = FiberConfig::fiber_base_384().fused_pairs();
         let expected = [
             (2, 14, 6),

@@ -1,4 +1,4 @@
-//! Spec B.3: image-to-text cross-attention inside a fused Swin block. The image tokens query
+//! docs/model.md §2.3: image-to-text cross-attention inside a fused Swin block. The image tokens query
 //! the text; the result is gated by `alpha_i2t` (initialised to 0) and added to the block's
 //! window self-attention output `S` before the block's residual.
 
@@ -31,21 +31,25 @@ pub struct ImageToTextAttention<B: Backend> {
 
 impl<B: Backend> ImageToTextAttention<B> {
     /// New modules for image width `dim` and text width `text_dim`, initialised as timm does
-    /// (truncated normal 0.02, zero biases, LayerNorm (1, 0)) with the gate at 0 (spec F.3).
+    /// (truncated normal of standard deviation `std`, 0.02 in FIBER; zero biases; LayerNorm
+    /// (1, 0)) with the gate at `gate` (0 in FIBER; docs/model.md §6.3).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         dim: usize,
         text_dim: usize,
         num_heads: usize,
         version: FusionVersion,
         eps: f64,
+        std: f64,
+        gate: f64,
         device: &B::Device,
     ) -> Self {
         Self {
-            qkv_text_i2t: linear_trunc_normal(text_dim, 2 * dim, true, 0.02, device),
-            qkv_i2t: linear_trunc_normal(dim, dim, true, 0.02, device),
-            proj_i2t: linear_trunc_normal(dim, dim, true, 0.02, device),
+            qkv_text_i2t: linear_trunc_normal(text_dim, 2 * dim, true, std, device),
+            qkv_i2t: linear_trunc_normal(dim, dim, true, std, device),
+            proj_i2t: linear_trunc_normal(dim, dim, true, std, device),
             norm_i2t_i: (version == FusionVersion::V1).then(|| layer_norm(dim, eps, device)),
-            alpha_i2t: Param::from_tensor(Tensor::zeros([1], device)),
+            alpha_i2t: Param::from_tensor(Tensor::full([1], gate, device)),
             num_heads,
         }
     }

@@ -1,4 +1,4 @@
-//! Spec B.4: text-to-image cross-attention inside a fused RoBERTa layer. The self-attention
+//! docs/model.md §2.4: text-to-image cross-attention inside a fused RoBERTa layer. The self-attention
 //! output `a` (before residual and LayerNorm) queries the image tokens; the result is gated by
 //! `alpha_t2i` (initialised to 0) and added to `a`, then the layer's own residual and LayerNorm
 //! follow.
@@ -27,9 +27,16 @@ pub struct TextToImageAttention<B: Backend> {
 
 impl<B: Backend> TextToImageAttention<B> {
     /// New modules attending to image tokens of width `image_dim`, initialised as HuggingFace
-    /// does (N(0, 0.02), zero biases) with the gate at 0 (spec F.3).
-    pub fn new(config: &RobertaConfig, image_dim: usize, device: &B::Device) -> Self {
-        let (h, std) = (config.hidden_size, config.initializer_range);
+    /// does (N(0, `std`), 0.02 in FIBER; zero biases) with the gate at `gate` (0 in FIBER;
+    /// docs/model.md §6.3).
+    pub fn new(
+        config: &RobertaConfig,
+        image_dim: usize,
+        std: f64,
+        gate: f64,
+        device: &B::Device,
+    ) -> Self {
+        let h = config.hidden_size;
         Self {
             attention: RobertaSelfAttention::new(
                 h,
@@ -41,7 +48,7 @@ impl<B: Backend> TextToImageAttention<B> {
             ),
             output_dense: linear_normal(h, h, true, std, device),
             dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
-            alpha_t2i: Param::from_tensor(Tensor::zeros([1], device)),
+            alpha_t2i: Param::from_tensor(Tensor::full([1], gate, device)),
         }
     }
 

@@ -1,4 +1,4 @@
-//! The fusion backbone against a PyTorch reference written from the spec
+//! The fusion backbone against a PyTorch reference written from docs/model.md
 //! (`scripts/make_fixtures.py`), its α = 0 equivalence with the uni-modal backbones, its
 //! gradients, the original checkpoint layout and the dual path's independence from fusion.
 
@@ -10,7 +10,7 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use fiber_core::weights::{Layout, WeightVisitor};
 use fiber_core::{TensorStore, WeightCollector};
-use fiber_fusion::checkpoint::rank_output_warning;
+use fiber_fusion::weights::rank_output_warning;
 use fiber_fusion::{FiberBackbone, FiberCheckpoint, FiberConfig};
 
 type B = NdArray<f32>;
@@ -297,7 +297,7 @@ fn the_dual_path_never_reads_a_fusion_parameter() {
 }
 
 #[test]
-fn building_from_unimodal_weights_initialises_fusion_as_spec_f3() {
+fn building_from_unimodal_weights_initialises_fusion_as_the_original() {
     let config = checkpoint().config;
     let device = Default::default();
     let mut source = FiberBackbone::<B>::new(&config, false, &device).unwrap();
@@ -348,13 +348,13 @@ fn building_from_unimodal_weights_initialises_fusion_as_spec_f3() {
 }
 
 #[test]
-fn parameter_count_of_fiber_base_matches_spec_f1() {
+fn parameter_count_of_fiber_base_matches_the_documented_count() {
     let model = FiberBackbone::<B>::new(&FiberConfig::fiber_base_384(), false, &Default::default())
         .unwrap();
-    // Spec F.1: Swin 86,878,584 + i2t 12,607,494 + RoBERTa 124,645,632 + t2i 13,397,004; our
+    // docs/model.md §6.1: Swin 86,878,584 + i2t 12,607,494 + RoBERTa 124,645,632 + t2i 13,397,004; our
     // t2i omits the 6 never-used cross-attention LayerNorms (6 × 1536) and the 6 gates of
     // unfused layers.
-    let spec_backbone = 86_878_584 + 12_607_494 + 124_645_632 + 13_397_004;
+    let documented_backbone = 86_878_584 + 12_607_494 + 124_645_632 + 13_397_004;
     let omitted = 6 * 1536 + 6;
-    assert_eq!(model.num_params(), spec_backbone - omitted);
+    assert_eq!(model.num_params(), documented_backbone - omitted);
 }

@@ -1,4 +1,4 @@
-//! Spec D.4: captioning — next-token cross-entropy (teacher forcing) and decoding by greedy
+//! docs/model.md §4.4: captioning — next-token cross-entropy (teacher forcing) and decoding by greedy
 //! or beam search. The decoder works on whole prefixes (no cache) through
 //! [`FiberModel::caption_logits`], so later training stages (GOLD weighting, CIDEr
 //! optimisation by sampling) can reuse the same logits and scoring.
@@ -13,7 +13,7 @@ use crate::loss::cross_entropy;
 use crate::mlm::IGNORE_INDEX;
 use crate::model::FiberModel;
 
-/// Decoding settings (spec D.4: beam 5, at most 50 tokens, length-normalised scores).
+/// Decoding settings (docs/model.md §4.4: beam 5, at most 50 tokens, length-normalised scores).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodeConfig {
     /// Beams (1 = greedy).

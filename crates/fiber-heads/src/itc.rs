@@ -1,4 +1,4 @@
-//! Spec C.2: image–text contrastive loss with a learnable temperature and a FIFO queue of
+//! docs/model.md §3.2: image–text contrastive loss with a learnable temperature and a FIFO queue of
 //! features from earlier steps (no momentum encoder).
 
 use burn::module::Param;
@@ -7,7 +7,7 @@ use burn::tensor::TensorData;
 
 use crate::loss::cross_entropy;
 
-/// Bounds of the temperature (spec C.2).
+/// Bounds of the temperature (docs/model.md §3.2).
 pub const TEMPERATURE_RANGE: (f64, f64) = (0.001, 1.0);
 
 /// The learnable temperature (`temp`, initialised to 0.07).
@@ -46,7 +46,7 @@ impl<B: Backend> Temperature<B> {
     }
 }
 
-/// Queue size of the original pre-training (spec C.2).
+/// Queue size of the original pre-training (docs/model.md §3.2).
 pub const DEFAULT_QUEUE_SIZE: usize = 4096;
 
 /// FIFO queue of past L2-normalised features and the dataset indices they came from (the
@@ -142,7 +142,7 @@ pub struct ItcOutput<B: Backend> {
 
 /// ITC over the batch plus the queue: `image`, `text` `[batch, d]` L2-normalised features.
 /// Row b's positive is column b; queue entries are negatives, even when they are in fact
-/// positives (spec C.2).
+/// positives (docs/model.md §3.2).
 pub fn itc_loss<B: Backend>(
     image: Tensor<B, 2>,
     text: Tensor<B, 2>,

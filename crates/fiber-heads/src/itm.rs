@@ -1,4 +1,4 @@
-//! Spec C.3: image–text matching with global hard negatives sampled from the ITC similarities.
+//! docs/model.md §3.3: image–text matching with global hard negatives sampled from the ITC similarities.
 
 use burn::nn::Linear;
 use burn::prelude::*;
@@ -18,10 +18,10 @@ pub struct ItmHead<B: Backend> {
 }
 
 impl<B: Backend> ItmHead<B> {
-    /// A fresh head for `cls_feats` of width `width` (N(0, 0.02), zero bias).
-    pub fn new(width: usize, device: &B::Device) -> Self {
+    /// A fresh head for `cls_feats` of width `width` (N(0, `std`), 0.02 in FIBER; zero bias).
+    pub fn new(width: usize, std: f64, device: &B::Device) -> Self {
         Self {
-            fc: linear_normal(width, 2, true, 0.02, device),
+            fc: linear_normal(width, 2, true, std, device),
         }
     }
 
@@ -31,7 +31,7 @@ impl<B: Backend> ItmHead<B> {
     }
 
     /// The retrieval score: the matching logit `[n]` (what the original's `rank_output`
-    /// computes, spec D.3).
+    /// computes, docs/model.md §4.3).
     pub fn score(&self, cls_feats: Tensor<B, 2>) -> Tensor<B, 1> {
         let logits = self.forward(cls_feats);
         let [n, _] = logits.dims();
@@ -55,7 +55,7 @@ impl<B: Backend> ItmHead<B> {
 
 /// For each row b of `similarities` `[rows, columns]` (the ITC logits of item b against every
 /// candidate; column b is b's own pair), draws one candidate from `softmax(row)` with the own
-/// column excluded (spec C.3: the own pair never serves as its own negative; 1e-9 is added to
+/// column excluded (docs/model.md §3.3: the own pair never serves as its own negative; 1e-9 is added to
 /// every other weight as the original does) → chosen columns `[rows]`.
 ///
 /// The draw is an inverse-CDF lookup done on the device: `uniforms` `[rows]` (in `[0, 1)`, drawn
@@ -174,7 +174,7 @@ mod tests {
     fn itm_loss_labels_the_first_rows_as_matching() {
         type B = burn::backend::NdArray;
         let device = Default::default();
-        let head = ItmHead::<B>::new(4, &device);
+        let head = ItmHead::<B>::new(4, 0.02, &device);
         let logits = Tensor::<B, 2>::from_floats([[0.0, 2.0], [1.0, 0.0], [0.0, 0.0]], &device);
         let loss = head.loss(logits, 1).into_scalar() as f64;
         let ce = |a: f64, b: f64, t: usize| -([a, b][t] - (a.exp() + b.exp()).ln());

@@ -1,18 +1,18 @@
-//! Spec C.4: masked language modelling — the untied BERT-style prediction head (`mlm_score`),
+//! docs/model.md §3.4: masked language modelling — the untied BERT-style prediction head (`mlm_score`),
 //! applied to the transformed fused text features. The masking itself is a collate step of the
-//! data pipeline (`fiber_data::masking`), re-exported here.
+//! data pipeline; the masker lives with the tokenizer (`fiber_roberta::masking`) and is
+//! re-exported here.
 
 use burn::prelude::*;
-use burn::tensor::TensorData;
 use fiber_core::weights::{visit_layer_norm, visit_linear, Layout, WeightVisitor};
 use fiber_roberta::RobertaLmHead;
 
 use crate::loss::cross_entropy;
 
-pub use fiber_data::masking::{MaskedBatch, MlmMasker, IGNORE_INDEX};
+pub use fiber_roberta::masking::{MaskedBatch, MlmMasker, IGNORE_INDEX};
 
 /// `mlm_score`: the BERT prediction head (dense → GELU → LayerNorm eps 1e-12 → decoder + bias;
-/// the same computation as RoBERTa's `lm_head`), untied and freshly initialised (spec C.1).
+/// the same computation as RoBERTa's `lm_head`), untied and freshly initialised (docs/model.md §3.1).
 #[derive(Module, Debug)]
 pub struct MlmHead<B: Backend> {
     /// The head; its weights live under `mlm_score.transform.*`, `mlm_score.decoder`, `mlm_score.bias`.
@@ -20,10 +20,10 @@ pub struct MlmHead<B: Backend> {
 }
 
 impl<B: Backend> MlmHead<B> {
-    /// A fresh head (N(0, 0.02), zero biases, LayerNorm (1, 0)).
-    pub fn new(hidden: usize, vocab: usize, device: &B::Device) -> Self {
+    /// A fresh head (N(0, `std`), 0.02 in FIBER; zero biases; LayerNorm (1, 0)).
+    pub fn new(hidden: usize, vocab: usize, std: f64, device: &B::Device) -> Self {
         Self {
-            head: RobertaLmHead::with_sizes(hidden, vocab, 1e-12, 0.02, device),
+            head: RobertaLmHead::with_sizes(hidden, vocab, 1e-12, std, device),
         }
     }
 
@@ -54,14 +54,4 @@ impl<B: Backend> MlmHead<B> {
         visit_linear(v, "mlm_score.decoder", &mut self.head.decoder);
         v.visit("mlm_score.bias", &mut self.head.bias, Layout::Same);
     }
-}
-
-/// Labels `[batch, len]` as a tensor.
-pub fn labels_tensor<B: Backend>(
-    labels: &[i64],
-    batch: usize,
-    len: usize,
-    device: &B::Device,
-) -> Tensor<B, 2, Int> {
-    Tensor::from_data(TensorData::new(labels.to_vec(), [batch, len]), device)
 }

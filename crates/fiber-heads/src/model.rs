@@ -1,12 +1,11 @@
 //! The coarse-grained FIBER model: the fusion backbone with the shared projections and the
-//! pre-training heads (spec C), and the coarse pre-training step (ITC + ITM + MLM) that reuses
+//! pre-training heads (docs/model.md §3), and the coarse pre-training step (ITC + ITM + MLM) that reuses
 //! each image's and text's uni-modal prefix across every forward that needs it.
 
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use fiber_core::store::index_values;
 use fiber_core::weights::{Layout, WeightVisitor};
-use fiber_core::{LoadReport, TensorStore};
 use fiber_fusion::{
     BackboneOutput, FiberBackbone, FiberConfig, FusionError, ImageState, TextState,
 };
@@ -17,7 +16,7 @@ use crate::itm::{draw_hard_negatives, ItmHead};
 use crate::mlm::MlmHead;
 use crate::projections::{l2_normalize, ModalityProjections};
 
-/// FIBER with its coarse pre-training heads; keys as the original checkpoint (spec F.2).
+/// FIBER with its coarse pre-training heads; keys as the original checkpoint (docs/model.md §6.2).
 #[derive(Module, Debug)]
 pub struct FiberModel<B: Backend> {
     /// The fused backbone.
@@ -51,10 +50,20 @@ pub struct PretrainBatch<B: Backend> {
     pub indices: Vec<usize>,
 }
 
+/// A queued sample's inputs fetched again by dataset index: pixels `[n, 3, H, W]`, token ids
+/// and attention mask `[n, len]`.
+pub type FetchedInputs<B> = (Tensor<B, 4>, Tensor<B, 2, Int>, Tensor<B, 2, Int>);
+
+/// The ITC queue and how its samples' inputs are fetched again.
+type QueueSource<'a, B, E> = (
+    &'a FeatureQueue<B>,
+    &'a dyn Fn(&[usize]) -> Result<FetchedInputs<B>, E>,
+);
+
 /// Losses of one step, each `[1]`.
 #[derive(Debug, Clone)]
 pub struct PretrainLosses<B: Backend> {
-    /// `L_itc + L_itm + L_mlm` (weights 1, 1, 1; spec C.5).
+    /// `L_itc + L_itm + L_mlm` (weights 1, 1, 1; docs/model.md §3.5).
     pub total: Tensor<B, 1>,
     /// Contrastive loss.
     pub itc: Tensor<B, 1>,
@@ -62,15 +71,13 @@ pub struct PretrainLosses<B: Backend> {
     pub itm: Tensor<B, 1>,
     /// Masked-LM loss.
     pub mlm: Tensor<B, 1>,
-    /// MLM logits `[batch, len, vocab]` (for accuracy).
-    pub mlm_logits: Tensor<B, 3>,
     /// L2-normalised ITC features of this batch, to push into the queue after the step.
     pub itc_features: (Tensor<B, 2>, Tensor<B, 2>),
 }
 
 impl<B: Backend> FiberModel<B> {
     /// A fresh model: the backbone as [`FiberBackbone::new`] (with the captioning adapters
-    /// when `caption_adapters`), heads initialised as spec C.1.
+    /// when `caption_adapters`), heads initialised as in docs/model.md §3.1.
     pub fn new(
         config: &FiberConfig,
         caption_adapters: bool,
@@ -78,18 +85,24 @@ impl<B: Backend> FiberModel<B> {
     ) -> Result<Self, FusionError> {
         let backbone = FiberBackbone::new(config, caption_adapters, device)?;
         let (text_width, image_width) = (config.roberta.hidden_size, config.swin.num_features());
-        let hidden = text_width;
+        let (hidden, std) = (text_width, config.head_initializer_range);
         Ok(Self {
             backbone,
-            fused: ModalityProjections::new(text_width, image_width, hidden, device),
-            itc: ModalityProjections::new(text_width, image_width, hidden, device),
-            mlm_score: MlmHead::new(hidden, config.roberta.vocab_size, device),
-            itm_score: ItmHead::new(2 * hidden, device),
+            fused: ModalityProjections::new(text_width, image_width, hidden, std, device),
+            itc: ModalityProjections::new(text_width, image_width, hidden, std, device),
+            mlm_score: MlmHead::new(hidden, config.roberta.vocab_size, std, device),
+            itm_score: ItmHead::new(2 * hidden, std, device),
             temperature: Temperature::new(0.07, device),
         })
     }
 
-    /// Clamps the ITC temperature into its range (call before every training step, spec C.2).
+    /// The width `H` of the pooled features (the text backbone's hidden size); `cls_feats` are
+    /// `2H` wide.
+    pub fn hidden_size(&self) -> usize {
+        self.itm_score.fc.weight.dims()[0] / 2
+    }
+
+    /// Clamps the ITC temperature into its range (call before every training step, docs/model.md §3.2).
     pub fn clamp_temperature(mut self) -> Self {
         self.temperature = self.temperature.clamp_in_place();
         self
@@ -126,7 +139,7 @@ impl<B: Backend> FiberModel<B> {
         l2_normalize(self.itc.pooled_text(self.backbone.text_only_suffix(text)))
     }
 
-    /// NLVR2 features (spec D.2): two fused forwards, (left image, sentence) and (right image,
+    /// NLVR2 features (docs/model.md §4.2): two fused forwards, (left image, sentence) and (right image,
     /// sentence), sharing the sentence's prefix; their `cls_feats` concatenated → `[n, 4H]`.
     pub fn nlvr2_features(
         &self,
@@ -151,18 +164,42 @@ impl<B: Backend> FiberModel<B> {
             .forward(self.fused.text_transform.forward(out.text.clone()))
     }
 
-    /// One coarse pre-training step's losses (spec C.2–C.4). Uni-modal prefixes are computed
+    /// One coarse pre-training step's losses with the ITC queue (docs/model.md §3.2–§3.4). Uni-modal prefixes are computed
     /// once per image and text and shared by the dual path, the 3·batch ITM forwards and the
     /// MLM forward. Hard negatives are drawn over the batch and the queue; a queued candidate's
     /// inputs are fetched again through `fetch` (dataset index → pixels `[1, 3, H, W]`, ids and
-    /// mask `[1, len]`). With `fetch = None` mining is restricted to the batch.
-    pub fn pretrain_losses(
+    /// mask `[n, len]` for `n` indices); a failed fetch ends the step with its error.
+    pub fn pretrain_losses_with_queue<E>(
         &self,
         batch: &PretrainBatch<B>,
         queue: &FeatureQueue<B>,
-        fetch: Option<&dyn Fn(&[usize]) -> (Tensor<B, 4>, Tensor<B, 2, Int>, Tensor<B, 2, Int>)>,
+        fetch: &dyn Fn(&[usize]) -> Result<FetchedInputs<B>, E>,
+        rng: &mut impl Rng,
+    ) -> Result<PretrainLosses<B>, E> {
+        self.losses(batch, Some((queue, fetch)), rng)
+    }
+
+    /// [`FiberModel::pretrain_losses_with_queue`] without a queue: ITC over the batch, hard
+    /// negatives drawn from the batch.
+    pub fn pretrain_losses(
+        &self,
+        batch: &PretrainBatch<B>,
         rng: &mut impl Rng,
     ) -> PretrainLosses<B> {
+        let no_queue: Option<QueueSource<'_, B, std::convert::Infallible>> = None;
+        match self.losses(batch, no_queue, rng) {
+            Ok(losses) => losses,
+            Err(never) => match never {},
+        }
+    }
+
+    fn losses<E>(
+        &self,
+        batch: &PretrainBatch<B>,
+        queue: Option<QueueSource<'_, B, E>>,
+        rng: &mut impl Rng,
+    ) -> Result<PretrainLosses<B>, E> {
+        let fetch = queue.map(|(_, fetch)| fetch);
         let n = batch.indices.len();
         let image = self.backbone.image_prefix(batch.pixels.clone());
         let text = self
@@ -171,10 +208,9 @@ impl<B: Backend> FiberModel<B> {
 
         // ITC over the batch and the queue.
         let (image_feats, text_feats) = self.itc_features(&image, &text);
-        let usable_queue = if fetch.is_some() {
-            queue.clone()
-        } else {
-            FeatureQueue::new(0)
+        let usable_queue = match queue {
+            Some((queue, _)) => queue.clone(),
+            None => FeatureQueue::new(0),
         };
         let itc = itc_loss(
             image_feats.clone(),
@@ -214,7 +250,7 @@ impl<B: Backend> FiberModel<B> {
                 if !queued.is_empty() {
                     let dataset_indices: Vec<usize> =
                         queued.iter().map(|&q| usable_queue.indices()[q]).collect();
-                    let (pixels, ids, mask) = fetch(&dataset_indices);
+                    let (pixels, ids, mask) = fetch(&dataset_indices)?;
                     image_pool =
                         ImageState::cat(vec![image_pool, self.backbone.image_prefix(pixels)]);
                     text_pool =
@@ -250,19 +286,16 @@ impl<B: Backend> FiberModel<B> {
             .text_prefix(batch.masked_ids.clone(), batch.attention_mask.clone());
         let mlm_out = self.backbone.fused_suffix(&image, &masked);
         let mlm_logits = self.mlm_logits(&mlm_out);
-        let mlm = self
-            .mlm_score
-            .loss(mlm_logits.clone(), batch.mlm_labels.clone());
+        let mlm = self.mlm_score.loss(mlm_logits, batch.mlm_labels.clone());
 
         let total = itc.loss.clone() + itm.clone() + mlm.clone();
-        PretrainLosses {
+        Ok(PretrainLosses {
             total,
             itc: itc.loss,
             itm,
             mlm,
-            mlm_logits,
             itc_features: (image_feats, text_feats),
-        }
+        })
     }
 
     /// Walks every parameter under the original checkpoint keys.
@@ -274,46 +307,4 @@ impl<B: Backend> FiberModel<B> {
         self.itm_score.visit_weights(v);
         v.visit("temp", &mut self.temperature.temp, Layout::Same);
     }
-
-    /// Loads an original coarse checkpoint's (or a converted) store: backbone and heads.
-    /// `rank_output` is skipped (the ITM score is row 1 of `itm_score`, spec D.3).
-    pub fn load_store(&mut self, store: TensorStore) -> Result<LoadReport, FusionError> {
-        self.load_store_with(store, false)
-    }
-
-    /// As [`Self::load_store`]; with `new_heads`, head keys absent from the store (a backbone-only
-    /// or fine-tuned checkpoint) keep their fresh initialisation instead of being an error.
-    pub fn load_store_with(
-        &mut self,
-        store: TensorStore,
-        new_heads: bool,
-    ) -> Result<LoadReport, FusionError> {
-        let mut store = store;
-        store.rename_prefix("module.", "");
-        if let Some(temp) = store.get("temp").filter(|t| t.shape.is_empty()).cloned() {
-            store.insert(
-                "temp",
-                fiber_core::StoredTensor {
-                    shape: vec![1],
-                    values: temp.values,
-                },
-            );
-        }
-        let mut loader = self.backbone.fiber_loader(store);
-        if new_heads {
-            loader = loader.allow_missing(fiber_fusion::checkpoint::is_head_key);
-        }
-        self.visit_weights(&mut loader);
-        Ok(loader.finish()?)
-    }
-}
-
-/// Token ids `[n, len]` from row-major values.
-pub fn ids_tensor<B: Backend>(
-    values: Vec<i64>,
-    rows: usize,
-    len: usize,
-    device: &B::Device,
-) -> Tensor<B, 2, Int> {
-    Tensor::from_data(TensorData::new(values, [rows, len]), device)
 }

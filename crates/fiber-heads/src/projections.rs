@@ -1,4 +1,4 @@
-//! Spec C.1: the shared projections and poolers that turn backbone tokens into the common
+//! docs/model.md §3.1: the shared projections and poolers that turn backbone tokens into the common
 //! width H (768 for FIBER-Base): `cross_modal_*` for the fused path and their `_itc` twins for
 //! the dual path.
 
@@ -35,9 +35,15 @@ pub struct ModalityProjections<B: Backend> {
 }
 
 impl<B: Backend> ModalityProjections<B> {
-    /// New projections initialised N(0, 0.02) with zero biases (spec C.1).
-    pub fn new(text_width: usize, image_width: usize, hidden: usize, device: &B::Device) -> Self {
-        let lin = |i, o| linear_normal(i, o, true, 0.02, device);
+    /// New projections initialised N(0, 0.02) with zero biases (docs/model.md §3.1).
+    pub fn new(
+        text_width: usize,
+        image_width: usize,
+        hidden: usize,
+        std: f64,
+        device: &B::Device,
+    ) -> Self {
+        let lin = |i, o| linear_normal(i, o, true, std, device);
         Self {
             text_transform: lin(text_width, hidden),
             image_transform: lin(image_width, hidden),

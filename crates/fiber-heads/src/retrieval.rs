@@ -1,8 +1,10 @@
-//! Spec D.3: retrieval scores — ITC cosine similarities over the whole collection, the ITM
-//! matching logit for chosen pairs, and ITC top-k followed by ITM re-ranking (the original
-//! scores every pair with ITM; re-ranking only the top k is far cheaper).
+//! docs/model.md §4.3: retrieval scores — ITC cosine similarities over the whole collection, the ITM
+//! matching logit for chosen pairs, and ITC top-k followed by ITM re-ranking in both directions
+//! (the original scores every pair with ITM; re-ranking only the top k is far cheaper). The
+//! evaluation and the `retrieve` command both re-rank through [`FiberModel::rerank_by_itm`].
 
 use burn::prelude::*;
+use fiber_core::store::tensor_values;
 use fiber_fusion::{ImageState, TextState};
 
 use crate::model::FiberModel;
@@ -13,17 +15,13 @@ pub fn itc_scores<B: Backend>(text: Tensor<B, 2>, image: Tensor<B, 2>) -> Tensor
     text.matmul(image.transpose())
 }
 
-/// The `k` best columns of each row of a row-major `rows × columns` score matrix, best first.
-pub fn top_k(scores: &[f32], columns: usize, k: usize) -> Vec<Vec<usize>> {
-    scores
-        .chunks(columns)
-        .map(|row| {
-            let mut order: Vec<usize> = (0..columns).collect();
-            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-            order.truncate(k.min(columns));
-            order
-        })
-        .collect()
+/// Which side of a retrieval is the query: texts retrieving images, or images retrieving texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Query {
+    /// Each text ranks the images.
+    Text,
+    /// Each image ranks the texts.
+    Image,
 }
 
 impl<B: Backend> FiberModel<B> {
@@ -43,38 +41,44 @@ impl<B: Backend> FiberModel<B> {
         self.itm_score.score(self.cls_feats(&out))
     }
 
-    /// Text-to-image retrieval by ITC top-`k` then ITM re-ranking: for each text, the `k` images
-    /// with the highest cosine similarity, reordered by their ITM score (best first).
-    pub fn rerank_text_to_image(
+    /// ITM re-ranking of ITC rankings, in either direction: `rankings[q]` lists query `q`'s
+    /// candidates best first (images when `query` is [`Query::Text`], texts otherwise); the
+    /// first `k` of each list are reordered by their ITM matching logit (ties keep their ITC
+    /// order), the rest keep theirs. Each entry is `(candidate, ITM logit if re-ranked)`.
+    pub fn rerank_by_itm(
         &self,
-        itc: &[f32],
         images: &ImageState<B>,
         texts: &TextState<B>,
+        rankings: &[Vec<usize>],
+        query: Query,
         k: usize,
-    ) -> Vec<Vec<usize>> {
-        let n_images = images.map.tokens.dims()[0];
-        top_k(itc, n_images, k)
-            .into_iter()
+    ) -> Vec<Vec<(usize, Option<f32>)>> {
+        rankings
+            .iter()
             .enumerate()
-            .map(|(t, candidates)| {
-                let pairs: Vec<(usize, usize)> = candidates.iter().map(|&i| (i, t)).collect();
-                let scores =
-                    fiber_core::store::tensor_values(self.itm_scores(images, texts, &pairs));
-                let mut ranked: Vec<(usize, f32)> = candidates.into_iter().zip(scores).collect();
-                ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-                ranked.into_iter().map(|(i, _)| i).collect()
+            .map(|(q, ranked)| {
+                let k = k.min(ranked.len());
+                let pairs: Vec<(usize, usize)> = ranked[..k]
+                    .iter()
+                    .map(|&c| match query {
+                        Query::Text => (c, q),
+                        Query::Image => (q, c),
+                    })
+                    .collect();
+                let mut head: Vec<(usize, Option<f32>)> = if k == 0 {
+                    Vec::new()
+                } else {
+                    let scores = tensor_values(self.itm_scores(images, texts, &pairs));
+                    ranked[..k]
+                        .iter()
+                        .copied()
+                        .zip(scores.into_iter().map(Some))
+                        .collect()
+                };
+                head.sort_by(|a, b| b.1.unwrap_or(f32::MIN).total_cmp(&a.1.unwrap_or(f32::MIN)));
+                head.extend(ranked[k..].iter().map(|&c| (c, None)));
+                head
             })
             .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn top_k_orders_columns_by_score() {
-        let scores = [0.1f32, 0.9, 0.5, 0.7, 0.2, 0.3];
-        assert_eq!(top_k(&scores, 3, 2), vec![vec![1, 2], vec![0, 2]]);
     }
 }

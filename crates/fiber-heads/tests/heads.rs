@@ -7,12 +7,12 @@ use burn::module::{AutodiffModule, Param};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
+use fiber_core::host::int_matrix;
 use fiber_core::weights::{Layout, WeightVisitor};
 use fiber_core::WeightCollector;
 use fiber_fusion::FiberConfig;
-use fiber_heads::mlm::labels_tensor;
 use fiber_heads::{
-    ClassifierHead, DecodeConfig, FeatureQueue, FiberModel, MlmMasker, PretrainBatch,
+    ClassifierHead, DecodeConfig, FeatureQueue, FetchedInputs, FiberModel, MlmMasker, PretrainBatch,
 };
 use fiber_roberta::RobertaConfig;
 use fiber_swin::SwinConfig;
@@ -113,7 +113,7 @@ fn pretrain_batch(device: &burn::tensor::Device<A>) -> PretrainBatch<A> {
         input_ids: ints(&ids, device),
         attention_mask: ints(&mask, device),
         masked_ids: ints(&masked.input_ids, device),
-        mlm_labels: labels_tensor(&masked.labels, BATCH, LEN, device),
+        mlm_labels: int_matrix(&masked.labels, LEN, device),
         indices: (0..BATCH).collect(),
     }
 }
@@ -165,12 +165,7 @@ fn every_parameter_but_the_unused_text_pooler_gets_a_gradient_from_the_coarse_st
     // open the gates so the fusion modules matter
     model.backbone.visit_fusion_weights(&mut SetGates(0.5), "");
     let batch = pretrain_batch(&device);
-    let losses = model.pretrain_losses(
-        &batch,
-        &FeatureQueue::new(0),
-        None,
-        &mut rand::rngs::StdRng::seed_from_u64(2),
-    );
+    let losses = model.pretrain_losses(&batch, &mut rand::rngs::StdRng::seed_from_u64(2));
     let grads = losses.total.backward();
     struct Check<'a> {
         grads: &'a <A as burn::tensor::backend::AutodiffBackend>::Gradients,
@@ -224,7 +219,6 @@ fn a_tiny_model_overfits_one_batch_with_itc_itm_and_mlm() {
     let batch = pretrain_batch(&device);
     let model = FiberModel::<A>::new(&config(), false, &device).unwrap();
     let rng = std::cell::RefCell::new(rand::rngs::StdRng::seed_from_u64(3));
-    let queue = FeatureQueue::new(0);
     // Linear decay to zero, as in pre-training: at a constant 1e-3 Adam's late loss spikes decide
     // the final ITM loss, and where they fall depends on the CPU's rounding.
     let steps = 600;
@@ -232,17 +226,14 @@ fn a_tiny_model_overfits_one_batch_with_itc_itm_and_mlm() {
         model,
         steps,
         |step| 1e-3 * (1.0 - step as f64 / steps as f64),
-        |m, _| {
-            m.pretrain_losses(&batch, &queue, None, &mut *rng.borrow_mut())
-                .total
-        },
+        |m, _| m.pretrain_losses(&batch, &mut *rng.borrow_mut()).total,
         FiberModel::clamp_temperature,
     );
     // The ITM loss depends on the hard negatives drawn: average it over several draws.
     let draws = 20;
     let (mut itc, mut itm, mut mlm) = (0.0, 0.0, 0.0);
     for _ in 0..draws {
-        let losses = model.pretrain_losses(&batch, &queue, None, &mut *rng.borrow_mut());
+        let losses = model.pretrain_losses(&batch, &mut *rng.borrow_mut());
         itc += losses.itc.into_scalar() / draws as f32;
         itm += losses.itm.into_scalar() / draws as f32;
         mlm += losses.mlm.into_scalar() / draws as f32;
@@ -269,7 +260,7 @@ fn a_tiny_model_overfits_vqa_soft_scores() {
     let targets = Tensor::<A, 2>::from_data(TensorData::new(scores, [BATCH, answers]), &device);
     let model = VqaModel {
         fiber: FiberModel::<A>::new(&config(), false, &device).unwrap(),
-        head: ClassifierHead::<A>::vqa(64, answers, &device),
+        head: ClassifierHead::<A>::vqa(64, answers, 0.02, &device),
     };
     let (first, last, _) = overfit(model, 150, 3e-3, |m, _| {
         let out = m
@@ -447,18 +438,20 @@ fn hard_negatives_from_the_queue_are_fetched_again_through_the_dataset() {
             ),
             &device,
         );
-        (
+        Ok::<_, String>((
             pixels.clone().select(0, idx.clone()),
             ints(&ids, &device).select(0, idx.clone()),
             ints(&mask, &device).select(0, idx),
-        )
+        ))
     };
-    let losses = model.pretrain_losses(
-        &batch,
-        &queue,
-        Some(&fetch),
-        &mut rand::rngs::StdRng::seed_from_u64(5),
-    );
+    let losses = model
+        .pretrain_losses_with_queue(
+            &batch,
+            &queue,
+            &fetch,
+            &mut rand::rngs::StdRng::seed_from_u64(5),
+        )
+        .unwrap();
     // 4 in-batch + 4 queued candidates per row: the ITC logits cover both
     assert!(losses.itc.into_scalar().is_finite() && losses.itm.into_scalar().is_finite());
     let requested = requested.into_inner();
@@ -468,6 +461,17 @@ fn hard_negatives_from_the_queue_are_fetched_again_through_the_dataset() {
     );
     // With 8 candidates and 8 draws, some draw lands in the queue with this seed.
     assert!(!requested.is_empty());
+    // A fetch that fails ends the step with its error.
+    let failing = |_: &[usize]| Err::<FetchedInputs<A>, String>("image 100 is gone".into());
+    let error = model
+        .pretrain_losses_with_queue(
+            &batch,
+            &queue,
+            &failing,
+            &mut rand::rngs::StdRng::seed_from_u64(5),
+        )
+        .unwrap_err();
+    assert_eq!(error, "image 100 is gone");
 }
 
 #[test]
@@ -483,7 +487,7 @@ fn nlvr2_runs_two_fused_forwards_into_its_head() {
         ints(&mask, &device),
     );
     assert_eq!(feats.dims(), [BATCH, 4 * 32]);
-    let head = ClassifierHead::<A>::nlvr2(64, &device);
+    let head = ClassifierHead::<A>::nlvr2(64, 0.02, &device);
     let labels = Tensor::<A, 1, Int>::from_ints([0, 1, 1, 0], &device);
     let loss = head.nlvr2_loss(head.forward(feats), labels).into_scalar();
     assert!(
@@ -493,13 +497,13 @@ fn nlvr2_runs_two_fused_forwards_into_its_head() {
 }
 
 #[test]
-fn parameter_count_of_the_fiber_base_pretraining_model_matches_spec_f1() {
+fn parameter_count_of_the_fiber_base_pretraining_model_matches_the_documented_count() {
     let device = Default::default();
     let _seeded = seeded(&device);
     let model =
         FiberModel::<NdArray>::new(&FiberConfig::fiber_base_384(), false, &Default::default())
             .unwrap();
-    // Spec F.1: 281,897,191, which counts rank_output (1,537: a copy of itm_score row 1, not
+    // docs/model.md §6.1: 281,897,191, which counts rank_output (1,537: a copy of itm_score row 1, not
     // kept) and the never-used cross-attention LayerNorms and unfused-layer gates (9,222).
     assert_eq!(model.num_params(), 281_897_191 - 1_537 - 9_222);
 }

@@ -97,7 +97,7 @@ fn default_init_range() -> f64 {
 }
 
 impl RobertaConfig {
-    /// roberta-base: 12 layers, width 768, 12 heads, FFN 3072, vocabulary 50265 (spec A.2).
+    /// roberta-base: 12 layers, width 768, 12 heads, FFN 3072, vocabulary 50265 (docs/model.md §1.2).
     pub fn roberta_base() -> Self {
         Self::new(50265, 768, 12, 12, 3072)
     }

@@ -1,4 +1,4 @@
-//! RoBERTa embeddings: word + position + token type, LayerNorm, dropout (spec A.2).
+//! RoBERTa embeddings: word + position + token type, LayerNorm, dropout (docs/model.md §1.2).
 
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm};
 use burn::prelude::*;

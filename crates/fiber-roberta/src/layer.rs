@@ -1,5 +1,5 @@
 //! One post-LN RoBERTa layer, split at the point where FIBER inserts text-to-image
-//! cross-attention (spec B.4): `a = Dropout(Dense_o(SelfAttn(H)))` is exposed before the
+//! cross-attention (docs/model.md §2.4): `a = Dropout(Dense_o(SelfAttn(H)))` is exposed before the
 //! residual and LayerNorm, so a fused layer can add `α·CrossAttn(a, image)` to it.
 
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, Linear};
@@ -81,7 +81,7 @@ impl<B: Backend> RobertaLayer<B> {
     }
 
     /// Feed-forward sub-layer with residual: `LN(W₂·act(W₁·h) + h)`; with `final_norm = false`
-    /// the LayerNorm is skipped (FIBER's last fused text layer, spec B.2 quirk).
+    /// the LayerNorm is skipped (FIBER's last fused text layer, a quirk of docs/model.md §2.2).
     pub fn feed_forward(&self, hidden: Tensor<B, 3>, final_norm: bool) -> Tensor<B, 3> {
         let inner = self
             .activation

@@ -1,4 +1,4 @@
-//! RoBERTa text backbone for FIBER (spec A.2, B.4), generic over the Burn backend.
+//! RoBERTa text backbone for FIBER (docs/model.md §1.2, §2.4), generic over the Burn backend.
 //!
 //! Module and field names mirror the HuggingFace checkpoint keys (`embeddings`,
 //! `encoder.layer.{i}.attention.self.query`, …) so that [`weights`] needs no remap table
@@ -11,6 +11,7 @@ pub mod embeddings;
 pub mod encoder;
 pub mod error;
 pub mod layer;
+pub mod masking;
 pub mod mlm;
 pub mod model;
 pub mod self_attention;
@@ -22,6 +23,7 @@ pub use embeddings::RobertaEmbeddings;
 pub use encoder::RobertaEncoder;
 pub use error::RobertaError;
 pub use layer::RobertaLayer;
+pub use masking::{MaskedBatch, MlmMasker, IGNORE_INDEX};
 pub use mlm::{RobertaForMaskedLm, RobertaLmHead};
 pub use model::{RobertaModel, RobertaModelOutput, RobertaPooler};
 pub use self_attention::RobertaSelfAttention;

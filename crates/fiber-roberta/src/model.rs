@@ -1,4 +1,4 @@
-//! The RoBERTa encoder with its optional pooler (spec A.2).
+//! The RoBERTa encoder with its optional pooler (docs/model.md §1.2).
 
 use burn::nn::Linear;
 use burn::prelude::*;

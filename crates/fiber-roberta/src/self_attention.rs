@@ -1,5 +1,5 @@
 //! Multi-head scaled dot-product attention of RoBERTa (`attention.self`), also used with a
-//! different key/value width as FIBER's text-to-image cross-attention (spec B.4).
+//! different key/value width as FIBER's text-to-image cross-attention (docs/model.md §2.4).
 
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;

@@ -49,21 +49,16 @@ pub struct EncodedBatch {
 }
 
 impl EncodedBatch {
-    /// The ids and the mask as `[batch, len]` integer tensors.
+    /// The ids and the mask as `[batch, len]` integer tensors: the one path by which token
+    /// batches reach the device.
     pub fn to_tensors<B: Backend>(
         &self,
         device: &B::Device,
     ) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
-        let shape = [self.batch, self.len];
-        let ids = Tensor::from_data(
-            burn::tensor::TensorData::new(self.input_ids.clone(), shape),
-            device,
-        );
-        let mask = Tensor::from_data(
-            burn::tensor::TensorData::new(self.attention_mask.clone(), shape),
-            device,
-        );
-        (ids, mask)
+        (
+            fiber_core::host::int_matrix(&self.input_ids, self.len, device),
+            fiber_core::host::int_matrix(&self.attention_mask, self.len, device),
+        )
     }
 
     /// Row `i` of the ids.
@@ -262,7 +257,7 @@ impl RobertaTokenizer {
     }
 
     /// Encodes `texts` as `<s> … </s>`, truncated to `max_len` tokens (the `</s>` is kept) and
-    /// padded with `<pad>` to exactly `max_len` (FIBER pads to the maximum length, spec A.2).
+    /// padded with `<pad>` to exactly `max_len` (FIBER pads to the maximum length, docs/model.md §1.2).
     pub fn encode_batch<S: AsRef<str>>(
         &self,
         texts: &[S],

@@ -1,4 +1,4 @@
-//! Loading HuggingFace RoBERTa checkpoints (spec F.3).
+//! Loading HuggingFace RoBERTa checkpoints (docs/model.md §6.3).
 //!
 //! HuggingFace saves `RobertaModel` with bare keys (`embeddings.…`) and `RobertaForMaskedLM`
 //! with `roberta.`-prefixed keys plus `lm_head.*`, usually without `lm_head.decoder.weight`,

@@ -1,6 +1,6 @@
 //! One Swin block: (shifted) window attention and MLP, each with a pre-norm residual.
 //!
-//! The block is split where FIBER inserts its image-to-text cross-attention (spec B.3):
+//! The block is split where FIBER inserts its image-to-text cross-attention (docs/model.md §2.3):
 //! [`SwinBlock::attention_output`] returns the window self-attention output `S` in token order
 //! (windows reversed, shift undone, padding cropped), [`SwinBlock::finish`] adds the residuals
 //! and the MLP. A fused block computes `S + α·CrossAttn(S, text)` between the two calls;

@@ -114,7 +114,7 @@ impl SwinConfig {
         Self::new(224, 96, vec![2, 2, 6, 2], vec![3, 6, 12, 24], 7).with_drop_path_rate(0.2)
     }
 
-    /// Swin-B at 384 px with window 12, FIBER's image backbone (spec A.1): width 128,
+    /// Swin-B at 384 px with window 12, FIBER's image backbone (docs/model.md §1.1): width 128,
     /// depths (2, 2, 18, 2), heads (4, 8, 16, 32), stochastic depth up to 0.1.
     pub fn swin_base_384() -> Self {
         Self::new(384, 128, vec![2, 2, 18, 2], vec![4, 8, 16, 32], 12)
@@ -242,7 +242,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn swin_base_384_stage_geometry_follows_the_spec() {
+    fn swin_base_384_stage_geometry_follows_the_original() {
         let c = SwinConfig::swin_base_384();
         let res: Vec<usize> = (0..4).map(|s| c.stage_resolution(s)).collect();
         assert_eq!(res, vec![96, 48, 24, 12]);

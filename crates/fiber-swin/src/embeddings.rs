@@ -1,4 +1,4 @@
-//! Patch embedding: strided convolution plus LayerNorm (`patch_embed.*`, spec A.1).
+//! Patch embedding: strided convolution plus LayerNorm (`patch_embed.*`, docs/model.md §1.1).
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::LayerNorm;

@@ -1,4 +1,4 @@
-//! Swin Transformer (v1) image backbone for FIBER (spec A.1, B.1–B.3), generic over the Burn
+//! Swin Transformer (v1) image backbone for FIBER (docs/model.md §1.1, §2.1–§2.3), generic over the Burn
 //! backend.
 //!
 //! Module fields mirror the original Microsoft/timm checkpoint keys (`patch_embed`,

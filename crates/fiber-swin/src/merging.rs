@@ -1,4 +1,4 @@
-//! Patch merging between stages (`downsample.*`, spec A.1).
+//! Patch merging between stages (`downsample.*`, docs/model.md §1.1).
 
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;

@@ -1,10 +1,10 @@
-//! Loading Swin weights (spec F.2, F.3): HuggingFace `SwinModel` files and the original
+//! Loading Swin weights (docs/model.md §6.2, §6.3): HuggingFace `SwinModel` files and the original
 //! Microsoft/timm layout map onto the same modules.
 //!
 //! The model's keys are the original ones. A HuggingFace file is first renamed into that
 //! layout (separate query/key/value concatenated into `qkv` in that order); then every
 //! relative-position table whose window differs from the model's is resized bicubically
-//! (spec A.1), and recomputed buffers (`relative_position_index`, `attn_mask`) and the
+//! (docs/model.md §1.1), and recomputed buffers (`relative_position_index`, `attn_mask`) and the
 //! classifier head are skipped.
 
 use std::path::Path;
@@ -128,7 +128,7 @@ pub fn is_swin_buffer(key: &str) -> bool {
 }
 
 /// Resizes every relative-position table of `store` (original layout) whose window differs
-/// from the model's: `[(2g−1)², heads]` → `[(2W−1)², heads]`, bicubic per head (spec A.1).
+/// from the model's: `[(2g−1)², heads]` → `[(2W−1)², heads]`, bicubic per head (docs/model.md §1.1).
 /// Returns the resized keys.
 pub fn resize_position_tables<B: Backend>(
     store: &mut TensorStore,

@@ -1,5 +1,5 @@
 //! Window plumbing of Swin: partition, reverse, cyclic-shift masks and relative-position
-//! indices (spec A.1). The masks and indices depend only on sizes and are built on the host.
+//! indices (docs/model.md §1.1). The masks and indices depend only on sizes and are built on the host.
 
 use burn::prelude::*;
 use burn::tensor::TensorData;

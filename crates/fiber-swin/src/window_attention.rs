@@ -1,4 +1,4 @@
-//! Window multi-head self-attention with relative position bias (`attn.*`, spec A.1).
+//! Window multi-head self-attention with relative position bias (`attn.*`, docs/model.md §1.1).
 
 use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Linear};

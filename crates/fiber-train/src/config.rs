@@ -1,6 +1,6 @@
 //! Every hyper-parameter of a run, in one TOML file (`cargo xtask train --config FILE.toml`).
 //! The defaults are the tiny preset that trains on the built-in shapes world on a CPU in a few
-//! minutes; `RunConfig::fiber_base()` holds the spec's values for the base model (spec C.5, D).
+//! minutes; `RunConfig::fiber_base()` holds FIBER-Base's values (docs/model.md §3.5, §4).
 
 use std::path::{Path, PathBuf};
 
@@ -24,10 +24,6 @@ pub struct ModelConfig {
     /// Vocabulary size of a tokenizer trained on the data's corpus.
     #[config(default = 400)]
     pub tokenizer_vocab_size: usize,
-    /// Initial value of the fusion gates `alpha_i2t` / `alpha_t2i` of a new model (0 as in the
-    /// spec: fusion opens as training finds it useful).
-    #[config(default = 0.0)]
-    pub gate_init: f64,
 }
 
 impl ModelConfig {
@@ -71,13 +67,13 @@ pub struct StageConfig {
     /// Learning-rate multiplier of the task heads (5 pre-training, 50 fine-tuning).
     #[config(default = 5.0)]
     pub head_lr_multiplier: f64,
-    /// Learning-rate multiplier of the fusion modules, gates included (5 in the spec).
+    /// Learning-rate multiplier of the fusion modules, gates included (5 in FIBER).
     #[config(default = 5.0)]
     pub fusion_lr_multiplier: f64,
-    /// Learning-rate multiplier of the cross-modal projections and poolers (5 in the spec).
+    /// Learning-rate multiplier of the cross-modal projections and poolers (5 in FIBER).
     #[config(default = 5.0)]
     pub cross_modal_lr_multiplier: f64,
-    /// Learning-rate multiplier of the ITC temperature (1 in the spec).
+    /// Learning-rate multiplier of the ITC temperature (1 in FIBER).
     #[config(default = 1.0)]
     pub temperature_lr_multiplier: f64,
     /// AdamW.
@@ -109,6 +105,12 @@ pub struct EvalConfig {
     /// Longest generated caption in tokens.
     #[config(default = 30)]
     pub max_caption_len: usize,
+    /// Questions per forward pass in VQA evaluation.
+    #[config(default = 64)]
+    pub vqa_batch_size: usize,
+    /// Image pairs per forward pass in NLVR2 evaluation.
+    #[config(default = 32)]
+    pub nlvr2_batch_size: usize,
 }
 
 /// A whole run: data, model, the stages and evaluation.
@@ -134,16 +136,16 @@ pub struct RunConfig {
     #[config(default = "ModelConfig::tiny()")]
     pub model: ModelConfig,
     /// Coarse-grained pre-training (ITC + ITM + MLM). The tiny preset trains from scratch at a
-    /// rate 100× the spec's, so the temperature is held (multiplier 0) and the cross-modal
-    /// projections take the base rate (the fusion modules keep the spec's ×5).
+    /// rate 100× FIBER's, so the temperature is held (multiplier 0) and the cross-modal
+    /// projections take the base rate (the fusion modules keep FIBER's ×5).
     #[config(
         default = "StageConfig::new(330, 32, 1e-3).with_temperature_lr_multiplier(0.0).with_cross_modal_lr_multiplier(1.0).with_optimizer(AdamWConfig::new().with_max_grad_norm(Some(1.0)))"
     )]
     pub pretrain: StageConfig,
-    /// Weights of the pre-training losses `[itc, itm, mlm]` (1, 1, 1 in the spec).
+    /// Weights of the pre-training losses `[itc, itm, mlm]` (1, 1, 1 in FIBER).
     #[config(default = "[1.0, 1.0, 1.0]")]
     pub loss_weights: [f64; 3],
-    /// Size of the ITC feature queue (4096 in the spec; 0 in the tiny preset, whose features
+    /// Size of the ITC feature queue (4096 in FIBER; 0 in the tiny preset, whose features
     /// change too fast from step to step for queued features to be useful negatives).
     #[config(default = 0)]
     pub queue_size: usize,
@@ -174,14 +176,30 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// Seed of the VQA classifier's initialisation (each random stream of a run has its own
+    /// seed derived from [`RunConfig::seed`], here and nowhere else).
+    pub fn vqa_head_seed(&self) -> u64 {
+        self.seed.wrapping_add(1)
+    }
+
+    /// Seed of the NLVR2 classifier's initialisation.
+    pub fn nlvr2_head_seed(&self) -> u64 {
+        self.seed.wrapping_add(2)
+    }
+
+    /// Seed of the masking in the masked-token evaluation.
+    pub fn mlm_eval_seed(&self) -> u64 {
+        self.seed ^ 0x3A5C
+    }
+
     /// The tiny preset (the defaults): built-in data on a CPU.
     pub fn tiny() -> Self {
         Self::new()
     }
 
-    /// The spec's values for FIBER-Base (Swin-B/384 + RoBERTa-base, 6 fused pairs): pre-training
-    /// as in spec C.5 (effective batch 4096 = 8 × 512 accumulation steps here, lr 1e-5, queue
-    /// 4096) and the fine-tuning stages of spec D (batch, epochs → steps on COCO/VQAv2/NLVR2
+    /// FIBER-Base's values (Swin-B/384 + RoBERTa-base, 6 fused pairs): pre-training
+    /// as in docs/model.md §3.5 (effective batch 4096 = 8 × 512 accumulation steps here, lr 1e-5, queue
+    /// 4096) and the fine-tuning stages of docs/model.md §4 (batch, epochs → steps on COCO/VQAv2/NLVR2
     /// sizes, learning rates, head ×50, cross-modal ×5, text length 50). Data comes from
     /// `--data` (required); the model from `--init`.
     pub fn fiber_base() -> Self {
@@ -229,8 +247,10 @@ impl RunConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_toml_str_over(&text, base)
-            .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
+        Self::from_toml_str_over(&text, base).map_err(|message| TrainError::ConfigFile {
+            path: path.to_path_buf(),
+            message,
+        })
     }
 
     /// Parses TOML text (missing keys take their defaults; unknown keys are errors).

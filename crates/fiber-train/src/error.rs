@@ -6,9 +6,45 @@ pub enum TrainError {
     /// A loss or gradient is NaN or infinite.
     #[error("non-finite values: {0}")]
     NonFinite(String),
-    /// A checkpoint or optimiser state is missing, incomplete or inconsistent.
-    #[error("checkpoint: {0}")]
-    Checkpoint(String),
+    /// The optimiser state of a checkpoint is incomplete or does not fit the model.
+    #[error("optimiser state: {0}")]
+    OptimizerState(String),
+    /// A task's own checkpointed state (e.g. the ITC queue) is incomplete.
+    #[error("task state: {0}")]
+    TaskState(String),
+    /// A checkpoint's `trainer.json` cannot be read or does not match its folder.
+    #[error("{folder}: trainer state: {message}")]
+    TrainerState {
+        /// The checkpoint folder.
+        folder: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A run has no checkpoint of the stage asked for.
+    #[error("{run} has no `{stage}` checkpoint; train that stage first")]
+    NoCheckpoint {
+        /// The run folder.
+        run: std::path::PathBuf,
+        /// The stage folder.
+        stage: String,
+    },
+    /// A fine-tuning stage run alone found neither `--init` nor the run's pre-training.
+    #[error("--stage {stage} fine-tunes a pre-trained model: pass --init (a run, a checkpoint, a FIBER checkpoint or HuggingFace folders), or run --stage coarse first ({run} has no pre-training checkpoint)")]
+    NoPretraining {
+        /// The stage.
+        stage: String,
+        /// The run folder.
+        run: std::path::PathBuf,
+    },
+    /// What `--init` (or `--tokenizer`) points at cannot start this run.
+    #[error("{0}")]
+    Init(String),
+    /// Pre-training batches came without MLM masking.
+    #[error("pre-training needs MLM masking in the collate step")]
+    Unmasked,
+    /// A JSON file of a run (e.g. `answers.json`) cannot be read or parsed.
+    #[error(transparent)]
+    Json(#[from] fiber_core::json::ConfigFileError),
     /// Reading or writing weights failed.
     #[error(transparent)]
     Weights(#[from] fiber_core::WeightError),
@@ -30,9 +66,17 @@ pub enum TrainError {
     /// The device failed while running or reading back a computation.
     #[error("device: {0}")]
     Device(String),
-    /// A configuration file is invalid.
+    /// A configuration file is invalid (the file and what is wrong).
+    #[error("configuration: {path}: {message}")]
+    ConfigFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A setting is out of its range or missing (e.g. no data folder).
     #[error("configuration: {0}")]
-    Config(String),
+    Setting(String),
     /// A file could not be written or read.
     #[error("{path}: {source}")]
     Io {

@@ -1,14 +1,14 @@
 //! Where a stage's model starts (`cargo xtask train --init …`): one of our runs or
 //! checkpoints, a FIBER checkpoint (original `.ckpt`/`.pt`/`.pth`/`.safetensors` file or a
 //! folder written by `cargo xtask convert`), or a pair of HuggingFace folders (RoBERTa + Swin,
-//! spec F.3). The source also fixes the model's configuration and its tokenizer.
+//! docs/model.md §6.3). The source also fixes the model's configuration and its tokenizer.
 
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use fiber_core::weights::{LoadReport, WeightLoader};
 use fiber_core::TensorStore;
-use fiber_fusion::checkpoint::{has_caption_adapters, FiberCheckpoint};
+use fiber_fusion::weights::{has_caption_adapters, FiberCheckpoint};
 use fiber_fusion::{FiberBackbone, FiberConfig};
 use fiber_heads::FiberModel;
 use fiber_roberta::{RobertaConfig, RobertaTokenizer};
@@ -16,8 +16,9 @@ use fiber_swin::SwinConfig;
 
 use crate::checkpoint::CheckpointDir;
 use crate::error::TrainError;
+use crate::model_io::VisitWeights;
 use crate::run::RunFolder;
-use crate::stage::VisitWeights;
+use crate::stages::Stage;
 
 /// A model to start from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +78,7 @@ fn hf_weights(dir: &Path) -> Result<TensorStore, TrainError> {
             return Ok(TensorStore::read_any(&path)?);
         }
     }
-    Err(TrainError::Config(format!(
+    Err(TrainError::Init(format!(
         "{}: neither model.safetensors nor pytorch_model.bin found",
         dir.display()
     )))
@@ -86,7 +87,7 @@ fn hf_weights(dir: &Path) -> Result<TensorStore, TrainError> {
 impl InitSource {
     /// Recognises what `paths` (the `--init` values) point at.
     pub fn parse(paths: &[PathBuf]) -> Result<Self, TrainError> {
-        let err = |m: String| Err(TrainError::Config(m));
+        let err = |m: String| Err(TrainError::Init(m));
         match paths {
             [] => err("--init needs a path".into()),
             [a, b] => {
@@ -122,7 +123,7 @@ impl InitSource {
         let is_run =
             |dir: &Path| dir.join("config.toml").exists() && dir.join("tokenizer.json").exists();
         if !path.exists() {
-            return Err(TrainError::Config(format!(
+            return Err(TrainError::Init(format!(
                 "--init {}: no such file or folder",
                 path.display()
             )));
@@ -131,7 +132,7 @@ impl InitSource {
             if is_run(path) {
                 return Ok(Self::Run {
                     dir: path.to_path_buf(),
-                    stage: "pretrain".into(),
+                    stage: Stage::Coarse.folder().into(),
                 });
             }
             if let Some(run) = path.parent().filter(|p| is_run(p)) {
@@ -148,7 +149,7 @@ impl InitSource {
                 && path.join("optimizer.safetensors").exists()
             {
                 let run = path.ancestors().nth(3).filter(|p| is_run(p)).ok_or_else(|| {
-                    TrainError::Config(format!(
+                    TrainError::Init(format!(
                         "{} is a checkpoint folder outside a run folder (runs/<name>/<stage>/checkpoints/step-N); its configuration and tokenizer are unknown",
                         path.display()
                     ))
@@ -160,7 +161,7 @@ impl InitSource {
             }
             if let Some(kind @ ("roberta" | "swin")) = hf_model_type(path).as_deref() {
                 let other = if kind == "roberta" { "Swin" } else { "RoBERTa" };
-                return Err(TrainError::Config(format!(
+                return Err(TrainError::Init(format!(
                     "{} is a HuggingFace {kind} folder; starting from HuggingFace weights needs both backbones: --init ROBERTA_DIR --init SWIN_DIR (the {other} folder is missing)",
                     path.display()
                 )));
@@ -222,7 +223,7 @@ impl InitSource {
             }
             Self::Fiber(path) => {
                 let tokenizer = explicit.ok_or_else(|| {
-                    TrainError::Config(format!(
+                    TrainError::Init(format!(
                         "{} carries no tokenizer: pass --tokenizer with a RoBERTa folder (tokenizer.json or vocab.json + merges.txt)",
                         path.display()
                     ))
@@ -263,7 +264,7 @@ impl InitSource {
             }
         };
         if tokenizer.vocab_size() > config.roberta.vocab_size {
-            return Err(TrainError::Config(format!(
+            return Err(TrainError::Init(format!(
                 "the tokenizer has {} tokens but the model's word embeddings ({}) have {} rows; use the tokenizer the model was trained with",
                 tokenizer.vocab_size(),
                 self.describe(),

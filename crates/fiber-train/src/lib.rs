@@ -1,30 +1,40 @@
-//! Training and evaluation of FIBER: the coarse-grained pre-training loop (ITC + ITM + MLM),
-//! fine-tuning and evaluation for retrieval, VQA and captioning, checkpoints with exact resume
-//! (spec C.5, D): the run-time choice of compute backend, the optimiser (AdamW with the spec's
-//! parameter groups, clipping, accumulation, restorable state) and schedule, stages with atomic
-//! checkpoints and resume, the pre-training / VQA / captioning tasks, evaluation metrics, the
-//! main job and inference on trained runs.
+//! Training and evaluation of FIBER (docs/model.md §3, §4): the run-time choice of compute
+//! backend, the optimiser (AdamW with FIBER's parameter groups, clipping, accumulation,
+//! restorable state) and schedule, the training step and the stage loop with atomic checkpoints
+//! and exact resume, the tasks (pre-training, VQA, NLVR2, retrieval, captioning), evaluation
+//! metrics, the main job, and evaluation and inference on trained runs.
+//!
+//! Layers, top to bottom: [`job`] composes [`tasks`]; each task trains through the
+//! [`workspace`] and the [`stage`] loop (whose steps [`step`] assembles with [`optim`]) and
+//! evaluates with [`eval`]; [`run`], [`saved`] and [`infer`] open a trained run for evaluation and
+//! inference; [`benchmark`] times the training step as [`step`] runs it.
 
-pub mod backend;
 pub mod benchmark;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod eval;
-pub mod finetune_retrieval;
+pub mod infer;
 pub mod init;
 pub mod job;
 pub mod log;
 pub mod loss_scale;
 pub mod metrics;
-pub mod nlvr2;
+pub mod model_io;
 pub mod optim;
+pub mod report;
 pub mod run;
+pub mod saved;
 pub mod stage;
+pub mod stages;
+pub mod step;
 pub mod tasks;
+pub mod workspace;
 
-pub use backend::{
+pub use error::TrainError;
+/// The run-time choice of compute backend (it lives in fiber-core, so that commands needing
+/// only a backend do not depend on the trainer).
+pub use fiber_core::backend::{
     check_backend, run_on, run_on_with, BackendJob, BackendKind, Checkpointing, Precision,
     UnknownBackend,
 };
-pub use error::TrainError;

@@ -1,6 +1,6 @@
-//! One training stage (pre-training, a fine-tuning task): the step loop with gradient
-//! accumulation, the learning-rate schedule, the optimiser, NaN checks, progress, the metrics
-//! log and checkpoints with exact resume.
+//! One training stage (pre-training, a fine-tuning task): the step loop (each step assembled
+//! by [`crate::step`], with gradient accumulation), the learning-rate schedule, NaN checks,
+//! progress, the metrics log and checkpoints with exact resume.
 //!
 //! Exact resume: a checkpoint holds the model, the optimiser state, the task's own state (e.g.
 //! the ITC queue), the step and the data loader's position. The backend's random generator is
@@ -11,11 +11,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::GradientsParams;
-use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::Transaction;
-use fiber_core::weights::{WeightCollector, WeightLoader, WeightVisitor};
 use fiber_core::TensorStore;
 use fiber_data::loader::{stream_seed, Loaded, Loader, LoaderPosition};
 use fiber_data::Problem;
@@ -25,125 +21,9 @@ use crate::checkpoint::CheckpointDir;
 use crate::config::StageConfig;
 use crate::error::TrainError;
 use crate::log::MetricsLog;
-use crate::optim::{
-    linear_schedule, AdamW, GradientCollector, KeyedGradients, ParamGroups, PreparedGradients,
-    StepInfo,
-};
-
-/// A model whose parameters can be walked under their checkpoint keys.
-pub trait VisitWeights<B: Backend> {
-    /// Visits every parameter.
-    fn visit_weights_with<V: WeightVisitor<B>>(&mut self, v: &mut V);
-}
-
-impl<B: Backend> VisitWeights<B> for fiber_heads::FiberModel<B> {
-    fn visit_weights_with<V: WeightVisitor<B>>(&mut self, v: &mut V) {
-        self.visit_weights(v);
-    }
-}
-
-/// The model's weights as safetensors bytes.
-pub fn model_bytes<B: Backend, M: VisitWeights<B> + Clone>(
-    model: &M,
-) -> Result<Vec<u8>, TrainError> {
-    let mut collector = WeightCollector::new();
-    model.clone().visit_weights_with(&mut collector);
-    Ok(collector.into_store().to_safetensors_bytes()?)
-}
-
-/// Loads every parameter of `model` from `store` (all keys must match).
-pub fn load_model<B: Backend, M: VisitWeights<B>>(
-    model: &mut M,
-    store: TensorStore,
-) -> Result<(), TrainError> {
-    let mut loader = WeightLoader::new(store);
-    model.visit_weights_with(&mut loader);
-    loader.finish()?;
-    Ok(())
-}
-
-/// Back-propagates `loss` `[1]` and takes every parameter's gradient out, by checkpoint key.
-pub fn gradients_by_key<B: AutodiffBackend, M: AutodiffModule<B> + VisitWeights<B>>(
-    model: &mut M,
-    loss: Tensor<B, 1>,
-) -> KeyedGradients<B::InnerBackend> {
-    let mut grads = GradientsParams::from_grads(loss.backward(), &*model);
-    let mut collector = GradientCollector::new(&mut grads);
-    model.visit_weights_with(&mut collector);
-    collector.finish()
-}
-
-/// The scalars of one training step, read back from the device together.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StepScalars {
-    /// The loss (summed over micro-batches).
-    pub loss: f64,
-    /// Its named parts, in the order given (summed over micro-batches).
-    pub parts: Vec<(&'static str, f64)>,
-    /// The global gradient norm (0 without gradients).
-    pub grad_norm: f64,
-}
-
-/// Reads `loss` `[1]`, the `parts` `[1]` and the squared norm of `gradients` back in **one**
-/// transfer, the step's only synchronisation with the device: the forward, the backward pass
-/// and the norm are queued without waiting, and the host learns whether the loss is finite
-/// before the update is applied.
-pub fn read_step_scalars<B: Backend>(
-    loss: Tensor<B, 1>,
-    parts: &[(&'static str, Tensor<B, 1>)],
-    gradients: &PreparedGradients<B>,
-) -> Result<StepScalars, TrainError> {
-    let norm = gradients.squared_norm();
-    let mut transaction = Transaction::default().register(loss);
-    for (_, part) in parts {
-        transaction = transaction.register(part.clone());
-    }
-    if let Some(norm) = &norm {
-        transaction = transaction.register(norm.clone());
-    }
-    let data = transaction
-        .try_execute()
-        .map_err(|e| TrainError::Device(format!("reading the step's loss back failed: {e}")))?;
-    let mut values = data.iter().map(|d| {
-        d.iter::<f64>()
-            .next()
-            .expect("every registered scalar has one value")
-    });
-    let loss = values.next().expect("the loss was registered");
-    let parts = parts
-        .iter()
-        .map(|(name, _)| (*name, values.next().expect("each part was registered")))
-        .collect();
-    let grad_norm = values.next().map_or(0.0, f64::sqrt);
-    Ok(StepScalars {
-        loss,
-        parts,
-        grad_norm,
-    })
-}
-
-/// One AdamW update of `model` at base learning rate `lr` from prepared gradients and their
-/// norm read back ([`read_step_scalars`]): checked, clipped, per-group rates.
-pub fn apply_update<B: AutodiffBackend, M: VisitWeights<B>>(
-    optimizer: &mut AdamW<B::InnerBackend>,
-    model: &mut M,
-    lr: f64,
-    gradients: PreparedGradients<B::InnerBackend>,
-    grad_norm: f64,
-) -> Result<StepInfo, TrainError> {
-    let mut update = optimizer.begin_prepared_step(lr, gradients, grad_norm)?;
-    model.visit_weights_with(&mut update);
-    update.finish()
-}
-
-/// What a stage's task computes for one micro-batch.
-pub struct StepLoss<B: AutodiffBackend> {
-    /// The loss to minimise `[1]`.
-    pub loss: Tensor<B, 1>,
-    /// Named parts to log (e.g. `itc`, `itm`, `mlm`) `[1]` each, outside the graph; they are
-    /// read back with the loss.
-    pub parts: Vec<(&'static str, Tensor<B::InnerBackend, 1>)>,
-}
+use crate::model_io::{load_model, model_bytes, VisitWeights};
+use crate::optim::{linear_schedule, AdamW, ParamGroups};
+use crate::step::{apply_update, StepAccumulator, StepLoss};
 
 /// A training task: how a batch becomes a loss, and any state it keeps between steps.
 pub trait StageTask<B: AutodiffBackend> {
@@ -264,13 +144,15 @@ impl StageRunner<'_> {
                     "task.safetensors",
                 )?)?)?;
                 state = serde_json::from_slice(&CheckpointDir::read(&folder, "trainer.json")?)
-                    .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", folder.display())))?;
+                    .map_err(|e| TrainError::TrainerState {
+                        folder: folder.clone(),
+                        message: e.to_string(),
+                    })?;
                 if state.step != step {
-                    return Err(TrainError::Checkpoint(format!(
-                        "{} holds step {}",
-                        folder.display(),
-                        state.step
-                    )));
+                    return Err(TrainError::TrainerState {
+                        folder,
+                        message: format!("holds step {}", state.step),
+                    });
                 }
                 log.truncate_stage(self.name, step)?;
             }
@@ -297,10 +179,7 @@ impl StageRunner<'_> {
                 stream_seed(&[self.seed, name_seed(self.name), step]),
             );
             model = task.before_step(model);
-            let mut gradients: Option<KeyedGradients<B::InnerBackend>> = None;
-            // Summed on the device over micro-batches, read back once after the backward pass.
-            let mut loss_sum: Option<Tensor<B::InnerBackend, 1>> = None;
-            let mut parts_sum: Vec<(&'static str, Tensor<B::InnerBackend, 1>)> = Vec::new();
+            let mut accumulator = StepAccumulator::<B>::default();
             for _ in 0..config.accumulation.max(1) {
                 let Loaded {
                     batch,
@@ -316,36 +195,11 @@ impl StageRunner<'_> {
                     });
                 }
                 skipped.extend(bad);
-                let StepLoss { loss, parts } = task.loss(&model, batch, step)?;
-                let value = loss.clone().inner();
-                loss_sum = Some(match loss_sum {
-                    Some(sum) => sum + value,
-                    None => value,
-                });
-                for (name, v) in parts {
-                    match parts_sum.iter_mut().find(|(n, _)| *n == name) {
-                        Some(slot) => slot.1 = slot.1.clone() + v,
-                        None => parts_sum.push((name, v)),
-                    }
-                }
-                let micro = gradients_by_key(&mut model, optimizer.scale_loss(loss));
-                match &mut gradients {
-                    Some(acc) => acc.accumulate(micro),
-                    None => gradients = Some(micro),
-                }
+                let micro = task.loss(&model, batch, step)?;
+                accumulator.add(&mut model, &optimizer, micro);
             }
-            let micro_batches = config.accumulation.max(1) as f64;
-            let mut gradients = gradients.expect("at least one micro-batch");
-            if micro_batches > 1.0 {
-                gradients.scale(1.0 / micro_batches);
-            }
-            let gradients = optimizer.prepare(gradients);
-            let scalars = read_step_scalars(
-                loss_sum.expect("at least one micro-batch"),
-                &parts_sum,
-                &gradients,
-            )?;
-            let loss = scalars.loss / micro_batches;
+            let (scalars, gradients) = accumulator.prepare(&optimizer).read()?;
+            let loss = scalars.loss;
             if !loss.is_finite() {
                 let last = checkpoints
                     .latest()?
@@ -379,11 +233,7 @@ impl StageRunner<'_> {
             task.after_step();
             state.step += 1;
             done_here += 1;
-            let parts: Vec<(&'static str, f64)> = scalars
-                .parts
-                .into_iter()
-                .map(|(n, v)| (n, v / micro_batches))
-                .collect();
+            let parts = scalars.parts;
             log.record(
                 self.name,
                 state.step,

@@ -10,7 +10,7 @@ use fiber_core::weights::{visit_layer_norm, visit_linear, WeightVisitor};
 use fiber_train::optim::{
     linear_schedule, AdamW, AdamWConfig, GradientCollector, KeyedGradients, ParamGroups,
 };
-use fiber_train::stage::read_step_scalars;
+use fiber_train::step::read_step_scalars;
 
 type Ad = Autodiff<NdArray>;
 type Inner = NdArray;
@@ -163,7 +163,7 @@ fn one_step_matches_huggingface_adamw_by_hand() {
 }
 
 #[test]
-fn groups_follow_the_spec_rules() {
+fn groups_follow_the_original_rules() {
     let groups = ParamGroups::fiber(50.0);
     assert!(!groups.decays("text_transformer.encoder.layer.3.attention.output.LayerNorm.weight"));
     assert!(!groups.decays("vit_model.layers.2.blocks.5.attn.relative_position_bias_table"));

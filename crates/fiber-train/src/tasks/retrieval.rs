@@ -1,21 +1,28 @@
-//! Retrieval fine-tuning (spec D.3): the ITC model is fine-tuned with the contrastive loss alone
-//! (with the feature queue of spec C.2), the ITM model with the matching loss alone on random
-//! negatives (spec C.3, last point).
+//! Retrieval fine-tuning (docs/model.md §4.3): the ITC model is fine-tuned with the contrastive
+//! loss alone (with the feature queue of §3.2), the ITM model with the matching loss alone on
+//! random negatives (§3.3); both are evaluated by retrieval on the held-out captions.
 
-use burn::prelude::*;
+use burn::module::AutodiffModule;
+
 use burn::tensor::backend::AutodiffBackend;
 use fiber_core::TensorStore;
 use fiber_data::loader::{stream_seed, ImageTextBatch, Loader, LoaderPosition};
 use fiber_fusion::{ImageState, TextState};
 use fiber_heads::itc::itc_loss;
-use fiber_heads::{FeatureQueue, FiberModel};
+use fiber_heads::FiberModel;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::error::TrainError;
-use crate::stage::{StageTask, StepLoss};
-use crate::tasks::{batch_tensors, queue_state, restore_queue, ImageTextInput};
+use crate::report::Report;
+use crate::stage::StageTask;
+use crate::stages::Stage;
+use crate::step::StepLoss;
+use crate::tasks::input::{batch_tensors, CaptionSplits, ImageTextInput, ImageTextSamples};
+use crate::tasks::queue::TaskQueue;
+use crate::tasks::JobTask;
+use crate::workspace::Workspace;
 
 /// Which retrieval model is fine-tuned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +41,9 @@ pub struct RetrievalTask<B: AutodiffBackend> {
     /// The objective.
     pub objective: RetrievalObjective,
     /// The ITC feature queue (unused by ITM).
-    pub queue: FeatureQueue<B>,
+    pub queue: TaskQueue<B>,
     /// Seed of the negative sampling.
     pub seed: u64,
-    pending: Option<(Tensor<B, 2>, Tensor<B, 2>, Vec<usize>)>,
     device: B::Device,
 }
 
@@ -53,9 +59,8 @@ impl<B: AutodiffBackend> RetrievalTask<B> {
         Self {
             input,
             objective,
-            queue: FeatureQueue::new(queue_size),
+            queue: TaskQueue::new(queue_size),
             seed,
-            pending: None,
             device,
         }
     }
@@ -106,10 +111,11 @@ impl<B: AutodiffBackend> StageTask<B> for RetrievalTask<B> {
                 let itc = itc_loss(
                     image_feats.clone(),
                     text_feats.clone(),
-                    &self.queue,
+                    &self.queue.queue,
                     model.temperature.value(),
                 );
-                self.pending = Some((image_feats.detach(), text_feats.detach(), batch.indices));
+                self.queue
+                    .hold(image_feats.detach(), text_feats.detach(), batch.indices);
                 Ok(StepLoss {
                     loss: itc.loss,
                     parts: Vec::new(),
@@ -132,17 +138,68 @@ impl<B: AutodiffBackend> StageTask<B> for RetrievalTask<B> {
     }
 
     fn after_step(&mut self) {
-        if let Some((image, text, indices)) = self.pending.take() {
-            self.queue.push(image, text, &indices);
-        }
+        self.queue.enter_held();
     }
 
     fn state(&self) -> TensorStore {
-        queue_state(&self.queue)
+        self.queue.state()
     }
 
     fn load_state(&mut self, store: &TensorStore) -> Result<(), TrainError> {
-        self.queue = restore_queue(self.queue.capacity, store, &self.device)?;
+        self.queue.load_state(store, &self.device)
+    }
+}
+
+/// A retrieval fine-tuning stage: ITM when `ITM`, else ITC.
+pub struct RetrievalStage<const ITM: bool>;
+
+/// ITC retrieval fine-tuning (`--stage retrieval-itc`).
+pub type RetrievalItcStage = RetrievalStage<false>;
+
+/// ITM retrieval fine-tuning (`--stage retrieval-itm`).
+pub type RetrievalItmStage = RetrievalStage<true>;
+
+impl<const ITM: bool> JobTask for RetrievalStage<ITM> {
+    const STAGE: Stage = if ITM {
+        Stage::RetrievalItm
+    } else {
+        Stage::RetrievalItc
+    };
+    type Data = CaptionSplits;
+    type Trained<B: AutodiffBackend> = FiberModel<B>;
+
+    fn train<B: AutodiffBackend>(
+        ws: &mut Workspace<'_>,
+        fiber: FiberModel<B>,
+        data: &CaptionSplits,
+        device: &B::Device,
+    ) -> Result<FiberModel<B>, TrainError> {
+        let objective = if ITM {
+            RetrievalObjective::Itm
+        } else {
+            RetrievalObjective::Itc
+        };
+        let input = ws.input(ImageTextSamples::captions(&data.train), Self::STAGE, false);
+        let mut task = RetrievalTask::<B>::new(
+            input,
+            objective,
+            ws.config.queue_size,
+            ws.config.seed,
+            device.clone(),
+        );
+        ws.train(Self::STAGE, &mut task, fiber, device)
+    }
+
+    fn evaluate<B: AutodiffBackend>(
+        ws: &Workspace<'_>,
+        trained: &FiberModel<B>,
+        data: &CaptionSplits,
+        report: &mut Report,
+        device: &B::Device,
+    ) -> Result<(), TrainError> {
+        let evaluator = ws.evaluator();
+        let held_out = evaluator.held_out(&data.test)?;
+        report.retrieval = Some(evaluator.retrieval(&trained.valid(), &held_out, device)?);
         Ok(())
     }
 }

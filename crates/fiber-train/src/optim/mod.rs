@@ -1,4 +1,4 @@
-//! Optimisation as in spec C.5: HuggingFace's AdamW (bias-corrected moments, decoupled weight
+//! Optimisation as in FIBER (docs/model.md §3.5): HuggingFace's AdamW (bias-corrected moments, decoupled weight
 //! decay applied after the Adam update), parameter groups chosen by checkpoint key (no weight
 //! decay for biases and norms, learning-rate multipliers for fusion / cross-modal modules and
 //! heads), global gradient-norm clipping, gradient accumulation, and a state that is saved and
@@ -14,24 +14,30 @@
 //! (`loss_scaling`, [`crate::loss_scale`]) so that small gradients survive the backward pass.
 //!
 //! Parameters are reached through the models' `visit_weights`, so the optimiser sees the same
-//! names as the checkpoints and the spec's rules apply to them literally.
+//! names as the checkpoints and the original's rules apply to them literally.
 
 use std::collections::BTreeMap;
 
 use burn::config::Config;
 use burn::module::Param;
-use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{DType, Element, FloatDType};
-use fiber_core::dtype::in_f32;
 use fiber_core::weights::{Layout, WeightVisitor};
 use fiber_core::{StoredTensor, TensorStore};
+
+pub mod gradients;
+pub mod groups;
+pub mod schedule;
+
+pub use gradients::{GradientCollector, KeyedGradients};
+pub use groups::ParamGroups;
+pub use schedule::linear_schedule;
 
 use crate::error::TrainError;
 use crate::loss_scale::{DynamicLossScale, INIT_SCALE};
 
-/// AdamW hyper-parameters (spec C.5 defaults).
+/// AdamW hyper-parameters (defaults of docs/model.md §3.5).
 #[derive(Config, Debug, PartialEq)]
 pub struct AdamWConfig {
     /// β₁.
@@ -61,161 +67,6 @@ pub struct AdamWConfig {
     /// above f32, where unscaled f16 ended within 0.2 % (docs/performance.md).
     #[config(default = false)]
     pub loss_scaling: bool,
-}
-
-/// Which parameters decay and how their learning rate is scaled, by checkpoint key.
-#[derive(Config, Debug, PartialEq)]
-pub struct ParamGroups {
-    /// A key containing any of these is not weight-decayed.
-    pub no_decay: Vec<String>,
-    /// `(substrings, multiplier)`: the first rule with a substring contained in the key sets its
-    /// learning-rate multiplier (1 when none matches).
-    pub lr_multipliers: Vec<(Vec<String>, f64)>,
-}
-
-impl ParamGroups {
-    /// Spec C.5: no decay for `bias`, `LayerNorm.`, `norm.`, `norm1.`, `norm2.` (which also catches
-    /// every relative-position bias table); ×`head_multiplier` for the task heads
-    /// (`mlm_score`, `itm_score`, `vqa_classifier`, `nlvr2_classifier`) and ×5 for anything
-    /// `cross_modal`, `i2t` or `t2i`.
-    pub fn fiber(head_multiplier: f64) -> Self {
-        Self::fiber_with(head_multiplier, 5.0, 5.0, 1.0)
-    }
-
-    /// [`ParamGroups::fiber`] with other multipliers for the fusion modules (`i2t`, `t2i`, gates
-    /// included; 5 in the spec), the `cross_modal` projections and poolers (5 in the spec) and
-    /// the ITC temperature `temp` (1 in the spec, which suits its base rate of 1e-5; much higher
-    /// rates move the temperature faster than the features it scales).
-    pub fn fiber_with(
-        head_multiplier: f64,
-        fusion_multiplier: f64,
-        cross_modal_multiplier: f64,
-        temperature_multiplier: f64,
-    ) -> Self {
-        let strings = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        Self::new(
-            strings(&["bias", "LayerNorm.", "norm.", "norm1.", "norm2."]),
-            vec![
-                (strings(&["temp"]), temperature_multiplier),
-                (
-                    strings(&[
-                        "mlm_score",
-                        "itm_score",
-                        "vqa_classifier",
-                        "nlvr2_classifier",
-                    ]),
-                    head_multiplier,
-                ),
-                (strings(&["i2t", "t2i"]), fusion_multiplier),
-                (strings(&["cross_modal"]), cross_modal_multiplier),
-            ],
-        )
-    }
-
-    /// Whether the parameter stored under `key` is weight-decayed.
-    pub fn decays(&self, key: &str) -> bool {
-        !self.no_decay.iter().any(|s| key.contains(s.as_str()))
-    }
-
-    /// The learning-rate multiplier of the parameter stored under `key`.
-    pub fn multiplier(&self, key: &str) -> f64 {
-        self.lr_multipliers
-            .iter()
-            .find(|(subs, _)| subs.iter().any(|s| key.contains(s.as_str())))
-            .map(|(_, m)| *m)
-            .unwrap_or(1.0)
-    }
-}
-
-/// Gradients by checkpoint key, flattened, on the inner (non-autodiff) backend.
-pub struct KeyedGradients<B: Backend> {
-    grads: BTreeMap<String, Tensor<B, 1>>,
-}
-
-impl<B: Backend> KeyedGradients<B> {
-    /// Adds another micro-batch's gradients (accumulation).
-    pub fn accumulate(&mut self, other: KeyedGradients<B>) {
-        for (key, g) in other.grads {
-            let merged = match self.grads.remove(&key) {
-                Some(mine) => mine + g,
-                None => g,
-            };
-            self.grads.insert(key, merged);
-        }
-    }
-
-    /// Multiplies every gradient by `factor` (e.g. 1 / micro-batches).
-    pub fn scale(&mut self, factor: f64) {
-        for g in self.grads.values_mut() {
-            *g = g.clone().mul_scalar(factor);
-        }
-    }
-
-    /// The squared global L2 norm of all gradients `[1]`, in f32 whatever the gradients' type,
-    /// left on the device (`None` without gradients).
-    pub fn squared_norm(&self) -> Option<Tensor<B, 1>> {
-        self.grads
-            .values()
-            .map(|g| in_f32(g.clone().powf_scalar(2.0).sum()))
-            .reduce(|a, b| a + b)
-    }
-
-    /// The global L2 norm of all gradients, read back.
-    pub fn global_norm(&self) -> f64 {
-        self.squared_norm()
-            .map(|t| t.into_scalar().elem::<f64>().sqrt())
-            .unwrap_or(0.0)
-    }
-
-    /// Number of parameters with a gradient.
-    pub fn len(&self) -> usize {
-        self.grads.len()
-    }
-
-    /// Whether no parameter has a gradient.
-    pub fn is_empty(&self) -> bool {
-        self.grads.is_empty()
-    }
-
-    /// The keys with a gradient.
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.grads.keys().map(String::as_str)
-    }
-}
-
-/// Takes each visited parameter's gradient out of a [`GradientsParams`], by checkpoint key:
-/// run the model's `visit_weights` with it, then [`GradientCollector::finish`].
-pub struct GradientCollector<'a, B: Backend> {
-    grads: &'a mut GradientsParams,
-    out: BTreeMap<String, Tensor<B, 1>>,
-}
-
-impl<'a, B: Backend> GradientCollector<'a, B> {
-    /// Collects from `grads`.
-    pub fn new(grads: &'a mut GradientsParams) -> Self {
-        Self {
-            grads,
-            out: BTreeMap::new(),
-        }
-    }
-
-    /// The collected gradients.
-    pub fn finish(self) -> KeyedGradients<B> {
-        KeyedGradients { grads: self.out }
-    }
-}
-
-impl<A: AutodiffBackend> WeightVisitor<A> for GradientCollector<'_, A::InnerBackend> {
-    fn visit<const D: usize>(
-        &mut self,
-        key: &str,
-        param: &mut Param<Tensor<A, D>>,
-        _layout: Layout,
-    ) {
-        if let Some(g) = self.grads.remove::<A::InnerBackend, D>(param.id) {
-            self.out.insert(key.to_string(), g.flatten::<1>(0, D - 1));
-        }
-    }
 }
 
 /// HuggingFace AdamW with parameter groups and a saved state.
@@ -467,15 +318,17 @@ impl<B: Backend> AdamW<B> {
             .get("step")
             .and_then(|t| t.as_i64())
             .and_then(|v| v.first().copied())
-            .ok_or_else(|| TrainError::Checkpoint("the optimiser state has no `step`".into()))?;
+            .ok_or_else(|| {
+                TrainError::OptimizerState("the optimiser state has no `step`".into())
+            })?;
         let master = self.master;
         let read = |name: &str| -> Result<Tensor<B, 1>, TrainError> {
             let t = store.get(name).ok_or_else(|| {
-                TrainError::Checkpoint(format!("the optimiser state lacks `{name}`"))
+                TrainError::OptimizerState(format!("the optimiser state lacks `{name}`"))
             })?;
             let values = t
                 .as_f32()
-                .ok_or_else(|| TrainError::Checkpoint(format!("`{name}` is not f32")))?;
+                .ok_or_else(|| TrainError::OptimizerState(format!("`{name}` is not f32")))?;
             let data = TensorData::new(values.to_vec(), [values.len()]);
             // Master weights and their moments are created in the master type directly, not
             // through the device's (half-precision) default.
@@ -534,7 +387,7 @@ impl<B: Backend> AdamWUpdate<'_, B> {
     /// Ends the step; every gradient must have met its parameter (unless the step was skipped).
     pub fn finish(self) -> Result<StepInfo, TrainError> {
         if let Some(key) = self.gradients.grads.keys().next() {
-            return Err(TrainError::Checkpoint(format!(
+            return Err(TrainError::OptimizerState(format!(
                 "a gradient for `{key}` met no parameter"
             )));
         }
@@ -602,16 +455,5 @@ impl<A: AutodiffBackend> WeightVisitor<A> for AdamWUpdate<'_, A::InnerBackend> {
             let tensor = Tensor::<A, D>::from_inner(updated.reshape(shape)).require_grad();
             *param = Param::initialized(param.id, tensor);
         }
-    }
-}
-
-/// Learning rate of step `step` (from 0) of `total`: linear warm-up over `warmup` steps, then
-/// linear decay to 0 at `total` (spec C.5; HuggingFace's `get_linear_schedule_with_warmup`,
-/// whose first step has learning rate 0 when there is a warm-up).
-pub fn linear_schedule(step: u64, total: u64, warmup: u64, base_lr: f64) -> f64 {
-    if step < warmup {
-        base_lr * step as f64 / warmup.max(1) as f64
-    } else {
-        base_lr * (total.saturating_sub(step) as f64 / total.saturating_sub(warmup).max(1) as f64)
     }
 }

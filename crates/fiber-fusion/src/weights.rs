@@ -1,4 +1,4 @@
-//! FIBER weights (spec F.2–F.3): the original coarse checkpoint layout (Lightning `.ckpt`,
+//! FIBER weights (docs/model.md §6.2–§6.3): the original coarse checkpoint layout (Lightning `.ckpt`,
 //! tensors under `state_dict`), the project's converted folder (`config.json` +
 //! `model.safetensors` with the same keys), and initialisation from HuggingFace RoBERTa plus
 //! HuggingFace or original Swin weights with the fusion modules new.
@@ -68,19 +68,19 @@ impl<B: Backend> FiberBackbone<B> {
             .map(|(p, _)| p.layer)
             .collect();
         WeightLoader::new(store)
-            .skip_unused("copy of row 1 of itm_score.fc; the ITM score is computed from itm_score (spec D.3)", |k| k.starts_with("rank_output."))
+            .skip_unused("copy of row 1 of itm_score.fc; the ITM score is computed from itm_score (docs/model.md §4.3)", |k| k.starts_with("rank_output."))
             .skip_unused("ITC/ITM queue buffer, not a model weight", |k| QUEUE_BUFFERS.contains(&k))
             .skip_unused("buffer, recomputed from the window size", is_swin_buffer)
             .skip_unused("buffer, recomputed", |k| k.ends_with("embeddings.position_ids"))
             .skip_unused("task head, loaded with the heads", is_head_key)
-            .skip_unused("cross-attention LayerNorm the original forward never uses (spec B.4)", |k| k.contains("crossattention_t2i.output.LayerNorm"))
-            .skip_unused("gate of an unfused text layer, never used (spec B.4)", move |k| {
+            .skip_unused("cross-attention LayerNorm the original forward never uses (docs/model.md §2.4)", |k| k.contains("crossattention_t2i.output.LayerNorm"))
+            .skip_unused("gate of an unfused text layer, never used (docs/model.md §2.4)", move |k| {
                 k.strip_prefix("text_transformer.encoder.layer.")
                     .and_then(|rest| rest.strip_suffix(".alpha_t2i"))
                     .and_then(|i| i.parse::<usize>().ok())
                     .is_some_and(|i| !fused_layers.contains(&i))
             })
-            .skip_unused("query LayerNorm of fusion v1; this backbone uses v2 (spec B.3)", move |k| !has_norm_i2t && k.contains("norm_i2t_i"))
+            .skip_unused("query LayerNorm of fusion v1; this backbone uses v2 (docs/model.md §2.3)", move |k| !has_norm_i2t && k.contains("norm_i2t_i"))
             .skip_unused("captioning adapter; this backbone has none", move |k| {
                 k.strip_prefix("cross_modal_att_layers.")
                     .and_then(|rest| rest.split('.').next())
@@ -112,7 +112,7 @@ impl<B: Backend> FiberBackbone<B> {
     /// Builds the backbone from uni-modal weights: a HuggingFace RoBERTa checkpoint store
     /// (`RobertaModel` or `RobertaForMaskedLM` layout) and a Swin store (HuggingFace or
     /// original layout). The fusion modules (and the unused text pooler when the RoBERTa file
-    /// has none) start from spec F.3's initialisation.
+    /// has none) start from the initialisation of docs/model.md §6.3.
     pub fn from_unimodal(
         config: &FiberConfig,
         roberta: TensorStore,
@@ -139,7 +139,7 @@ impl<B: Backend> FiberBackbone<B> {
             .allow_missing(is_fusion_key)
             .allow_missing(|k| k.starts_with("text_transformer.pooler."))
             .skip_unused(
-                "masked-LM head of the RoBERTa file, not used by FIBER (spec C.1)",
+                "masked-LM head of the RoBERTa file, not used by FIBER (docs/model.md §3.1)",
                 |k| k.starts_with("text_transformer.lm_head."),
             )
             .skip_unused("image-classification head, not part of the backbone", |k| {
@@ -237,7 +237,7 @@ pub fn has_caption_adapters(store: &TensorStore) -> bool {
         .any(|k| k.starts_with("cross_modal_att_layers."))
 }
 
-/// Spec D.3: `rank_output` should equal row 1 of `itm_score.fc`; returns a warning naming the
+/// docs/model.md §4.3: `rank_output` should equal row 1 of `itm_score.fc`; returns a warning naming the
 /// largest difference when it does not (the original's parameter sharing can break on `.to()`).
 pub fn rank_output_warning(store: &TensorStore) -> Option<String> {
     let itm = store.get("itm_score.fc.weight")?;
@@ -261,7 +261,7 @@ pub fn rank_output_warning(store: &TensorStore) -> Option<String> {
             diff = diff.max((ib[1] - rb[0]).abs());
         }
     }
-    (diff > 0.0).then(|| format!("rank_output differs from row 1 of itm_score.fc by up to {diff:.3e}; the ITM score uses itm_score (spec D.3)"))
+    (diff > 0.0).then(|| format!("rank_output differs from row 1 of itm_score.fc by up to {diff:.3e}; the ITM score uses itm_score (docs/model.md §4.3)"))
 }
 
 /// A FIBER model on disk: an original checkpoint file or a converted folder.

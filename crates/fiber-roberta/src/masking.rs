@@ -1,4 +1,4 @@
-//! Spec C.4: MLM masking as a collate step — HuggingFace `DataCollatorForLanguageModeling`
+//! docs/model.md §3.4: MLM masking as a collate step — HuggingFace `DataCollatorForLanguageModeling`
 //! (15% of the real, non-special tokens; 80% `<mask>`, 10% random token, 10% unchanged).
 
 use rand::Rng;

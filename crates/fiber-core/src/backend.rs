@@ -146,7 +146,7 @@ fn not_compiled(kind: BackendKind) -> UnknownBackend {
 /// The float type a job computes in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
-    /// 32-bit floats everywhere (the spec's pre-training precision).
+    /// 32-bit floats everywhere (FIBER's pre-training precision).
     #[default]
     F32,
     /// bfloat16 everywhere: weights, activations, gradients and optimiser state (CUDA).

@@ -1,65 +1,29 @@
-//! NLVR2 fine-tuning (spec D.2): a statement about a pair of images is true or false. The
-//! sentence is fused with each image separately; the two `cls_feats` are concatenated and
-//! classified by `nlvr2_classifier` (4H → 2H → 2) with cross-entropy.
+//! NLVR2 fine-tuning (docs/model.md §4.2): a statement about a pair of images is true or false.
+//! The sentence is fused with each image separately; the two `cls_feats` are concatenated and
+//! classified by `nlvr2_classifier` (4H → 2H → 2) with cross-entropy. Evaluated by accuracy on
+//! the held-out statements.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use fiber_core::weights::WeightVisitor;
 use fiber_data::image::{to_tensor, PixelImage};
+use fiber_data::layout::Nlvr2Folder;
 use fiber_data::loader::{ImageTransform, Loader, LoaderConfig, LoaderPosition, TextCollate};
 use fiber_data::nlvr2::Nlvr2Record;
-use fiber_heads::{ClassifierHead, FiberModel};
+use fiber_data::Problems;
+use fiber_heads::{FiberModel, Nlvr2Model};
 use fiber_roberta::EncodedBatch;
 
 use crate::error::TrainError;
-use crate::stage::{StageTask, StepLoss, VisitWeights};
-use crate::tasks::int_tensor;
-
-/// FIBER with the NLVR2 classifier (`nlvr2_classifier.*`).
-#[derive(Module, Debug)]
-pub struct Nlvr2Model<B: Backend> {
-    /// The pre-trained model.
-    pub fiber: FiberModel<B>,
-    /// Linear(4H → 2H) → LayerNorm → GELU → Linear(2H → 2) over both `cls_feats`.
-    pub nlvr2_classifier: ClassifierHead<B>,
-}
-
-impl<B: Backend> Nlvr2Model<B> {
-    /// A new classifier on top of `fiber`.
-    pub fn new(fiber: FiberModel<B>, hidden_size: usize, device: &B::Device) -> Self {
-        Self {
-            fiber,
-            nlvr2_classifier: ClassifierHead::nlvr2(2 * hidden_size, device),
-        }
-    }
-
-    /// Logits `[n, 2]` (column 1: the statement is true) of left and right images
-    /// `[n, 3, H, W]` and the sentences' ids and mask `[n, len]`.
-    pub fn logits(
-        &self,
-        left: Tensor<B, 4>,
-        right: Tensor<B, 4>,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask: Tensor<B, 2, Int>,
-    ) -> Tensor<B, 2> {
-        self.nlvr2_classifier.forward(self.fiber.nlvr2_features(
-            left,
-            right,
-            input_ids,
-            attention_mask,
-        ))
-    }
-}
-
-impl<B: Backend> VisitWeights<B> for Nlvr2Model<B> {
-    fn visit_weights_with<V: WeightVisitor<B>>(&mut self, v: &mut V) {
-        self.fiber.visit_weights(v);
-        self.nlvr2_classifier.visit_weights(v, "nlvr2_classifier");
-    }
-}
+use crate::report::Report;
+use crate::stage::StageTask;
+use crate::stages::Stage;
+use crate::step::StepLoss;
+use crate::tasks::{JobTask, StageData};
+use crate::workspace::Workspace;
 
 /// Image pairs with a statement and its truth value, shared with the loader threads.
 #[derive(Clone)]
@@ -110,7 +74,7 @@ pub struct PairBatch {
     pub labels: Vec<bool>,
 }
 
-/// NLVR2 fine-tuning: cross-entropy of the classifier over the truth value.
+/// The NLVR2 loss of a loader batch: cross-entropy of the classifier over the truth value.
 pub struct Nlvr2Task<B: AutodiffBackend> {
     /// The pairs.
     pub samples: PairSamples,
@@ -194,11 +158,68 @@ pub fn pair_logits<B: Backend>(
     batch: &PairBatch,
     device: &B::Device,
 ) -> Result<Tensor<B, 2>, TrainError> {
-    let len = batch.tokens.len;
+    let (ids, mask) = batch.tokens.to_tensors(device);
     Ok(model.logits(
         to_tensor::<B>(&batch.left, device)?,
         to_tensor::<B>(&batch.right, device)?,
-        int_tensor(&batch.tokens.input_ids, len, device),
-        int_tensor(&batch.tokens.attention_mask, len, device),
+        ids,
+        mask,
     ))
+}
+
+/// The NLVR2 stage: trains on `train`, evaluates on the held-out split (`test1`, else `dev`).
+pub struct Nlvr2Stage;
+
+impl JobTask for Nlvr2Stage {
+    const STAGE: Stage = Stage::Nlvr2;
+    type Data = Nlvr2Splits;
+    type Trained<B: AutodiffBackend> = Nlvr2Model<B>;
+
+    fn train<B: AutodiffBackend>(
+        ws: &mut Workspace<'_>,
+        fiber: FiberModel<B>,
+        data: &Nlvr2Splits,
+        device: &B::Device,
+    ) -> Result<Nlvr2Model<B>, TrainError> {
+        B::seed(device, ws.config.nlvr2_head_seed());
+        let std = ws.config.model.fiber.head_initializer_range;
+        let model = Nlvr2Model::new(fiber, std, device);
+        let mut task = Nlvr2Task::<B> {
+            samples: PairSamples::from_records(&data.train),
+            transform: ws.image_transform(),
+            text: ws.text(false),
+            loader: ws.loader_config(Self::STAGE),
+            device: device.clone(),
+        };
+        ws.train(Self::STAGE, &mut task, model, device)
+    }
+
+    fn evaluate<B: AutodiffBackend>(
+        ws: &Workspace<'_>,
+        trained: &Nlvr2Model<B>,
+        data: &Nlvr2Splits,
+        report: &mut Report,
+        device: &B::Device,
+    ) -> Result<(), TrainError> {
+        report.nlvr2 = Some(ws.evaluator().nlvr2(&trained.valid(), &data.test, device)?);
+        Ok(())
+    }
+}
+
+/// The NLVR2 statements a stage reads: `train` and the held-out split.
+pub struct Nlvr2Splits {
+    /// Training statements.
+    pub train: Vec<Nlvr2Record>,
+    /// Held-out statements (`test1`, else `dev`).
+    pub test: Vec<Nlvr2Record>,
+}
+
+impl StageData for Nlvr2Splits {
+    const READS: &'static str = "the NLVR2 files";
+
+    /// Reads `nlvr2/` (or the folder itself); both splits must be there.
+    fn read(data_dir: &Path, problems: &mut Problems) -> Result<Self, TrainError> {
+        let (train, test) = Nlvr2Folder::read(data_dir, problems)?.into_splits()?;
+        Ok(Self { train, test })
+    }
 }

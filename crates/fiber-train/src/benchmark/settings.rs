@@ -1,29 +1,15 @@
-//! Throughput of the coarse FIBER model on one backend (`cargo xtask bench`): the full coarse
-//! pre-training step (ITC + ITM with in-batch hard negatives + MLM, backward, AdamW), its
-//! forward alone, fused pair scoring, and dual-encoder image and text encoding. Each is timed
-//! after warm-up runs, with the device synchronised and a value read back before the clock
-//! stops. Weights and inputs are random (speed does not depend on their values); the inputs
-//! follow [`BenchInputs`]' rule, which `bench/reference.py` repeats for PyTorch.
-
-use std::time::Instant;
+//! What `cargo xtask bench` measures and how its results are recorded: the settings, the kinds
+//! of measurement, their timings and the deterministic inputs.
 
 use burn::config::Config;
-use burn::module::AutodiffModule;
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, TensorData};
 use fiber_fusion::FiberConfig;
-use fiber_heads::itc::FeatureQueue;
-use fiber_heads::{FiberModel, PretrainBatch};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
+use fiber_heads::PretrainBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::config::ModelConfig;
 use crate::error::TrainError;
-use crate::optim::{AdamW, AdamWConfig, ParamGroups};
-use crate::stage::{apply_update, gradients_by_key, read_step_scalars};
-use crate::tasks::loss_parts;
 
 /// What to measure: the model, the batch and the repetitions.
 #[derive(Config, Debug, PartialEq)]
@@ -53,7 +39,7 @@ pub struct BenchConfig {
 
 impl BenchConfig {
     /// A preset: `tiny` (the tiny training preset's model, batch 32, 32 tokens) or `base`
-    /// (Swin-B/384 + RoBERTa-base with 6 fused pairs, batch 16, 40 tokens: spec C.5).
+    /// (Swin-B/384 + RoBERTa-base with 6 fused pairs, batch 16, 40 tokens: docs/model.md §3.5).
     pub fn preset(name: &str) -> Result<Self, TrainError> {
         match name {
             "tiny" => {
@@ -67,7 +53,7 @@ impl BenchConfig {
                 16,
                 40,
             )),
-            other => Err(TrainError::Config(format!(
+            other => Err(TrainError::Setting(format!(
                 "unknown bench preset `{other}`; expected tiny or base"
             ))),
         }
@@ -76,20 +62,20 @@ impl BenchConfig {
     /// Checks sizes and names.
     pub fn validate(&self) -> Result<(), TrainError> {
         if self.batch < 2 || self.reps == 0 {
-            return Err(TrainError::Config(
+            return Err(TrainError::Setting(
                 "the batch needs at least 2 pairs (hard negatives come from the batch) and --reps must be positive".into(),
             ));
         }
         let max = self.model.roberta.max_text_len();
         if self.text_len < 3 || self.text_len > max {
-            return Err(TrainError::Config(format!(
+            return Err(TrainError::Setting(format!(
                 "text length {} must be between 3 and the model's {max} positions",
                 self.text_len
             )));
         }
         for name in &self.only {
             if MeasurementKind::from_name(name).is_none() {
-                return Err(TrainError::Config(format!(
+                return Err(TrainError::Setting(format!(
                     "unknown measurement `{name}`; expected one of {}",
                     MeasurementKind::ALL.map(MeasurementKind::name).join(", ")
                 )));
@@ -192,7 +178,7 @@ pub struct StepPhases {
 }
 
 /// Median of `values` (sorted in place).
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     if n % 2 == 1 {
@@ -292,205 +278,10 @@ impl<B: Backend> BenchInputs<B> {
     }
 }
 
-/// Samples the memory a backend holds, in bytes (`None` where it cannot tell).
-pub type MemoryProbe<'a> = &'a dyn Fn() -> Option<u64>;
-
-/// What [`run_benchmark`] measured.
-#[derive(Debug, Clone)]
-pub struct BenchOutcome {
-    /// One entry per measurement, in the order run.
-    pub measurements: Vec<Measurement>,
-    /// The largest value the memory probe returned (sampled after every run, and after the
-    /// step's forward with `phases`).
-    pub peak_memory_bytes: Option<u64>,
-    /// The backend's name for its device.
-    pub device: String,
-    /// Parameters of the model.
-    pub parameters: usize,
-    /// Mean of the step's total loss over the timed runs (a sanity value: finite).
-    pub step_loss: Option<f64>,
-}
-
-/// Runs every measurement of `config` on backend `B`.
-pub fn run_benchmark<B: AutodiffBackend>(
-    config: &BenchConfig,
-    device: &B::Device,
-    memory: MemoryProbe,
-) -> Result<BenchOutcome, TrainError> {
-    config.validate()?;
-    B::seed(device, 0x5EED);
-    let mut model = FiberModel::<B>::new(&config.model, false, device)?.clamp_temperature();
-    let parameters = model.num_params();
-    let inputs = BenchInputs::<B>::new(
-        config.batch,
-        config.text_len,
-        config.model.roberta.vocab_size,
-        config.model.swin.image_size,
-        device,
-    );
-    let batch = &inputs.batch;
-    let queue = FeatureQueue::<B>::new(0);
-    let mut rng = StdRng::seed_from_u64(7);
-    let mut peak: Option<u64> = None;
-    let sample_memory = |peak: &mut Option<u64>| {
-        if let Some(bytes) = memory() {
-            *peak = Some(peak.map_or(bytes, |p| p.max(bytes)));
-        }
-    };
-    let sync = |what: &str| B::sync(device).map_err(|e| TrainError::Device(format!("{what}: {e}")));
-    let mut measurements = Vec::new();
-    let mut step_losses = Vec::new();
-    let runs = config.warmup + config.reps;
-    for kind in config.measurements() {
-        let mut times = Vec::with_capacity(config.reps);
-        let mut phases: [Vec<f64>; 3] = Default::default();
-        match kind {
-            MeasurementKind::Step => {
-                let mut optimizer =
-                    AdamW::<B::InnerBackend>::new(AdamWConfig::new(), ParamGroups::fiber(5.0));
-                for run in 0..runs {
-                    // The step as training runs it (`stage`): everything queued, one read of
-                    // the loss, its parts and the gradient norm before the update. With
-                    // `phases` the device is also synchronised after the forward and backward.
-                    let phase_end = |what: &str| -> Result<Option<Instant>, TrainError> {
-                        if !config.phases {
-                            return Ok(None);
-                        }
-                        sync(what)?;
-                        Ok(Some(Instant::now()))
-                    };
-                    let start = Instant::now();
-                    let losses = model.pretrain_losses(batch, &queue, None, &mut rng);
-                    let parts = loss_parts(&losses);
-                    let loss = losses.total;
-                    let total = loss.clone().inner();
-                    let forward_end = phase_end("forward")?;
-                    // Sampled while the graph is alive, outside the timed phases.
-                    let pause = forward_end.map(|end| {
-                        sample_memory(&mut peak);
-                        Instant::now() - end
-                    });
-                    let gradients = gradients_by_key(&mut model, optimizer.scale_loss(loss));
-                    let gradients = optimizer.prepare(gradients);
-                    let backward_end = phase_end("backward")?;
-                    let scalars = read_step_scalars(total, &parts, &gradients)?;
-                    if !scalars.loss.is_finite() {
-                        return Err(TrainError::NonFinite(format!(
-                            "the benchmark's step loss is {}",
-                            scalars.loss
-                        )));
-                    }
-                    apply_update(
-                        &mut optimizer,
-                        &mut model,
-                        1e-5,
-                        gradients,
-                        scalars.grad_norm,
-                    )?;
-                    sync("training step")?;
-                    let end = Instant::now();
-                    sample_memory(&mut peak);
-                    if run >= config.warmup {
-                        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1000.0;
-                        let paused = pause.map_or(0.0, |p| p.as_secs_f64() * 1000.0);
-                        times.push(ms(start, end) - paused);
-                        step_losses.push(scalars.loss);
-                        if let (Some(f), Some(b)) = (forward_end, backward_end) {
-                            phases[0].push(ms(start, f));
-                            phases[1].push(ms(f, b) - paused);
-                            phases[2].push(ms(b, end));
-                        }
-                    }
-                }
-            }
-            MeasurementKind::StepForward => {
-                for run in 0..runs {
-                    let start = Instant::now();
-                    let total = model.pretrain_losses(batch, &queue, None, &mut rng).total;
-                    let _ = total.clone().into_scalar();
-                    sync("step forward")?;
-                    let ms = start.elapsed().as_secs_f64() * 1000.0;
-                    sample_memory(&mut peak);
-                    // Burn 0.21's autodiff frees a graph only in a backward pass through it: a
-                    // graph that is only dropped stays alive with the parameters it reaches,
-                    // one more whole forward's activations per run. The untimed backward pass
-                    // releases it.
-                    drop(total.backward());
-                    if run >= config.warmup {
-                        times.push(ms);
-                    }
-                }
-            }
-            MeasurementKind::FusedInference
-            | MeasurementKind::DualImage
-            | MeasurementKind::DualText => {
-                let frozen = model.valid();
-                let pixels = batch.pixels.clone().inner();
-                let ids = batch.input_ids.clone().inner();
-                let mask = batch.attention_mask.clone().inner();
-                for run in 0..runs {
-                    let start = Instant::now();
-                    let out = match kind {
-                        MeasurementKind::FusedInference => {
-                            let fused = frozen.backbone.forward_fused(
-                                pixels.clone(),
-                                ids.clone(),
-                                mask.clone(),
-                            );
-                            frozen.itm_score.score(frozen.cls_feats(&fused))
-                        }
-                        MeasurementKind::DualImage => frozen
-                            .itc_image_features(&frozen.backbone.image_prefix(pixels.clone()))
-                            .sum(),
-                        _ => frozen
-                            .itc_text_features(
-                                &frozen.backbone.text_prefix(ids.clone(), mask.clone()),
-                            )
-                            .sum(),
-                    };
-                    let _ = out.sum().into_scalar();
-                    sync(kind.name())?;
-                    let ms = start.elapsed().as_secs_f64() * 1000.0;
-                    sample_memory(&mut peak);
-                    if run >= config.warmup {
-                        times.push(ms);
-                    }
-                }
-            }
-        }
-        let mut measurement = Measurement::new(kind, config.batch, times);
-        if !phases[0].is_empty() {
-            let [forward, backward, optimizer] = phases.map(median);
-            measurement.phases_ms = Some(StepPhases {
-                forward,
-                backward,
-                optimizer,
-            });
-        }
-        measurements.push(measurement);
-    }
-    let step_loss = (!step_losses.is_empty())
-        .then(|| step_losses.iter().sum::<f64>() / step_losses.len() as f64);
-    Ok(BenchOutcome {
-        measurements,
-        peak_memory_bytes: peak,
-        device: format!("{device:?}"),
-        parameters,
-        step_loss,
-    })
-}
-
-/// Peak resident memory of this process in bytes (`VmHWM` in `/proc/self/status`; Linux only).
-pub fn process_peak_memory() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::benchmark::process_peak_memory;
 
     #[test]
     fn medians_and_rates_come_from_sorted_runs() {

@@ -1,0 +1,85 @@
+//! The training tasks, one module each. A task has two faces: a [`StageTask`] (how a loader
+//! batch becomes a loss, for the stage loop) and a [`JobTask`] (what the job reads from the data
+//! folder for its stage, how it trains, and what it evaluates). A new task is a new module
+//! here and a line in [`crate::job`].
+//!
+//! [`StageTask`]: crate::stage::StageTask
+
+use std::path::Path;
+
+use burn::tensor::backend::AutodiffBackend;
+use fiber_data::Problems;
+use fiber_heads::FiberModel;
+
+use crate::error::TrainError;
+use crate::report::Report;
+use crate::stages::Stage;
+use crate::workspace::Workspace;
+
+pub mod caption;
+pub mod input;
+pub mod nlvr2;
+pub mod pretrain;
+pub mod queue;
+pub mod retrieval;
+pub mod vqa;
+
+pub use caption::{CaptionStage, CaptionTask};
+pub use nlvr2::{Nlvr2Stage, Nlvr2Task};
+pub use pretrain::{PretrainStage, PretrainTask};
+pub use retrieval::{RetrievalItcStage, RetrievalItmStage, RetrievalObjective, RetrievalTask};
+pub use vqa::{VqaStage, VqaTask};
+
+/// What a stage reads from a data folder (through `fiber_data::layout`): its training and
+/// held-out data.
+pub trait StageData: Sized {
+    /// What the files read are called in warnings and `--strict` errors.
+    const READS: &'static str;
+    /// Reads `data_dir`, recording unusable records in `problems`.
+    fn read(data_dir: &Path, problems: &mut Problems) -> Result<Self, TrainError>;
+}
+
+/// A stage as the job runs it: the data it reads, how it trains from a FIBER model, and the
+/// report sections it evaluates on the held-out data.
+pub trait JobTask {
+    /// The stage.
+    const STAGE: Stage;
+    /// Training and held-out data read from the data folder.
+    type Data: StageData;
+    /// What training produces (the model, and whatever evaluation needs with it).
+    type Trained<B: AutodiffBackend>;
+
+    /// Trains the stage from `fiber` (or resumes it).
+    fn train<B: AutodiffBackend>(
+        ws: &mut Workspace<'_>,
+        fiber: FiberModel<B>,
+        data: &Self::Data,
+        device: &B::Device,
+    ) -> Result<Self::Trained<B>, TrainError>;
+
+    /// Evaluates the trained model on the held-out data into its sections of `report`.
+    fn evaluate<B: AutodiffBackend>(
+        ws: &Workspace<'_>,
+        trained: &Self::Trained<B>,
+        data: &Self::Data,
+        report: &mut Report,
+        device: &B::Device,
+    ) -> Result<(), TrainError>;
+}
+
+/// Runs task `T`'s stage alone: reads its data, trains from `fiber` and evaluates; returns the
+/// evaluation's wall time in seconds.
+pub fn run_alone<B: AutodiffBackend, T: JobTask>(
+    ws: &mut Workspace<'_>,
+    fiber: FiberModel<B>,
+    report: &mut Report,
+    device: &B::Device,
+) -> Result<f64, TrainError> {
+    let mut problems = Problems::default();
+    let data = T::Data::read(&ws.config.data_dir, &mut problems)?;
+    ws.warn(&problems, T::Data::READS)?;
+    let trained = T::train(ws, fiber, &data, device)?;
+    let start = std::time::Instant::now();
+    T::evaluate(ws, &trained, &data, report, device)?;
+    Ok(start.elapsed().as_secs_f64())
+}

@@ -1,0 +1,212 @@
+//! Coarse-grained pre-training (docs/model.md §3): ITC with a feature queue, ITM with hard
+//! negatives drawn over the batch and the queue, MLM; evaluated by retrieval and masked-token
+//! accuracy.
+
+use burn::module::AutodiffModule;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use fiber_core::host::int_matrix;
+use fiber_core::TensorStore;
+use fiber_data::image::{to_tensor, PixelImage};
+use fiber_data::loader::{stream_seed, ImageTextBatch, ImageTransform, Loader, LoaderPosition};
+use fiber_heads::{FetchedInputs, FiberModel, PretrainBatch, PretrainLosses};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rayon::prelude::*;
+
+use crate::error::TrainError;
+use crate::report::Report;
+use crate::stage::StageTask;
+use crate::stages::Stage;
+use crate::step::StepLoss;
+use crate::tasks::input::{batch_tensors, CaptionSplits, ImageTextInput, ImageTextSamples};
+use crate::tasks::queue::TaskQueue;
+use crate::tasks::JobTask;
+use crate::workspace::Workspace;
+
+/// The pre-training losses' named parts (`itc`, `itm`, `mlm`) `[1]` each, outside the graph,
+/// as the metrics log records them.
+pub fn loss_parts<B: AutodiffBackend>(
+    losses: &PretrainLosses<B>,
+) -> Vec<(&'static str, Tensor<B::InnerBackend, 1>)> {
+    vec![
+        ("itc", losses.itc.clone().inner()),
+        ("itm", losses.itm.clone().inner()),
+        ("mlm", losses.mlm.clone().inner()),
+    ]
+}
+
+/// Coarse pre-training: ITC with a feature queue, ITM with hard negatives drawn over the batch
+/// and the queue (queued samples are loaded again by dataset index), MLM.
+pub struct PretrainTask<B: AutodiffBackend> {
+    /// The samples and how they are loaded.
+    pub input: ImageTextInput,
+    /// The ITC queue (dataset indices kept for hard negatives).
+    pub queue: TaskQueue<B>,
+    /// Seed of the hard-negative sampling.
+    pub seed: u64,
+    /// Weights of `[itc, itm, mlm]`.
+    pub loss_weights: [f64; 3],
+    /// Queued samples that could not be loaded again (replaced by a blank image).
+    pub refetch_failures: usize,
+    device: B::Device,
+}
+
+impl<B: AutodiffBackend> PretrainTask<B> {
+    /// A task over `input` with an empty queue of `queue_size`.
+    pub fn new(input: ImageTextInput, queue_size: usize, seed: u64, device: B::Device) -> Self {
+        Self {
+            input,
+            queue: TaskQueue::new(queue_size),
+            seed,
+            loss_weights: [1.0; 3],
+            refetch_failures: 0,
+            device,
+        }
+    }
+
+    /// Loads samples again by dataset index (hard negatives from the queue).
+    fn fetch(&self, indices: &[usize]) -> Result<(FetchedInputs<B>, usize), TrainError> {
+        let size = match &self.input.transform {
+            ImageTransform::Resize { size } | ImageTransform::Augment { size, .. } => *size,
+        };
+        let images: Vec<Result<PixelImage, fiber_data::DataError>> = indices
+            .par_iter()
+            .map(|&i| {
+                let mut rng = StdRng::seed_from_u64(stream_seed(&[self.seed, i as u64, 0xFE]));
+                ImageTransform::Resize { size }.load(&self.input.samples.images[i], &mut rng)
+            })
+            .collect();
+        let mut failures = 0;
+        let images: Vec<PixelImage> = images
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|e| {
+                    eprintln!("warning: a queued hard negative could not be loaded again ({e}); a blank image stands in");
+                    failures += 1;
+                    PixelImage::filled(size, size, [0.0; 3])
+                })
+            })
+            .collect();
+        let texts: Vec<&str> = indices
+            .iter()
+            .map(|&i| self.input.samples.texts[i].as_str())
+            .collect();
+        let (ids, mask) = self
+            .input
+            .text
+            .tokenizer
+            .encode_batch(&texts, self.input.text.max_len)?
+            .to_tensors(&self.device);
+        let pixels = to_tensor::<B>(&images, &self.device)?;
+        Ok(((pixels, ids, mask), failures))
+    }
+}
+
+impl<B: AutodiffBackend> StageTask<B> for PretrainTask<B> {
+    type Model = FiberModel<B>;
+    type Batch = ImageTextBatch;
+
+    fn loader(&self, position: LoaderPosition) -> Result<Loader<ImageTextBatch>, TrainError> {
+        self.input.spawn(position)
+    }
+
+    fn before_step(&mut self, model: FiberModel<B>) -> FiberModel<B> {
+        model.clamp_temperature()
+    }
+
+    fn loss(
+        &mut self,
+        model: &FiberModel<B>,
+        batch: ImageTextBatch,
+        step: u64,
+    ) -> Result<StepLoss<B>, TrainError> {
+        let device = self.device.clone();
+        let (pixels, input_ids, attention_mask) = batch_tensors::<B>(&batch, &device)?;
+        let masked = batch.masked.as_ref().ok_or(TrainError::Unmasked)?;
+        let len = batch.tokens.len;
+        let pretrain = PretrainBatch {
+            pixels,
+            input_ids,
+            attention_mask,
+            masked_ids: int_matrix(&masked.input_ids, len, &device),
+            mlm_labels: int_matrix(&masked.labels, len, &device),
+            indices: batch.indices.clone(),
+        };
+        let failures = std::cell::Cell::new(0);
+        let fetch = |indices: &[usize]| {
+            let (inputs, f) = self.fetch(indices)?;
+            failures.set(failures.get() + f);
+            Ok::<_, TrainError>(inputs)
+        };
+        let mut rng = StdRng::seed_from_u64(stream_seed(&[self.seed, 0x17, step]));
+        let losses =
+            model.pretrain_losses_with_queue(&pretrain, &self.queue.queue, &fetch, &mut rng)?;
+        self.refetch_failures += failures.get();
+        let parts = loss_parts(&losses);
+        let (image, text) = losses.itc_features;
+        self.queue
+            .hold(image.detach(), text.detach(), batch.indices);
+        let [w_itc, w_itm, w_mlm] = self.loss_weights;
+        let loss = if self.loss_weights == [1.0; 3] {
+            losses.total
+        } else {
+            losses.itc.mul_scalar(w_itc)
+                + losses.itm.mul_scalar(w_itm)
+                + losses.mlm.mul_scalar(w_mlm)
+        };
+        Ok(StepLoss { loss, parts })
+    }
+
+    fn after_step(&mut self) {
+        self.queue.enter_held();
+    }
+
+    fn state(&self) -> TensorStore {
+        self.queue.state()
+    }
+
+    fn load_state(&mut self, store: &TensorStore) -> Result<(), TrainError> {
+        self.queue.load_state(store, &self.device)
+    }
+}
+
+/// The pre-training stage: trains on the training captions; evaluates retrieval (ITC and ITM
+/// re-ranking) and masked-token accuracy on the held-out ones.
+pub struct PretrainStage;
+
+impl JobTask for PretrainStage {
+    const STAGE: Stage = Stage::Coarse;
+    type Data = CaptionSplits;
+    type Trained<B: AutodiffBackend> = FiberModel<B>;
+
+    fn train<B: AutodiffBackend>(
+        ws: &mut Workspace<'_>,
+        fiber: FiberModel<B>,
+        data: &CaptionSplits,
+        device: &B::Device,
+    ) -> Result<FiberModel<B>, TrainError> {
+        let input = ws.input(ImageTextSamples::captions(&data.train), Self::STAGE, true);
+        let mut task =
+            PretrainTask::<B>::new(input, ws.config.queue_size, ws.config.seed, device.clone());
+        task.loss_weights = ws.config.loss_weights;
+        let model = ws.train(Self::STAGE, &mut task, fiber, device)?;
+        ws.add_skipped(task.refetch_failures);
+        Ok(model)
+    }
+
+    fn evaluate<B: AutodiffBackend>(
+        ws: &Workspace<'_>,
+        trained: &FiberModel<B>,
+        data: &CaptionSplits,
+        report: &mut Report,
+        device: &B::Device,
+    ) -> Result<(), TrainError> {
+        let evaluator = ws.evaluator();
+        let held_out = evaluator.held_out(&data.test)?;
+        let model = trained.valid();
+        report.retrieval = Some(evaluator.retrieval(&model, &held_out, device)?);
+        report.mlm = Some(evaluator.mlm(&model, &held_out, &data.train, device)?);
+        Ok(())
+    }
+}

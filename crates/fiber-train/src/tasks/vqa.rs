@@ -1,0 +1,163 @@
+//! VQA fine-tuning (docs/model.md §4.1): the VQA classifier on `cls_feats`, BCE with logits
+//! against the annotators' soft scores, over the answer vocabulary of the training questions;
+//! evaluated by VQA accuracy on the held-out questions.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use burn::module::AutodiffModule;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::TensorData;
+use fiber_data::layout::VqaFolder;
+use fiber_data::loader::{ImageTextBatch, Loader, LoaderPosition};
+use fiber_data::vqa::{AnswerVocab, VqaRecord};
+use fiber_data::{DataError, Problems};
+use fiber_heads::{FiberModel, VqaModel};
+
+use crate::error::TrainError;
+use crate::report::Report;
+use crate::stage::StageTask;
+use crate::stages::Stage;
+use crate::step::StepLoss;
+use crate::tasks::input::{batch_tensors, ImageTextInput, ImageTextSamples};
+use crate::tasks::{JobTask, StageData};
+use crate::workspace::Workspace;
+
+/// VQA questions as image–text samples with their soft targets.
+pub fn vqa_samples(
+    records: &[VqaRecord],
+    vocab: &AnswerVocab,
+) -> (ImageTextSamples, Arc<Vec<Vec<(usize, f32)>>>) {
+    let kept: Vec<&VqaRecord> = records
+        .iter()
+        .filter(|r| !vocab.targets(r).is_empty())
+        .collect();
+    let samples = ImageTextSamples {
+        images: Arc::new(kept.iter().map(|r| r.image.clone()).collect()),
+        texts: Arc::new(kept.iter().map(|r| r.question.clone()).collect()),
+    };
+    (
+        samples,
+        Arc::new(kept.iter().map(|r| vocab.targets(r)).collect()),
+    )
+}
+
+/// The VQA loss of a loader batch: BCE with logits against the soft scores, × answers.
+pub struct VqaTask<B: AutodiffBackend> {
+    /// The samples and how they are loaded.
+    pub input: ImageTextInput,
+    /// Soft targets of each sample.
+    pub targets: Arc<Vec<Vec<(usize, f32)>>>,
+    /// Number of answers.
+    pub answers: usize,
+    /// Device.
+    pub device: B::Device,
+}
+
+impl<B: AutodiffBackend> StageTask<B> for VqaTask<B> {
+    type Model = VqaModel<B>;
+    type Batch = ImageTextBatch;
+
+    fn loader(&self, position: LoaderPosition) -> Result<Loader<ImageTextBatch>, TrainError> {
+        self.input.spawn(position)
+    }
+
+    fn loss(
+        &mut self,
+        model: &VqaModel<B>,
+        batch: ImageTextBatch,
+        _step: u64,
+    ) -> Result<StepLoss<B>, TrainError> {
+        let (pixels, ids, mask) = batch_tensors::<B>(&batch, &self.device)?;
+        let n = batch.indices.len();
+        let mut soft = vec![0.0f32; n * self.answers];
+        for (row, &i) in batch.indices.iter().enumerate() {
+            for &(answer, score) in &self.targets[i] {
+                soft[row * self.answers + answer] = score;
+            }
+        }
+        let soft =
+            Tensor::<B, 2>::from_data(TensorData::new(soft, [n, self.answers]), &self.device);
+        let loss = model
+            .vqa_classifier
+            .vqa_loss(model.logits(pixels, ids, mask), soft);
+        Ok(StepLoss {
+            loss,
+            parts: Vec::new(),
+        })
+    }
+}
+
+/// A trained VQA model and the answers of its classes.
+pub struct TrainedVqa<B: Backend> {
+    /// The model.
+    pub model: VqaModel<B>,
+    /// Its answer vocabulary (also saved as the run's `answers.json`).
+    pub vocab: AnswerVocab,
+}
+
+/// The VQA stage: trains on the training questions (train + val), evaluates on the held-out
+/// ones.
+pub struct VqaStage;
+
+impl JobTask for VqaStage {
+    const STAGE: Stage = Stage::Vqa;
+    type Data = VqaFolder;
+    type Trained<B: AutodiffBackend> = TrainedVqa<B>;
+
+    fn train<B: AutodiffBackend>(
+        ws: &mut Workspace<'_>,
+        fiber: FiberModel<B>,
+        data: &VqaFolder,
+        device: &B::Device,
+    ) -> Result<TrainedVqa<B>, TrainError> {
+        let vocab = data.vocabulary();
+        let answers_json = serde_json::to_string_pretty(&vocab.answers).expect("answers serialise");
+        fiber_core::store::write_atomically(
+            &ws.run_dir.join("answers.json"),
+            answers_json.as_bytes(),
+        )?;
+        let (samples, targets) = vqa_samples(&data.training, &vocab);
+        B::seed(device, ws.config.vqa_head_seed());
+        let std = ws.config.model.fiber.head_initializer_range;
+        let model = VqaModel::new(fiber, vocab.len(), std, device);
+        let mut task = VqaTask::<B> {
+            input: ws.input(samples, Self::STAGE, false),
+            targets,
+            answers: vocab.len(),
+            device: device.clone(),
+        };
+        let model = ws.train(Self::STAGE, &mut task, model, device)?;
+        Ok(TrainedVqa { model, vocab })
+    }
+
+    fn evaluate<B: AutodiffBackend>(
+        ws: &Workspace<'_>,
+        trained: &TrainedVqa<B>,
+        data: &VqaFolder,
+        report: &mut Report,
+        device: &B::Device,
+    ) -> Result<(), TrainError> {
+        report.vqa = Some(ws.evaluator().vqa(
+            &trained.model.valid(),
+            &trained.vocab,
+            &data.held_out,
+            device,
+        )?);
+        Ok(())
+    }
+}
+
+impl StageData for VqaFolder {
+    const READS: &'static str = "the annotations";
+
+    /// Reads the training and held-out splits; a folder without either cannot train VQA.
+    fn read(data_dir: &Path, problems: &mut Problems) -> Result<VqaFolder, TrainError> {
+        let folder = VqaFolder::read(data_dir, problems)?;
+        match folder.missing_for_training(data_dir) {
+            Some(missing) => Err(DataError::Missing(missing).into()),
+            None => Ok(folder),
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! The run being trained (`runs/<name>`): its folder, configuration, tokenizer, metrics log
+//! and where its model starts (a new model, `--init`, or the run's own pre-training), and the
+//! services tasks train through (loaders, the stage loop, warnings, skipped samples).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::AutodiffBackend;
+use fiber_data::loader::{ImageTransform, LoaderConfig, TextCollate};
+use fiber_data::shapes::write_shapes_world;
+use fiber_data::Problems;
+use fiber_heads::FiberModel;
+use fiber_roberta::RobertaTokenizer;
+
+use crate::checkpoint::CheckpointDir;
+use crate::config::{RunConfig, StageConfig};
+use crate::error::TrainError;
+use crate::eval::Evaluator;
+use crate::init::InitSource;
+use crate::log::{loss_svg, MetricsLog};
+use crate::report::StageSummary;
+use crate::stage::{StageRunner, StageTask};
+use crate::stages::Stage;
+use crate::tasks::input::{ImageTextInput, ImageTextSamples};
+
+/// How the job runs.
+#[derive(Debug, Clone)]
+pub struct JobOptions {
+    /// Every hyper-parameter.
+    pub config: RunConfig,
+    /// Folder holding `runs/<name>`.
+    pub runs_dir: PathBuf,
+    /// Continue each stage from its latest checkpoint.
+    pub resume: bool,
+    /// Treat any unloadable sample as an error.
+    pub strict: bool,
+    /// Stop after this many steps of one stage (for tests of resumption): `(stage, steps)`.
+    pub stop_after: Option<(String, u64)>,
+    /// Name of the backend, for the report.
+    pub backend: String,
+    /// Run this stage alone instead of the main job.
+    pub stage: Option<Stage>,
+    /// Start from this model instead of a new one (or, for a fine-tuning stage, instead of the
+    /// run's own pre-training).
+    pub init: Option<InitSource>,
+    /// A tokenizer (`tokenizer.json` or a RoBERTa folder) instead of the one of the init source
+    /// or one trained on the data.
+    pub tokenizer: Option<PathBuf>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn problems_error(problems: &Problems, what: &str) -> TrainError {
+    let first = problems
+        .items
+        .first()
+        .map(|p| format!("{} [{}]: {}", p.file.display(), p.location, p.message))
+        .unwrap_or_default();
+    TrainError::Data(fiber_data::DataError::Invalid(format!(
+        "{} problem(s) reading {what} (--strict); first: {first}",
+        problems.len()
+    )))
+}
+
+/// The tokenizer of the run: trained on the data's `corpus.txt` once, then reused.
+fn tokenizer(
+    run_dir: &Path,
+    data_dir: &Path,
+    vocab_size: usize,
+) -> Result<RobertaTokenizer, TrainError> {
+    let path = run_dir.join("tokenizer.json");
+    if path.exists() {
+        return Ok(RobertaTokenizer::from_file(&path)?);
+    }
+    let corpus_path = data_dir.join("corpus.txt");
+    let corpus = std::fs::read_to_string(&corpus_path).map_err(io(&corpus_path))?;
+    let tokenizer = RobertaTokenizer::train(corpus.lines(), vocab_size, 2)?;
+    tokenizer.save(&path)?;
+    Ok(tokenizer)
+}
+
+/// The run being trained: its folder, configuration, tokenizer, metrics log and stage summaries.
+/// Tasks read their settings from it and train through it.
+pub struct Workspace<'a> {
+    /// How the job runs.
+    pub options: &'a JobOptions,
+    /// Every hyper-parameter (the model's sizes as loaded).
+    pub config: RunConfig,
+    /// `runs/<name>`.
+    pub run_dir: PathBuf,
+    /// The run's tokenizer.
+    pub tokenizer: RobertaTokenizer,
+    log: MetricsLog,
+    stages: BTreeMap<String, StageSummary>,
+    skipped: usize,
+}
+
+impl Workspace<'_> {
+    /// Tokenisation to the run's text length, with MLM masking when `masked`.
+    pub fn text(&self, masked: bool) -> TextCollate {
+        TextCollate {
+            tokenizer: self.tokenizer.clone(),
+            max_len: self.config.model.max_text_len,
+            masker: masked.then(|| TextCollate::default_masker(&self.tokenizer)),
+        }
+    }
+
+    /// The image transform of training and evaluation: square resize to the model's size.
+    pub fn image_transform(&self) -> ImageTransform {
+        ImageTransform::Resize {
+            size: self.config.model.fiber.swin.image_size,
+        }
+    }
+
+    /// The loader settings of `stage`: its batch size, the run's seed, `--strict`.
+    pub fn loader_config(&self, stage: Stage) -> LoaderConfig {
+        LoaderConfig {
+            strict: self.options.strict,
+            ..LoaderConfig::new(stage.config(&self.config).batch_size, self.config.seed)
+        }
+    }
+
+    /// What `stage` loads: `samples`, resized, tokenised (masked when `masked`).
+    pub fn input(&self, samples: ImageTextSamples, stage: Stage, masked: bool) -> ImageTextInput {
+        ImageTextInput {
+            samples,
+            transform: self.image_transform(),
+            text: self.text(masked),
+            loader: self.loader_config(stage),
+        }
+    }
+
+    /// The run's evaluation settings and tokenizer.
+    pub fn evaluator(&self) -> Evaluator<'_> {
+        Evaluator {
+            config: &self.config,
+            tokenizer: &self.tokenizer,
+        }
+    }
+
+    /// Counts samples skipped outside the stage loop (e.g. queued negatives that could not be
+    /// loaded again) in the report.
+    pub fn add_skipped(&mut self, samples: usize) {
+        self.skipped += samples;
+    }
+
+    /// Warns about each of `problems` (found reading `what`); with `--strict`, fails on them.
+    pub fn warn(&self, problems: &Problems, what: &str) -> Result<(), TrainError> {
+        if self.options.strict && !problems.is_empty() {
+            return Err(problems_error(problems, what));
+        }
+        for p in &problems.items {
+            eprintln!(
+                "warning: {} [{}]: {}",
+                p.file.display(),
+                p.location,
+                p.message
+            );
+        }
+        Ok(())
+    }
+
+    /// The stages trained so far and the samples skipped, taken for the report.
+    pub fn take_summaries(&mut self) -> (BTreeMap<String, StageSummary>, usize) {
+        (std::mem::take(&mut self.stages), self.skipped)
+    }
+
+    /// Writes the loss curves of the metrics log (`loss.svg`).
+    pub fn write_loss_curves(&self) -> Result<(), TrainError> {
+        let svg = loss_svg(&self.log.records()?);
+        fiber_core::store::write_atomically(&self.run_dir.join("loss.svg"), svg.as_bytes())?;
+        Ok(())
+    }
+
+    /// Runs one stage's training loop and records its summary.
+    pub fn train<B: AutodiffBackend, T: StageTask<B>>(
+        &mut self,
+        stage: Stage,
+        task: &mut T,
+        model: T::Model,
+        device: &B::Device,
+    ) -> Result<T::Model, TrainError> {
+        let name = stage.folder();
+        let stage_config = stage.config(&self.config).clone();
+        let outcome =
+            self.stage_runner(name, &stage_config)
+                .run(task, model, &mut self.log, device)?;
+        self.skipped += outcome.skipped.len();
+        self.stages.insert(
+            name.to_string(),
+            StageSummary {
+                steps: outcome.steps,
+                seconds: outcome.seconds,
+                reused: outcome.reused,
+            },
+        );
+        Ok(outcome.model)
+    }
+
+    fn stage_runner<'s>(&self, name: &'s str, stage: &'s StageConfig) -> StageRunner<'s> {
+        let options = self.options;
+        StageRunner {
+            name,
+            dir: self.run_dir.join(name),
+            config: stage,
+            seed: options.config.seed,
+            resume: options.resume,
+            stop_after: options
+                .stop_after
+                .as_ref()
+                .filter(|(s, _)| s == name)
+                .map(|(_, n)| *n),
+        }
+    }
+}
+
+impl<'a> Workspace<'a> {
+    /// Prepares the run folder, the data and the tokenizer, and the model to start from (with a
+    /// description of where it came from).
+    pub fn open<B: AutodiffBackend>(
+        options: &'a JobOptions,
+        device: &B::Device,
+    ) -> Result<(Self, FiberModel<B>, String), TrainError> {
+        let mut config = options.config.clone();
+        if config.data_dir.as_os_str().is_empty() {
+            return Err(TrainError::Setting(
+                "no data folder: pass --data DIR (this preset has no built-in data)".into(),
+            ));
+        }
+        let run_dir = options.runs_dir.join(&config.name);
+        match options.stage {
+            // The main job starts the whole run over; one stage starts only its own folder over.
+            None if !options.resume && run_dir.exists() => {
+                println!(
+                    "starting {} over (use --resume to continue it)",
+                    run_dir.display()
+                );
+                std::fs::remove_dir_all(&run_dir).map_err(io(&run_dir))?;
+            }
+            Some(stage) if !options.resume && run_dir.join(stage.folder()).exists() => {
+                let dir = run_dir.join(stage.folder());
+                println!(
+                    "starting {} over (use --resume to continue it)",
+                    dir.display()
+                );
+                std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+            }
+            _ => {}
+        }
+        std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
+        let data_dir = config.data_dir.clone();
+        if !data_dir.exists() || data_dir.join("world.json").exists() {
+            let world = write_shapes_world(&config.world, &data_dir)?;
+            let verb = if world.reused { "reusing" } else { "generated" };
+            println!(
+            "{verb} the shapes world in {}: {} images, {} captions, {} questions, {} statements",
+            data_dir.display(),
+            world.counts.images,
+            world.counts.captions,
+            world.counts.questions,
+            world.counts.statements
+        );
+        }
+        // Where the model starts: --init, else (for a fine-tuning stage) this run's pre-training.
+        let init = match (&options.init, options.stage) {
+            (Some(init), _) => Some(init.clone()),
+            (None, None | Some(Stage::Coarse)) => None,
+            (None, Some(stage)) => {
+                if CheckpointDir::new(run_dir.join(Stage::Coarse.folder()).join("checkpoints"), 1)
+                    .latest()?
+                    .is_none()
+                {
+                    return Err(TrainError::NoPretraining {
+                        stage: stage.name().to_string(),
+                        run: run_dir,
+                    });
+                }
+                Some(InitSource::Run {
+                    dir: run_dir.clone(),
+                    stage: Stage::Coarse.folder().into(),
+                })
+            }
+        };
+        let (model, tokenizer, origin) = match init {
+            Some(init) => {
+                let loaded = init.load::<B>(
+                    options.tokenizer.as_deref(),
+                    config.model.fiber.num_fuse_block,
+                    device,
+                )?;
+                for note in &loaded.notes {
+                    println!("init: {note}");
+                }
+                if loaded.config != config.model.fiber {
+                    println!("the model's configuration comes from {}", init.describe());
+                }
+                config.model.fiber = loaded.config;
+                (loaded.model, loaded.tokenizer, init.describe())
+            }
+            None => {
+                let tokenizer = match &options.tokenizer {
+                    Some(path) => RobertaTokenizer::from_dir_or_file(path)?,
+                    None => tokenizer(&run_dir, &data_dir, config.model.tokenizer_vocab_size)?,
+                };
+                config.model.fiber.roberta.vocab_size = tokenizer.vocab_size();
+                B::seed(device, config.seed);
+                let model = FiberModel::<B>::new(&config.model.fiber, true, device)?;
+                (model, tokenizer, "a new model".to_string())
+            }
+        };
+        tokenizer.save(run_dir.join("tokenizer.json"))?;
+        std::fs::write(run_dir.join("config.toml"), config.to_toml()).map_err(io(&run_dir))?;
+        let log = MetricsLog::open(&run_dir.join("metrics.jsonl"))?;
+        Ok((
+            Workspace {
+                options,
+                config,
+                run_dir,
+                tokenizer,
+                log,
+                stages: Default::default(),
+                skipped: 0,
+            },
+            model,
+            origin,
+        ))
+    }
+}
