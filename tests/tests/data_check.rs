@@ -189,6 +189,34 @@ fn the_shapes_world_passes_every_check_strictly() {
         (15 * 2, 3 * 2, 15 * 2 + 3 * 2)
     );
     assert!(report.missing.is_empty(), "{:?}", report.missing);
+    // `data check` counts exactly what training reads (both go through `fiber_data::layout`).
+    let mut problems = fiber_data::Problems::default();
+    let vqa = fiber_data::layout::VqaFolder::read(&world, &mut problems).unwrap();
+    let report = xtask::data::check_dataset(xtask::data::Format::Vqa, &world).unwrap();
+    assert_eq!(
+        (
+            report.counts["training_questions"],
+            report.counts["held_out_questions"],
+            report.counts["answer_vocabulary"]
+        ),
+        (
+            vqa.training.len(),
+            vqa.held_out.len(),
+            vqa.vocabulary().len()
+        )
+    );
+    // train + val trained on (30 + 6 images, 3 questions each), test held out.
+    assert_eq!((vqa.training.len(), vqa.held_out.len()), (36 * 3, 6 * 3));
+    let (train, test) = fiber_data::layout::read_caption_splits(&world, &mut problems).unwrap();
+    let report = xtask::data::check_dataset(xtask::data::Format::Karpathy, &world).unwrap();
+    assert_eq!(
+        (
+            report.counts["training_captions"],
+            report.counts["held_out_captions"]
+        ),
+        (train.captions.len(), test.captions.len())
+    );
+    assert!(problems.is_empty(), "{:?}", problems.items);
     let report = xtask::data::check_dataset(xtask::data::Format::CocoDet, &world).unwrap();
     assert_eq!(
         (report.counts["images"], report.counts["categories"]),

@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use fiber_train::infer::{answer_question, caption_images, retrieve_images};
 use fiber_train::job::{evaluate_saved, EvalTask};
 use fiber_train::run::RunFolder;
+use fiber_train::stages::Stage;
 use fiber_train::{run_on, BackendJob, BackendKind, TrainError};
 
 /// Tasks of `eval`.
@@ -136,7 +137,7 @@ impl BackendJob for InferJob {
             }
             Request::Retrieve(args) => {
                 let run = RunFolder::open(&args.run.run)?;
-                let model = run.model::<I<B>>("pretrain", &device)?;
+                let model = run.model::<I<B>>(Stage::Coarse.folder(), &device)?;
                 let images = run.load_images(&args.images)?;
                 let ranked =
                     retrieve_images(&run, &model, &images, &args.text, args.rerank, &device)?;
@@ -175,7 +176,7 @@ impl BackendJob for InferJob {
             }
             Request::Caption(args) => {
                 let run = RunFolder::open(&args.run.run)?;
-                let model = run.model::<I<B>>("caption", &device)?;
+                let model = run.model::<I<B>>(Stage::Caption.folder(), &device)?;
                 let images = run.load_images(&args.images)?;
                 let captions = caption_images(&run, &model, &images, &device)?;
                 Ok(args

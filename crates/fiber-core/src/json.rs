@@ -58,6 +58,23 @@ pub fn from_value<T: DeserializeOwned>(
     })
 }
 
+/// `defaults` (a serialised configuration object) with each of its keys that `given` also has
+/// taken from `given`; keys only `given` has (other programs' settings) are ignored. This is how
+/// a configuration file that names only some settings is read over the defaults.
+pub fn overlay_known(
+    mut defaults: serde_json::Value,
+    given: &serde_json::Value,
+) -> serde_json::Value {
+    if let (Some(defaults), Some(given)) = (defaults.as_object_mut(), given.as_object()) {
+        for (key, value) in defaults.iter_mut() {
+            if let Some(v) = given.get(key) {
+                *value = v.clone();
+            }
+        }
+    }
+    defaults
+}
+
 /// Reads and parses the JSON file at `path`.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Io {

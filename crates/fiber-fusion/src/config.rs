@@ -134,11 +134,9 @@ impl FiberConfig {
         let path = path.as_ref();
         let given: serde_json::Value = fiber_core::json::read_json(path)?;
         let backbones: Backbones = fiber_core::json::from_value(given.clone(), path)?;
-        let mut merged = serde_json::to_value(Self::new(backbones.swin, backbones.roberta))
+        let defaults = serde_json::to_value(Self::new(backbones.swin, backbones.roberta))
             .map_err(|e| FusionError::InvalidConfig(e.to_string()))?;
-        if let (Some(merged), Some(given)) = (merged.as_object_mut(), given.as_object()) {
-            merged.extend(given.clone());
-        }
+        let merged = fiber_core::json::overlay_known(defaults, &given);
         let config: Self = fiber_core::json::from_value(merged, path)?;
         config.validate()?;
         Ok(config)

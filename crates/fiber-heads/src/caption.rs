@@ -5,7 +5,6 @@
 
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
-use burn::tensor::TensorData;
 use fiber_fusion::FusionError;
 use fiber_swin::FeatureMap;
 
@@ -91,10 +90,7 @@ impl<B: Backend> FiberModel<B> {
         let rows = prefixes.len();
         let len = prefixes[0].len();
         let device = image.tokens.device();
-        let ids = Tensor::<B, 2, Int>::from_data(
-            TensorData::new(prefixes.concat(), [rows, len]),
-            &device,
-        );
+        let ids = fiber_core::host::int_matrix::<B>(&prefixes.concat(), len, &device);
         let mask = Tensor::<B, 2, Int>::ones([rows, len], &device);
         let [_, n, c] = image.tokens.dims();
         let tokens = image.tokens.clone().expand([rows, n, c]);

@@ -7,7 +7,7 @@ use fiber_core::Activation;
 use serde::Deserialize;
 
 use crate::error::RobertaError;
-use fiber_core::json::{parse_json, read_json};
+use fiber_core::json::{from_value, overlay_known, parse_json, read_json};
 
 /// RoBERTa hyper-parameters; field names follow HuggingFace's `RobertaConfig`.
 #[derive(Config, Debug, PartialEq)]
@@ -48,53 +48,19 @@ pub struct RobertaConfig {
     pub initializer_range: f64,
 }
 
-/// The fields of a HuggingFace `config.json` we read; absent optional fields take HF defaults.
+/// The sizes a HuggingFace `config.json` must give (every other field has a default).
 #[derive(Deserialize)]
-struct HfRobertaConfig {
+struct RequiredSizes {
     vocab_size: usize,
     hidden_size: usize,
     num_hidden_layers: usize,
     num_attention_heads: usize,
     intermediate_size: usize,
-    #[serde(default = "default_act")]
-    hidden_act: Activation,
-    #[serde(default = "default_dropout")]
-    hidden_dropout_prob: f64,
-    #[serde(default = "default_dropout")]
-    attention_probs_dropout_prob: f64,
-    #[serde(default = "default_positions")]
-    max_position_embeddings: usize,
-    #[serde(default = "default_type_vocab")]
-    type_vocab_size: usize,
-    #[serde(default = "default_eps")]
-    layer_norm_eps: f64,
-    #[serde(default = "default_pad")]
-    pad_token_id: usize,
-    #[serde(default = "default_init_range")]
-    initializer_range: f64,
 }
 
-fn default_act() -> Activation {
-    Activation::Gelu
-}
-fn default_dropout() -> f64 {
-    0.1
-}
-fn default_positions() -> usize {
-    514
-}
-fn default_type_vocab() -> usize {
-    1
-}
-fn default_eps() -> f64 {
-    1e-12 // HuggingFace's BertConfig default; roberta-base's file states 1e-5 explicitly
-}
-fn default_pad() -> usize {
-    1
-}
-fn default_init_range() -> f64 {
-    0.02
-}
+/// HuggingFace's `layer_norm_eps` when a file omits it (its `BertConfig` default; roberta-base's
+/// file states 1e-5, this crate's default, explicitly).
+const HF_DEFAULT_LAYER_NORM_EPS: f64 = 1e-12;
 
 impl RobertaConfig {
     /// roberta-base: 12 layers, width 768, 12 heads, FFN 3072, vocabulary 50265 (docs/model.md §1.2).
@@ -104,52 +70,38 @@ impl RobertaConfig {
 
     /// Parses a HuggingFace `config.json` (errors give file, line and column).
     pub fn from_hf_json_file(path: impl AsRef<Path>) -> Result<Self, RobertaError> {
-        Self::from_hf(read_json(path.as_ref())?)
+        let path = path.as_ref();
+        Self::from_hf(read_json(path)?, path)
     }
 
     /// Parses the text of a HuggingFace `config.json`.
     pub fn from_hf_json_str(text: &str) -> Result<Self, RobertaError> {
-        Self::from_hf(parse_json(text, Path::new(""))?)
+        Self::from_hf(parse_json(text, Path::new(""))?, Path::new(""))
     }
 
-    fn from_hf(hf: HfRobertaConfig) -> Result<Self, RobertaError> {
-        let config = Self {
-            vocab_size: hf.vocab_size,
-            hidden_size: hf.hidden_size,
-            num_hidden_layers: hf.num_hidden_layers,
-            num_attention_heads: hf.num_attention_heads,
-            intermediate_size: hf.intermediate_size,
-            hidden_act: hf.hidden_act,
-            hidden_dropout_prob: hf.hidden_dropout_prob,
-            attention_probs_dropout_prob: hf.attention_probs_dropout_prob,
-            max_position_embeddings: hf.max_position_embeddings,
-            type_vocab_size: hf.type_vocab_size,
-            layer_norm_eps: hf.layer_norm_eps,
-            pad_token_id: hf.pad_token_id,
-            initializer_range: hf.initializer_range,
-        };
+    /// The configuration of a parsed HuggingFace file: the fields of this struct are read under
+    /// their own names (the HuggingFace names); those the file omits take HuggingFace's defaults.
+    fn from_hf(given: serde_json::Value, path: &Path) -> Result<Self, RobertaError> {
+        let s: RequiredSizes = from_value(given.clone(), path)?;
+        let defaults = Self::new(
+            s.vocab_size,
+            s.hidden_size,
+            s.num_hidden_layers,
+            s.num_attention_heads,
+            s.intermediate_size,
+        )
+        .with_layer_norm_eps(HF_DEFAULT_LAYER_NORM_EPS);
+        let defaults = serde_json::to_value(defaults).expect("a configuration serialises");
+        let config: Self = from_value(overlay_known(defaults, &given), path)?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Writes the configuration as a HuggingFace-compatible `config.json` text.
+    /// Writes the configuration as a HuggingFace-compatible `config.json` text: every field under
+    /// its name, and `model_type`.
     pub fn to_hf_json(&self) -> String {
-        let value = serde_json::json!({
-            "model_type": "roberta",
-            "vocab_size": self.vocab_size,
-            "hidden_size": self.hidden_size,
-            "num_hidden_layers": self.num_hidden_layers,
-            "num_attention_heads": self.num_attention_heads,
-            "intermediate_size": self.intermediate_size,
-            "hidden_act": self.hidden_act,
-            "hidden_dropout_prob": self.hidden_dropout_prob,
-            "attention_probs_dropout_prob": self.attention_probs_dropout_prob,
-            "max_position_embeddings": self.max_position_embeddings,
-            "type_vocab_size": self.type_vocab_size,
-            "layer_norm_eps": self.layer_norm_eps,
-            "pad_token_id": self.pad_token_id,
-            "initializer_range": self.initializer_range,
-        });
+        let mut value = serde_json::to_value(self).expect("a configuration serialises");
+        value["model_type"] = "roberta".into();
         serde_json::to_string_pretty(&value).expect("a JSON value always serialises")
     }
 

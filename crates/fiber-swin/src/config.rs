@@ -7,7 +7,7 @@ use fiber_core::Activation;
 use serde::Deserialize;
 
 use crate::error::SwinError;
-use fiber_core::json::{parse_json, read_json};
+use fiber_core::json::{from_value, overlay_known, parse_json, read_json};
 
 /// Swin hyper-parameters; field names follow HuggingFace's `SwinConfig`.
 #[derive(Config, Debug, PartialEq)]
@@ -53,59 +53,23 @@ pub struct SwinConfig {
     pub hidden_act: Activation,
 }
 
+/// The sizes a HuggingFace `config.json` must give (every other field has a default), and the
+/// one HuggingFace setting this crate cannot honour.
 #[derive(Deserialize)]
-struct HfSwinConfig {
-    #[serde(default = "d_image")]
+struct RequiredSizes {
+    /// HuggingFace's default is 224.
+    #[serde(default = "hf_default_image_size")]
     image_size: usize,
-    #[serde(default = "d_patch")]
-    patch_size: usize,
-    #[serde(default = "d_channels")]
-    num_channels: usize,
     embed_dim: usize,
     depths: Vec<usize>,
     num_heads: Vec<usize>,
     window_size: usize,
-    #[serde(default = "d_mlp")]
-    mlp_ratio: f64,
-    #[serde(default = "d_true")]
-    qkv_bias: bool,
-    #[serde(default = "d_eps")]
-    layer_norm_eps: f64,
-    #[serde(default)]
-    hidden_dropout_prob: f64,
-    #[serde(default)]
-    attention_probs_dropout_prob: f64,
-    #[serde(default = "d_drop_path")]
-    drop_path_rate: f64,
-    #[serde(default = "d_act")]
-    hidden_act: Activation,
     #[serde(default)]
     use_absolute_embeddings: bool,
 }
 
-fn d_image() -> usize {
+fn hf_default_image_size() -> usize {
     224
-}
-fn d_patch() -> usize {
-    4
-}
-fn d_channels() -> usize {
-    3
-}
-fn d_mlp() -> f64 {
-    4.0
-}
-fn d_true() -> bool {
-    true
-}
-fn d_eps() -> f64 {
-    1e-5
-}
-fn d_drop_path() -> f64 {
-    0.1
-}
-fn d_act() -> Activation {
-    Activation::Gelu
 }
 
 impl SwinConfig {
@@ -122,60 +86,43 @@ impl SwinConfig {
 
     /// Parses a HuggingFace `config.json` (errors give file, line and column).
     pub fn from_hf_json_file(path: impl AsRef<Path>) -> Result<Self, SwinError> {
-        Self::from_hf(read_json(path.as_ref())?)
+        let path = path.as_ref();
+        Self::from_hf(read_json(path)?, path)
     }
 
     /// Parses the text of a HuggingFace `config.json`.
     pub fn from_hf_json_str(text: &str) -> Result<Self, SwinError> {
-        Self::from_hf(parse_json(text, Path::new(""))?)
+        Self::from_hf(parse_json(text, Path::new(""))?, Path::new(""))
     }
 
-    fn from_hf(hf: HfSwinConfig) -> Result<Self, SwinError> {
-        if hf.use_absolute_embeddings {
+    /// The configuration of a parsed HuggingFace file: the fields of this struct are read under
+    /// their own names (the HuggingFace names); those the file omits take HuggingFace's defaults.
+    fn from_hf(given: serde_json::Value, path: &Path) -> Result<Self, SwinError> {
+        let s: RequiredSizes = from_value(given.clone(), path)?;
+        if s.use_absolute_embeddings {
             return Err(SwinError::InvalidConfig(
                 "absolute position embeddings (use_absolute_embeddings) are not supported".into(),
             ));
         }
-        let config = Self {
-            image_size: hf.image_size,
-            patch_size: hf.patch_size,
-            num_channels: hf.num_channels,
-            embed_dim: hf.embed_dim,
-            depths: hf.depths,
-            num_heads: hf.num_heads,
-            window_size: hf.window_size,
-            mlp_ratio: hf.mlp_ratio,
-            qkv_bias: hf.qkv_bias,
-            layer_norm_eps: hf.layer_norm_eps,
-            hidden_dropout_prob: hf.hidden_dropout_prob,
-            attention_probs_dropout_prob: hf.attention_probs_dropout_prob,
-            drop_path_rate: hf.drop_path_rate,
-            hidden_act: hf.hidden_act,
-        };
+        let defaults = Self::new(
+            s.image_size,
+            s.embed_dim,
+            s.depths,
+            s.num_heads,
+            s.window_size,
+        );
+        let defaults = serde_json::to_value(defaults).expect("a configuration serialises");
+        let config: Self = from_value(overlay_known(defaults, &given), path)?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Writes the configuration as a HuggingFace-compatible `config.json` text.
+    /// Writes the configuration as a HuggingFace-compatible `config.json` text: every field under
+    /// its name, `model_type` and `use_absolute_embeddings: false`.
     pub fn to_hf_json(&self) -> String {
-        let value = serde_json::json!({
-            "model_type": "swin",
-            "image_size": self.image_size,
-            "patch_size": self.patch_size,
-            "num_channels": self.num_channels,
-            "embed_dim": self.embed_dim,
-            "depths": self.depths,
-            "num_heads": self.num_heads,
-            "window_size": self.window_size,
-            "mlp_ratio": self.mlp_ratio,
-            "qkv_bias": self.qkv_bias,
-            "layer_norm_eps": self.layer_norm_eps,
-            "hidden_dropout_prob": self.hidden_dropout_prob,
-            "attention_probs_dropout_prob": self.attention_probs_dropout_prob,
-            "drop_path_rate": self.drop_path_rate,
-            "hidden_act": self.hidden_act,
-            "use_absolute_embeddings": false,
-        });
+        let mut value = serde_json::to_value(self).expect("a configuration serialises");
+        value["model_type"] = "swin".into();
+        value["use_absolute_embeddings"] = false.into();
         serde_json::to_string_pretty(&value).expect("a JSON value always serialises")
     }
 

@@ -18,10 +18,10 @@ use fiber_heads::FiberModel;
 
 use crate::error::TrainError;
 use crate::init::InitSource;
-use crate::tasks::input::CaptionSplits;
+use crate::input::{CaptionSplits, StageData};
 use crate::tasks::{
     run_alone, CaptionStage, JobTask, Nlvr2Stage, PretrainStage, RetrievalItcStage,
-    RetrievalItmStage, StageData, VqaStage,
+    RetrievalItmStage, VqaStage,
 };
 use crate::workspace::Workspace;
 

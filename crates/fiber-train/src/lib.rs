@@ -6,7 +6,7 @@
 //!
 //! Layers, top to bottom: [`job`] composes [`tasks`]; each task trains through the
 //! [`workspace`] and the [`stage`] loop (whose steps [`step`] assembles with [`optim`]) and
-//! evaluates with [`eval`]; [`run`], [`saved`] and [`infer`] open a trained run for evaluation and
+//! evaluates with [`eval`], reading its data through [`input`]; [`run`], [`saved`] and [`infer`] open a trained run for evaluation and
 //! inference; [`benchmark`] times the training step as [`step`] runs it.
 
 pub mod benchmark;
@@ -16,6 +16,7 @@ pub mod error;
 pub mod eval;
 pub mod infer;
 pub mod init;
+pub mod input;
 pub mod job;
 pub mod log;
 pub mod loss_scale;

@@ -8,11 +8,11 @@ use fiber_data::layout::VqaFolder;
 use fiber_data::{DataError, Problems};
 
 use crate::error::TrainError;
+use crate::input::CaptionSplits;
+use crate::input::Nlvr2Splits;
+use crate::input::StageData;
 use crate::run::RunFolder;
 use crate::stages::Stage;
-use crate::tasks::input::CaptionSplits;
-use crate::tasks::nlvr2::Nlvr2Splits;
-use crate::tasks::StageData;
 
 /// Which evaluation `cargo xtask eval` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

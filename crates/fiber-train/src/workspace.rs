@@ -17,11 +17,11 @@ use crate::config::{RunConfig, StageConfig};
 use crate::error::TrainError;
 use crate::eval::Evaluator;
 use crate::init::InitSource;
+use crate::input::{ImageTextInput, ImageTextSamples};
 use crate::log::{loss_svg, MetricsLog};
 use crate::report::StageSummary;
 use crate::stage::{StageRunner, StageTask};
 use crate::stages::Stage;
-use crate::tasks::input::{ImageTextInput, ImageTextSamples};
 
 /// How the job runs.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 
 use burn::config::Config;
 use burn::prelude::*;
-use burn::tensor::{Distribution, TensorData};
+use burn::tensor::Distribution;
 use fiber_fusion::FiberConfig;
 use fiber_heads::PretrainBatch;
 use serde::{Deserialize, Serialize};
@@ -257,9 +257,7 @@ impl<B: Backend> BenchInputs<B> {
                 }
             }
         }
-        let int = |values: Vec<i64>| {
-            Tensor::<B, 2, Int>::from_data(TensorData::new(values, [batch, text_len]), device)
-        };
+        let int = |values: Vec<i64>| fiber_core::host::int_matrix::<B>(&values, text_len, device);
         let pixels = Tensor::random(
             [batch, 3, image_size, image_size],
             Distribution::Normal(0.0, 1.0),

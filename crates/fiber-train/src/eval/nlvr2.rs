@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::error::TrainError;
 use crate::eval::load_images;
-use crate::tasks::nlvr2::{pair_logits, PairBatch};
+use crate::input::PairBatch;
 
 /// NLVR2 accuracy on held-out statements.
 #[derive(Debug, Clone, Serialize)]
@@ -49,7 +49,9 @@ pub fn evaluate_nlvr2<B: Backend>(
             tokens: tokenizer.encode_batch(&sentences, max_len)?,
             labels: chunk.iter().map(|r| r.label).collect(),
         };
-        let predicted: Vec<i64> = pair_logits(model, &batch, device)?
+        let (left, right, ids, mask) = batch.tensors(device)?;
+        let predicted: Vec<i64> = model
+            .logits(left, right, ids, mask)
             .argmax(1)
             .into_data()
             .convert::<i64>()

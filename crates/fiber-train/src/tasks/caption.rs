@@ -7,11 +7,11 @@ use fiber_data::loader::{ImageTextBatch, Loader, LoaderPosition};
 use fiber_heads::FiberModel;
 
 use crate::error::TrainError;
+use crate::input::{batch_tensors, CaptionSplits, ImageTextInput, ImageTextSamples};
 use crate::report::Report;
 use crate::stage::StageTask;
 use crate::stages::Stage;
 use crate::step::StepLoss;
-use crate::tasks::input::{batch_tensors, CaptionSplits, ImageTextInput, ImageTextSamples};
 use crate::tasks::JobTask;
 use crate::workspace::Workspace;
 

@@ -1,23 +1,21 @@
 //! The training tasks, one module each. A task has two faces: a [`StageTask`] (how a loader
 //! batch becomes a loss, for the stage loop) and a [`JobTask`] (what the job reads from the data
 //! folder for its stage, how it trains, and what it evaluates). A new task is a new module
-//! here and a line in [`crate::job`].
+//! here and a line in the job (`job.rs`).
 //!
 //! [`StageTask`]: crate::stage::StageTask
-
-use std::path::Path;
 
 use burn::tensor::backend::AutodiffBackend;
 use fiber_data::Problems;
 use fiber_heads::FiberModel;
 
 use crate::error::TrainError;
+use crate::input::StageData;
 use crate::report::Report;
 use crate::stages::Stage;
 use crate::workspace::Workspace;
 
 pub mod caption;
-pub mod input;
 pub mod nlvr2;
 pub mod pretrain;
 pub mod queue;
@@ -29,15 +27,6 @@ pub use nlvr2::{Nlvr2Stage, Nlvr2Task};
 pub use pretrain::{PretrainStage, PretrainTask};
 pub use retrieval::{RetrievalItcStage, RetrievalItmStage, RetrievalObjective, RetrievalTask};
 pub use vqa::{VqaStage, VqaTask};
-
-/// What a stage reads from a data folder (through `fiber_data::layout`): its training and
-/// held-out data.
-pub trait StageData: Sized {
-    /// What the files read are called in warnings and `--strict` errors.
-    const READS: &'static str;
-    /// Reads `data_dir`, recording unusable records in `problems`.
-    fn read(data_dir: &Path, problems: &mut Problems) -> Result<Self, TrainError>;
-}
 
 /// A stage as the job runs it: the data it reads, how it trains from a FIBER model, and the
 /// report sections it evaluates on the held-out data.

@@ -3,26 +3,23 @@
 //! classified by `nlvr2_classifier` (4H → 2H → 2) with cross-entropy. Evaluated by accuracy on
 //! the held-out statements.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use fiber_data::image::{to_tensor, PixelImage};
-use fiber_data::layout::Nlvr2Folder;
 use fiber_data::loader::{ImageTransform, Loader, LoaderConfig, LoaderPosition, TextCollate};
 use fiber_data::nlvr2::Nlvr2Record;
-use fiber_data::Problems;
 use fiber_heads::{FiberModel, Nlvr2Model};
-use fiber_roberta::EncodedBatch;
 
 use crate::error::TrainError;
+use crate::input::{Nlvr2Splits, PairBatch};
 use crate::report::Report;
 use crate::stage::StageTask;
 use crate::stages::Stage;
 use crate::step::StepLoss;
-use crate::tasks::{JobTask, StageData};
+use crate::tasks::JobTask;
 use crate::workspace::Workspace;
 
 /// Image pairs with a statement and its truth value, shared with the loader threads.
@@ -59,19 +56,6 @@ impl PairSamples {
     pub fn is_empty(&self) -> bool {
         self.texts.is_empty()
     }
-}
-
-/// A collated batch of image pairs.
-#[derive(Debug, Clone)]
-pub struct PairBatch {
-    /// Left images.
-    pub left: Vec<PixelImage>,
-    /// Right images.
-    pub right: Vec<PixelImage>,
-    /// Tokenised statements `[batch, len]`.
-    pub tokens: EncodedBatch,
-    /// Truth values.
-    pub labels: Vec<bool>,
 }
 
 /// The NLVR2 loss of a loader batch: cross-entropy of the classifier over the truth value.
@@ -136,7 +120,8 @@ impl<B: AutodiffBackend> StageTask<B> for Nlvr2Task<B> {
         batch: PairBatch,
         _step: u64,
     ) -> Result<StepLoss<B>, TrainError> {
-        let logits = pair_logits(model, &batch, &self.device)?;
+        let (left, right, ids, mask) = batch.tensors(&self.device)?;
+        let logits = model.logits(left, right, ids, mask);
         let n = batch.labels.len();
         let labels = Tensor::<B, 1, Int>::from_data(
             TensorData::new(
@@ -150,21 +135,6 @@ impl<B: AutodiffBackend> StageTask<B> for Nlvr2Task<B> {
             parts: Vec::new(),
         })
     }
-}
-
-/// Logits `[n, 2]` of a collated batch.
-pub fn pair_logits<B: Backend>(
-    model: &Nlvr2Model<B>,
-    batch: &PairBatch,
-    device: &B::Device,
-) -> Result<Tensor<B, 2>, TrainError> {
-    let (ids, mask) = batch.tokens.to_tensors(device);
-    Ok(model.logits(
-        to_tensor::<B>(&batch.left, device)?,
-        to_tensor::<B>(&batch.right, device)?,
-        ids,
-        mask,
-    ))
 }
 
 /// The NLVR2 stage: trains on `train`, evaluates on the held-out split (`test1`, else `dev`).
@@ -203,23 +173,5 @@ impl JobTask for Nlvr2Stage {
     ) -> Result<(), TrainError> {
         report.nlvr2 = Some(ws.evaluator().nlvr2(&trained.valid(), &data.test, device)?);
         Ok(())
-    }
-}
-
-/// The NLVR2 statements a stage reads: `train` and the held-out split.
-pub struct Nlvr2Splits {
-    /// Training statements.
-    pub train: Vec<Nlvr2Record>,
-    /// Held-out statements (`test1`, else `dev`).
-    pub test: Vec<Nlvr2Record>,
-}
-
-impl StageData for Nlvr2Splits {
-    const READS: &'static str = "the NLVR2 files";
-
-    /// Reads `nlvr2/` (or the folder itself); both splits must be there.
-    fn read(data_dir: &Path, problems: &mut Problems) -> Result<Self, TrainError> {
-        let (train, test) = Nlvr2Folder::read(data_dir, problems)?.into_splits()?;
-        Ok(Self { train, test })
     }
 }

@@ -15,11 +15,11 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::error::TrainError;
+use crate::input::{batch_tensors, CaptionSplits, ImageTextInput, ImageTextSamples};
 use crate::report::Report;
 use crate::stage::StageTask;
 use crate::stages::Stage;
 use crate::step::StepLoss;
-use crate::tasks::input::{batch_tensors, CaptionSplits, ImageTextInput, ImageTextSamples};
 use crate::tasks::queue::TaskQueue;
 use crate::tasks::JobTask;
 use crate::workspace::Workspace;

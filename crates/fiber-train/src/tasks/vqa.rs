@@ -2,7 +2,6 @@
 //! against the annotators' soft scores, over the answer vocabulary of the training questions;
 //! evaluated by VQA accuracy on the held-out questions.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use burn::module::AutodiffModule;
@@ -12,16 +11,15 @@ use burn::tensor::TensorData;
 use fiber_data::layout::VqaFolder;
 use fiber_data::loader::{ImageTextBatch, Loader, LoaderPosition};
 use fiber_data::vqa::{AnswerVocab, VqaRecord};
-use fiber_data::{DataError, Problems};
 use fiber_heads::{FiberModel, VqaModel};
 
 use crate::error::TrainError;
+use crate::input::{batch_tensors, ImageTextInput, ImageTextSamples};
 use crate::report::Report;
 use crate::stage::StageTask;
 use crate::stages::Stage;
 use crate::step::StepLoss;
-use crate::tasks::input::{batch_tensors, ImageTextInput, ImageTextSamples};
-use crate::tasks::{JobTask, StageData};
+use crate::tasks::JobTask;
 use crate::workspace::Workspace;
 
 /// VQA questions as image–text samples with their soft targets.
@@ -146,18 +144,5 @@ impl JobTask for VqaStage {
             device,
         )?);
         Ok(())
-    }
-}
-
-impl StageData for VqaFolder {
-    const READS: &'static str = "the annotations";
-
-    /// Reads the training and held-out splits; a folder without either cannot train VQA.
-    fn read(data_dir: &Path, problems: &mut Problems) -> Result<VqaFolder, TrainError> {
-        let folder = VqaFolder::read(data_dir, problems)?;
-        match folder.missing_for_training(data_dir) {
-            Some(missing) => Err(DataError::Missing(missing).into()),
-            None => Ok(folder),
-        }
     }
 }

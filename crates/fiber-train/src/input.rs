@@ -1,21 +1,22 @@
-//! What the image–text tasks read: samples shared with the loader threads, how they are loaded
-//! and collated, and how a collated batch becomes device tensors.
+//! What the tasks read: each stage's data from a data folder ([`StageData`], through
+//! `fiber_data::layout`), samples shared with the loader threads, how they are loaded and
+//! collated, and how a collated batch becomes device tensors.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use burn::prelude::*;
-use fiber_core::host::int_matrix;
-use fiber_data::image::to_tensor;
+use fiber_data::image::{to_tensor, PixelImage};
+use fiber_data::layout::{Nlvr2Folder, VqaFolder};
 use fiber_data::loader::{
     collate_image_text, ImageTextBatch, ImageTransform, Loader, LoaderConfig, LoaderPosition,
     TextCollate,
 };
-use fiber_data::{CaptionDataset, Problems};
+use fiber_data::nlvr2::Nlvr2Record;
+use fiber_data::{CaptionDataset, DataError, Problems};
 use fiber_roberta::EncodedBatch;
 
 use crate::error::TrainError;
-use crate::tasks::StageData;
 
 /// Images with one text each (a caption, a question), shared with the loader threads.
 #[derive(Clone)]
@@ -97,25 +98,49 @@ impl ImageTextSamples {
     }
 }
 
-/// Token ids and attention mask `[n, len]` of a tokenised batch.
-pub fn token_tensors<B: Backend>(
-    tokens: &EncodedBatch,
-    device: &B::Device,
-) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
-    (
-        int_matrix(&tokens.input_ids, tokens.len, device),
-        int_matrix(&tokens.attention_mask, tokens.len, device),
-    )
-}
-
 /// Pixels `[n, 3, H, W]`, ids and mask `[n, len]` of a collated batch.
 pub fn batch_tensors<B: Backend>(
     batch: &ImageTextBatch,
     device: &B::Device,
 ) -> Result<(Tensor<B, 4>, Tensor<B, 2, Int>, Tensor<B, 2, Int>), TrainError> {
     let pixels = to_tensor::<B>(&batch.images, device)?;
-    let (ids, mask) = token_tensors(&batch.tokens, device);
+    let (ids, mask) = batch.tokens.to_tensors(device);
     Ok((pixels, ids, mask))
+}
+
+/// A collated batch of image pairs.
+#[derive(Debug, Clone)]
+pub struct PairBatch {
+    /// Left images.
+    pub left: Vec<PixelImage>,
+    /// Right images.
+    pub right: Vec<PixelImage>,
+    /// Tokenised statements `[batch, len]`.
+    pub tokens: EncodedBatch,
+    /// Truth values.
+    pub labels: Vec<bool>,
+}
+
+/// Left and right pixels `[n, 3, H, W]`, token ids and attention mask `[n, len]` of a
+/// [`PairBatch`].
+pub type PairTensors<B> = (
+    Tensor<B, 4>,
+    Tensor<B, 4>,
+    Tensor<B, 2, Int>,
+    Tensor<B, 2, Int>,
+);
+
+impl PairBatch {
+    /// Left and right pixels `[n, 3, H, W]`, the statements' ids and mask `[n, len]`.
+    pub fn tensors<B: Backend>(&self, device: &B::Device) -> Result<PairTensors<B>, TrainError> {
+        let (ids, mask) = self.tokens.to_tensors(device);
+        Ok((
+            to_tensor::<B>(&self.left, device)?,
+            to_tensor::<B>(&self.right, device)?,
+            ids,
+            mask,
+        ))
+    }
 }
 
 /// The Karpathy captions of a data folder: the training split and the held-out test split.
@@ -130,8 +155,48 @@ impl StageData for CaptionSplits {
     const READS: &'static str = "the annotations";
 
     /// Reads the folder's Karpathy file.
-    fn read(data_dir: &std::path::Path, problems: &mut Problems) -> Result<Self, TrainError> {
+    fn read(data_dir: &Path, problems: &mut Problems) -> Result<Self, TrainError> {
         let (train, test) = fiber_data::layout::read_caption_splits(data_dir, problems)?;
         Ok(Self { train, test })
+    }
+}
+
+/// What a stage reads from a data folder (through `fiber_data::layout`): its training and
+/// held-out data.
+pub trait StageData: Sized {
+    /// What the files read are called in warnings and `--strict` errors.
+    const READS: &'static str;
+    /// Reads `data_dir`, recording unusable records in `problems`.
+    fn read(data_dir: &Path, problems: &mut Problems) -> Result<Self, TrainError>;
+}
+
+/// The NLVR2 statements a stage reads: `train` and the held-out split.
+pub struct Nlvr2Splits {
+    /// Training statements.
+    pub train: Vec<Nlvr2Record>,
+    /// Held-out statements (`test1`, else `dev`).
+    pub test: Vec<Nlvr2Record>,
+}
+
+impl StageData for Nlvr2Splits {
+    const READS: &'static str = "the NLVR2 files";
+
+    /// Reads `nlvr2/` (or the folder itself); both splits must be there.
+    fn read(data_dir: &Path, problems: &mut Problems) -> Result<Self, TrainError> {
+        let (train, test) = Nlvr2Folder::read(data_dir, problems)?.into_splits()?;
+        Ok(Self { train, test })
+    }
+}
+
+impl StageData for VqaFolder {
+    const READS: &'static str = "the annotations";
+
+    /// Reads the training and held-out splits; a folder without either cannot train VQA.
+    fn read(data_dir: &Path, problems: &mut Problems) -> Result<VqaFolder, TrainError> {
+        let folder = VqaFolder::read(data_dir, problems)?;
+        match folder.missing_for_training(data_dir) {
+            Some(missing) => Err(DataError::Missing(missing).into()),
+            None => Ok(folder),
+        }
     }
 }
