@@ -75,6 +75,20 @@ pub fn overlay_known(
     defaults
 }
 
+/// `given` (read from `path`) read over `defaults`: each setting `given` names replaces the
+/// default's ([`overlay_known`]); the others keep their default values.
+pub fn read_over_defaults<T: serde::Serialize + DeserializeOwned>(
+    defaults: &T,
+    given: &serde_json::Value,
+    path: &Path,
+) -> Result<T, ConfigFileError> {
+    let defaults = serde_json::to_value(defaults).map_err(|e| ConfigFileError::Structure {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    from_value(overlay_known(defaults, given), path)
+}
+
 /// Reads and parses the JSON file at `path`.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Io {

@@ -134,10 +134,8 @@ impl FiberConfig {
         let path = path.as_ref();
         let given: serde_json::Value = fiber_core::json::read_json(path)?;
         let backbones: Backbones = fiber_core::json::from_value(given.clone(), path)?;
-        let defaults = serde_json::to_value(Self::new(backbones.swin, backbones.roberta))
-            .map_err(|e| FusionError::InvalidConfig(e.to_string()))?;
-        let merged = fiber_core::json::overlay_known(defaults, &given);
-        let config: Self = fiber_core::json::from_value(merged, path)?;
+        let defaults = Self::new(backbones.swin, backbones.roberta);
+        let config = fiber_core::json::read_over_defaults(&defaults, &given, path)?;
         config.validate()?;
         Ok(config)
     }

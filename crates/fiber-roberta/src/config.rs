@@ -7,7 +7,7 @@ use fiber_core::Activation;
 use serde::Deserialize;
 
 use crate::error::RobertaError;
-use fiber_core::json::{from_value, overlay_known, parse_json, read_json};
+use fiber_core::json::{from_value, parse_json, read_json, read_over_defaults};
 
 /// RoBERTa hyper-parameters; field names follow HuggingFace's `RobertaConfig`.
 #[derive(Config, Debug, PartialEq)]
@@ -91,8 +91,7 @@ impl RobertaConfig {
             s.intermediate_size,
         )
         .with_layer_norm_eps(HF_DEFAULT_LAYER_NORM_EPS);
-        let defaults = serde_json::to_value(defaults).expect("a configuration serialises");
-        let config: Self = from_value(overlay_known(defaults, &given), path)?;
+        let config = read_over_defaults(&defaults, &given, path)?;
         config.validate()?;
         Ok(config)
     }
@@ -151,6 +150,27 @@ mod tests {
         assert_eq!(config.max_text_len(), 512);
         let again = RobertaConfig::from_hf_json_str(&config.to_hf_json()).unwrap();
         assert_eq!(again, config);
+    }
+
+    #[test]
+    fn omitted_fields_take_huggingface_defaults_and_other_keys_are_ignored() {
+        let text = r#"{"vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "intermediate_size": 64, "hidden_dropout_prob": 0.0,
+            "architectures": ["RobertaModel"], "torch_dtype": "float32"}"#;
+        let config = RobertaConfig::from_hf_json_str(text).unwrap();
+        let expected = RobertaConfig::new(100, 32, 2, 4, 64)
+            .with_hidden_dropout_prob(0.0)
+            .with_layer_norm_eps(1e-12);
+        assert_eq!(config, expected);
+        let err = RobertaConfig::from_hf_json_str(
+            r#"{"vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "intermediate_size": 64, "pad_token_id": "one"}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("pad_token_id") || err.to_string().contains("invalid type"),
+            "{err}"
+        );
     }
 
     #[test]

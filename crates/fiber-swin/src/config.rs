@@ -7,7 +7,7 @@ use fiber_core::Activation;
 use serde::Deserialize;
 
 use crate::error::SwinError;
-use fiber_core::json::{from_value, overlay_known, parse_json, read_json};
+use fiber_core::json::{from_value, parse_json, read_json, read_over_defaults};
 
 /// Swin hyper-parameters; field names follow HuggingFace's `SwinConfig`.
 #[derive(Config, Debug, PartialEq)]
@@ -111,8 +111,7 @@ impl SwinConfig {
             s.num_heads,
             s.window_size,
         );
-        let defaults = serde_json::to_value(defaults).expect("a configuration serialises");
-        let config: Self = from_value(overlay_known(defaults, &given), path)?;
+        let config = read_over_defaults(&defaults, &given, path)?;
         config.validate()?;
         Ok(config)
     }
