@@ -208,17 +208,9 @@ pub fn check_dataset(format: Format, dir: &Path) -> Result<CheckReport> {
         }
         Format::Nlvr2 => {
             let folder = layout::Nlvr2Folder::read(dir, &mut problems)?;
-            let training = folder.training.clone().unwrap_or_default();
-            let held_out = folder.held_out.clone().map(|(_, r)| r).unwrap_or_default();
-            if folder.training.is_none() {
-                missing.push(format!("train.json in {}", folder.root.display()));
-            }
-            if folder.held_out.is_none() {
-                missing.push(format!(
-                    "test1.json or dev.json in {}",
-                    folder.root.display()
-                ));
-            }
+            missing.extend(folder.missing());
+            let training = folder.training.unwrap_or_default();
+            let held_out = folder.held_out.map(|(_, r)| r).unwrap_or_default();
             counts.insert("examples", training.len() + held_out.len());
             counts.insert("training_examples", training.len());
             counts.insert("held_out_examples", held_out.len());
@@ -232,7 +224,7 @@ pub fn check_dataset(format: Format, dir: &Path) -> Result<CheckReport> {
         }
         Format::Vqa => {
             let folder = layout::VqaFolder::read(dir, &mut problems)?;
-            missing.extend(folder.missing_for_training(dir));
+            missing.extend(folder.missing(dir));
             let vocab = folder.vocabulary();
             counts.insert("questions", folder.training.len() + folder.held_out.len());
             counts.insert("training_questions", folder.training.len());

@@ -221,21 +221,28 @@ impl VqaFolder {
         training_answer_vocab(&self.training)
     }
 
-    /// An error naming what a training run needs and this folder lacks, if anything.
-    pub fn missing_for_training(&self, dir: &Path) -> Option<String> {
+    /// What a training run needs and the folder `dir` lacks: the training splits, the
+    /// held-out split, or both (empty when nothing is missing).
+    pub fn missing(&self, dir: &Path) -> Vec<String> {
+        let mut missing = Vec::new();
         if self.splits.training.is_empty() {
-            Some(format!(
+            missing.push(format!(
                 "no VQAv2 training split (train…/val… questions with annotations) in {}",
                 dir.display()
-            ))
-        } else if self.splits.held_out.is_none() {
-            Some(format!(
+            ));
+        }
+        missing.extend(self.missing_held_out(dir));
+        missing
+    }
+
+    /// What evaluation needs and the folder `dir` lacks: a held-out split, if there is none.
+    pub fn missing_held_out(&self, dir: &Path) -> Option<String> {
+        self.splits.held_out.is_none().then(|| {
+            format!(
                 "no held-out VQAv2 split (test… questions with annotations) in {}",
                 dir.display()
-            ))
-        } else {
-            None
-        }
+            )
+        })
     }
 }
 
@@ -299,16 +306,26 @@ impl Nlvr2Folder {
         })
     }
 
-    /// The training and held-out statements, or an error naming the missing file.
+    /// The files a training run needs and the folder lacks (empty when nothing is missing).
+    pub fn missing(&self) -> Vec<String> {
+        let root = self.root.display();
+        let mut missing = Vec::new();
+        if self.training.is_none() {
+            missing.push(format!("no NLVR2 train.json in {root}"));
+        }
+        if self.held_out.is_none() {
+            missing.push(format!("no NLVR2 test1.json or dev.json in {root}"));
+        }
+        missing
+    }
+
+    /// The training and held-out statements, or an error naming the missing files.
     pub fn into_splits(self) -> Result<(Vec<Nlvr2Record>, Vec<Nlvr2Record>), DataError> {
-        let root = self.root.display().to_string();
-        let training = self
-            .training
-            .ok_or_else(|| missing(format!("no NLVR2 train.json in {root}")))?;
-        let (_, held_out) = self
-            .held_out
-            .ok_or_else(|| missing(format!("no NLVR2 test1.json or dev.json in {root}")))?;
-        Ok((training, held_out))
+        let lacking = self.missing();
+        match (self.training, self.held_out) {
+            (Some(training), Some((_, held_out))) => Ok((training, held_out)),
+            _ => Err(missing(lacking.join("; "))),
+        }
     }
 }
 

@@ -194,9 +194,11 @@ impl StageData for VqaFolder {
     /// Reads the training and held-out splits; a folder without either cannot train VQA.
     fn read(data_dir: &Path, problems: &mut Problems) -> Result<VqaFolder, TrainError> {
         let folder = VqaFolder::read(data_dir, problems)?;
-        match folder.missing_for_training(data_dir) {
-            Some(missing) => Err(DataError::Missing(missing).into()),
-            None => Ok(folder),
+        let missing = folder.missing(data_dir);
+        if missing.is_empty() {
+            Ok(folder)
+        } else {
+            Err(DataError::Missing(missing.join("; ")).into())
         }
     }
 }

@@ -53,12 +53,8 @@ pub fn evaluate_saved<B: Backend>(
         }
         EvalTask::Vqa => {
             let folder = VqaFolder::read(data_dir, &mut problems)?;
-            if folder.splits.held_out.is_none() {
-                return Err(DataError::Missing(format!(
-                    "no held-out VQAv2 split (test… questions with annotations) in {}",
-                    data_dir.display()
-                ))
-                .into());
+            if let Some(missing) = folder.missing_held_out(data_dir) {
+                return Err(DataError::Missing(missing).into());
             }
             let (model, vocab) = run.vqa_model::<B>(device)?;
             json(evaluator.vqa(&model, &vocab, &folder.held_out, device)?)

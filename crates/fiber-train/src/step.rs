@@ -36,9 +36,10 @@ pub fn gradients_by_key<B: AutodiffBackend, M: AutodiffModule<B> + VisitWeights<
 /// The scalars of one training step, read back from the device together.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepScalars {
-    /// The loss (summed over micro-batches).
+    /// The loss (as given to [`read_step_scalars`]; averaged over the micro-batches by
+    /// [`PreparedStep::read`]).
     pub loss: f64,
-    /// Its named parts, in the order given (summed over micro-batches).
+    /// Its named parts, in the order given (averaged likewise).
     pub parts: Vec<(&'static str, f64)>,
     /// The global gradient norm (0 without gradients).
     pub grad_norm: f64,

@@ -7,10 +7,11 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use fiber_core::weights::{visit_layer_norm, visit_linear, WeightVisitor};
+use fiber_train::model_io::VisitWeights;
 use fiber_train::optim::{
     linear_schedule, AdamW, AdamWConfig, GradientCollector, KeyedGradients, ParamGroups,
 };
-use fiber_train::step::read_step_scalars;
+use fiber_train::step::{read_step_scalars, StepAccumulator, StepLoss};
 
 type Ad = Autodiff<NdArray>;
 type Inner = NdArray;
@@ -412,4 +413,59 @@ fn the_step_scalars_come_back_together_and_match_separate_reads() {
         .unwrap()
         .loss
         .is_nan());
+}
+
+impl<B: Backend> VisitWeights<B> for Tiny<B> {
+    fn visit_weights_with<V: WeightVisitor<B>>(&mut self, v: &mut V) {
+        self.visit_weights(v);
+    }
+}
+
+#[test]
+fn accumulated_micro_batches_average_their_losses_parts_and_gradients() {
+    let device = Default::default();
+    let inputs = [
+        [[1.0, 2.0, -1.0], [0.5, -0.3, 2.0]],
+        [[-2.0, 0.1, 0.7], [1.5, 1.0, -0.4]],
+    ];
+    let optimizer = AdamW::<Inner>::new(AdamWConfig::new(), ParamGroups::fiber(5.0));
+    let mut model = Tiny::<Ad>::new(&device);
+    let mut accumulator = StepAccumulator::<Ad>::default();
+    let mut losses = Vec::new();
+    for x in inputs {
+        let loss = model.loss(Tensor::from_floats(x, &device));
+        losses.push(loss.clone().into_scalar() as f64);
+        let part = loss.clone().inner().mul_scalar(2.0);
+        accumulator.add(
+            &mut model,
+            &optimizer,
+            StepLoss {
+                loss,
+                parts: vec![("double", part)],
+            },
+        );
+    }
+    let (scalars, _) = accumulator.prepare(&optimizer).read().unwrap();
+    let mean = (losses[0] + losses[1]) / 2.0;
+    assert!(
+        (scalars.loss - mean).abs() < 1e-5,
+        "{} vs {mean}",
+        scalars.loss
+    );
+    assert_eq!(scalars.parts.len(), 1);
+    assert!(
+        (scalars.parts[0].1 - 2.0 * mean).abs() < 1e-5,
+        "{:?}",
+        scalars.parts
+    );
+    // The norm is that of the mean gradient, not of the sum.
+    let mut by_hand = gradients(&mut model, inputs[0]);
+    by_hand.accumulate(gradients(&mut model, inputs[1]));
+    by_hand.scale(0.5);
+    let expected = by_hand.global_norm();
+    assert!(
+        (scalars.grad_norm - expected).abs() < 1e-5 * expected,
+        "{} vs {expected}",
+        scalars.grad_norm
+    );
 }
