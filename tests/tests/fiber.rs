@@ -121,3 +121,36 @@ fn a_checkpoint_that_does_not_fit_the_config_names_the_keys() {
     assert!(text.contains("text_transformer.encoder.layer.0.intermediate.dense.weight expected [40, 32], checkpoint has [48, 32]"), "{text}");
     std::fs::remove_file(bad_config).unwrap();
 }
+
+#[test]
+fn a_checkpoint_without_its_text_head_count_is_refused_without_a_config() {
+    // The fixture's text width 32 (4 heads of 8) does not tell the head count; guessing
+    // width / 64 ran it with 1 head and wrong outputs.
+    let out = temp("guessed.safetensors");
+    for command in [
+        vec!["xtask", "fiber-forward", "--mode", "fused"],
+        vec!["xtask", "convert"],
+    ] {
+        let ckpt = dir().join("fiber_tiny.ckpt");
+        let input = dir().join("input.safetensors");
+        let mut args = command.clone();
+        if command[1] == "convert" {
+            args.extend(["--from", s(&ckpt), "--to", s(&out)]);
+        } else {
+            args.extend([
+                "--model",
+                s(&ckpt),
+                "--input",
+                s(&input),
+                "--output",
+                s(&out),
+            ]);
+        }
+        let err = format!("{:#}", xtask::run(args).unwrap_err());
+        assert!(
+            err.contains("roberta.num_attention_heads") && err.contains("--config"),
+            "{err}"
+        );
+        assert!(!out.exists(), "nothing is written");
+    }
+}

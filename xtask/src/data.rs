@@ -79,15 +79,53 @@ pub enum Format {
     CocoDet,
 }
 
+/// Where a command reads a dataset: a data folder in the documented layout, or the published
+/// annotation files where they lie with their image folder (docs/training.md lists the
+/// mapping for each public dataset).
+#[derive(Args, Debug, Clone, Default)]
+pub struct SourceArgs {
+    /// Data folder, in the layout of docs/training.md.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Annotation files, given one by one instead of a folder's (e.g. `dataset_coco.json`, or
+    /// VQAv2 question files with their annotation files); one format at a time.
+    #[arg(long, num_args = 1..)]
+    pub annotations: Vec<PathBuf>,
+    /// The folder the annotation files' image paths are relative to (e.g. the COCO 2014 root
+    /// holding `train2014/` and `val2014/`); default: --data, else beside each file.
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+}
+
+impl SourceArgs {
+    /// Whether any of the three was given.
+    pub fn given(&self) -> bool {
+        self.data.is_some() || !self.annotations.is_empty() || self.images.is_some()
+    }
+
+    /// The data source these arguments name.
+    pub fn source(&self) -> layout::DataSource {
+        layout::DataSource {
+            folder: self.data.clone(),
+            annotations: self.annotations.clone(),
+            images: self.images.clone(),
+        }
+    }
+}
+
 /// Arguments of `data check`.
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     /// The dataset format.
     #[arg(long, value_enum)]
     pub format: Format,
-    /// The dataset folder.
-    #[arg(long)]
-    pub data: PathBuf,
+    /// Where the dataset lies.
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// VQAv2: fewest occurrences of an answer for it to enter the vocabulary (the VQA stage's
+    /// `vqa_min_answer_count`).
+    #[arg(long, default_value_t = fiber_data::vqa::DEFAULT_MIN_ANSWER_COUNT)]
+    pub min_answer_count: usize,
     /// Exit with an error when any problem is found or a file training needs is missing.
     #[arg(long)]
     pub strict: bool,
@@ -137,6 +175,8 @@ pub struct CheckReport {
     pub problems: Problems,
     /// Files that training of this format needs and the folder lacks.
     pub missing: Vec<String>,
+    /// Why the data as read cannot train (e.g. an empty VQA answer vocabulary).
+    pub unusable: Vec<String>,
 }
 
 impl CheckReport {
@@ -147,12 +187,20 @@ impl CheckReport {
             "counts": self.counts,
             "problems": self.problems.items,
             "missing": self.missing,
+            "unusable": self.unusable,
         })
     }
 }
 
 fn check(args: CheckArgs) -> Result<()> {
-    let report = check_dataset(args.format, &args.data)?;
+    if args.source.data.is_none() && args.source.annotations.is_empty() {
+        bail!("give --data DIR, or --annotations FILE… (with --images DIR)");
+    }
+    let source = args.source.source();
+    let settings = CheckSettings {
+        min_answer_count: args.min_answer_count,
+    };
+    let report = check_source(args.format, &source, &settings)?;
     let (counts, problems) = (&report.counts, &report.problems);
     if args.json {
         println!(
@@ -160,12 +208,15 @@ fn check(args: CheckArgs) -> Result<()> {
             serde_json::to_string_pretty(&report.to_json(args.format))?
         );
     } else {
-        println!("{} ({:?})", args.data.display(), args.format);
+        println!("{} ({:?})", source.describe(), args.format);
         for (name, n) in counts {
             println!("  {name}: {n}");
         }
         for file in &report.missing {
             println!("  missing for training: {file}");
+        }
+        for why in &report.unusable {
+            println!("  cannot train: {why}");
         }
         println!("  problems: {}", problems.len());
         for (kind, list) in problems.by_kind() {
@@ -175,39 +226,68 @@ fn check(args: CheckArgs) -> Result<()> {
             }
         }
     }
-    if args.strict && !(problems.is_empty() && report.missing.is_empty()) {
+    let failures = report.missing.len() + report.unusable.len();
+    if args.strict && !(problems.is_empty() && failures == 0) {
         bail!(
-            "{} problem(s) and {} missing file(s) found (--strict)",
+            "{} problem(s) and {failures} reason(s) training cannot use the data found (--strict)",
             problems.len(),
-            report.missing.len()
         );
     }
     Ok(())
 }
 
-/// Reads the dataset in `dir` as training of `format` reads it (through
-/// `fiber_data::layout`, the module training uses) and decodes every image.
+/// Settings of training that decide what a check reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckSettings {
+    /// VQAv2: the minimum answer count of the vocabulary.
+    pub min_answer_count: usize,
+}
+
+impl Default for CheckSettings {
+    fn default() -> Self {
+        Self {
+            min_answer_count: fiber_data::vqa::DEFAULT_MIN_ANSWER_COUNT,
+        }
+    }
+}
+
+/// Reads the dataset in `dir` as training of `format` reads it, with the default settings.
 pub fn check_dataset(format: Format, dir: &Path) -> Result<CheckReport> {
+    check_source(
+        format,
+        &layout::DataSource::folder(dir),
+        &CheckSettings::default(),
+    )
+}
+
+/// Reads the dataset at `source` as training of `format` reads it (through
+/// `fiber_data::layout`, the module training uses) and decodes every image.
+pub fn check_source(
+    format: Format,
+    source: &layout::DataSource,
+    settings: &CheckSettings,
+) -> Result<CheckReport> {
     let mut problems = Problems::default();
     let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut missing = Vec::new();
+    let mut cannot_train = Vec::new();
     let mut images: Vec<PathBuf> = Vec::new();
     match format {
         Format::Karpathy => {
-            let data = layout::read_karpathy_folder(dir, &mut problems)?;
+            let data = layout::read_karpathy_source(source, &mut problems)?;
             caption_counts(&data, &mut counts);
             counts.insert("training_captions", data.split(Split::Train).captions.len());
             counts.insert("held_out_captions", data.split(Split::Test).captions.len());
             images.extend(data.images.iter().map(|i| i.path.clone()));
         }
         Format::CocoCaptions => {
-            for data in layout::read_coco_captions_folder(dir, &mut problems)? {
+            for data in layout::read_coco_captions_source(source, &mut problems)? {
                 caption_counts(&data, &mut counts);
                 images.extend(data.images.iter().map(|i| i.path.clone()));
             }
         }
         Format::Nlvr2 => {
-            let folder = layout::Nlvr2Folder::read(dir, &mut problems)?;
+            let folder = layout::Nlvr2Folder::read(source, &mut problems)?;
             missing.extend(folder.missing());
             let training = folder.training.unwrap_or_default();
             let held_out = folder.held_out.map(|(_, r)| r).unwrap_or_default();
@@ -223,9 +303,10 @@ pub fn check_dataset(format: Format, dir: &Path) -> Result<CheckReport> {
             counts.insert("images", images.len());
         }
         Format::Vqa => {
-            let folder = layout::VqaFolder::read(dir, &mut problems)?;
-            missing.extend(folder.missing(dir));
-            let vocab = folder.vocabulary();
+            let folder = layout::VqaFolder::read(source, &mut problems)?;
+            missing.extend(folder.missing());
+            cannot_train.extend(folder.empty_vocabulary(settings.min_answer_count));
+            let vocab = folder.vocabulary(settings.min_answer_count);
             counts.insert("questions", folder.training.len() + folder.held_out.len());
             counts.insert("training_questions", folder.training.len());
             counts.insert("held_out_questions", folder.held_out.len());
@@ -250,7 +331,7 @@ pub fn check_dataset(format: Format, dir: &Path) -> Result<CheckReport> {
             counts.insert("images", images.len());
         }
         Format::Mdetr => {
-            let records = layout::read_mdetr_folder(dir, &mut problems)?;
+            let records = layout::read_mdetr_source(source, &mut problems)?;
             counts.insert("captions", records.len());
             counts.insert("boxes", records.iter().map(|r| r.boxes.len()).sum());
             counts.insert("phrases", records.iter().map(|r| r.phrase_count()).sum());
@@ -260,7 +341,7 @@ pub fn check_dataset(format: Format, dir: &Path) -> Result<CheckReport> {
             counts.insert("images", images.len());
         }
         Format::CocoDet => {
-            for data in layout::read_coco_detection_folder(dir, &mut problems)? {
+            for data in layout::read_coco_detection_source(source, &mut problems)? {
                 *counts.entry("categories").or_default() += data.categories.len();
                 *counts.entry("images").or_default() += data.images.len();
                 *counts.entry("boxes").or_default() +=
@@ -275,5 +356,6 @@ pub fn check_dataset(format: Format, dir: &Path) -> Result<CheckReport> {
         counts,
         problems,
         missing,
+        unusable: cannot_train,
     })
 }

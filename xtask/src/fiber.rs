@@ -14,7 +14,7 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, ValueEnum};
 use fiber_core::backend::{run_on, BackendJob, BackendKind};
 use fiber_core::{LoadReport, TensorStore, WeightCollector};
-use fiber_fusion::weights::{is_head_key, rank_output_warning};
+use fiber_fusion::weights::{is_head_key, rank_output_warning, write_config, AssumedSetting};
 use fiber_fusion::{FiberBackbone, FiberCheckpoint, FiberConfig};
 
 use crate::hf_forward::{float_input, int_input, to_stored};
@@ -72,13 +72,21 @@ fn print_report(report: &LoadReport) {
     }
 }
 
+/// Says which sizes were assumed rather than read from the checkpoint (standard error).
+fn print_assumed(assumed: &[AssumedSetting]) {
+    for setting in assumed {
+        eprintln!("note: {setting}");
+    }
+}
+
 /// Runs `convert`.
 pub fn convert(args: ConvertArgs) -> Result<()> {
     type B = burn::backend::NdArray<f32>;
     let device = Default::default();
-    let (mut model, config, report, heads) = if let Some(from) = &args.from {
+    let (mut model, config, assumed, report, heads) = if let Some(from) = &args.from {
         let ckpt = FiberCheckpoint::read(from, args.config.as_deref())
             .with_context(|| format!("reading {}", from.display()))?;
+        print_assumed(&ckpt.assumed);
         if let Some(warning) = rank_output_warning(&ckpt.store) {
             eprintln!("warning: {warning}");
         }
@@ -94,7 +102,7 @@ pub fn convert(args: ConvertArgs) -> Result<()> {
         {
             heads.insert(key, tensor);
         }
-        (model, ckpt.config, report, heads)
+        (model, ckpt.config, ckpt.assumed, report, heads)
     } else {
         let (roberta_dir, swin_file) = match (&args.roberta, &args.swin) {
             (Some(r), Some(s)) => (r, s),
@@ -113,7 +121,7 @@ pub fn convert(args: ConvertArgs) -> Result<()> {
             args.caption_adapters,
             &device,
         )?;
-        (model, config, report, TensorStore::new())
+        (model, config, Vec::new(), report, TensorStore::new())
     };
     print_report(&report);
     let mut collector = WeightCollector::new();
@@ -124,7 +132,7 @@ pub fn convert(args: ConvertArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&args.to).with_context(|| format!("creating {}", args.to.display()))?;
     store.write_safetensors(args.to.join("model.safetensors"))?;
-    config.save_json(args.to.join("config.json"))?;
+    write_config(&config, &assumed, &args.to.join("config.json"))?;
     println!("wrote {} tensors to {}", store.len(), args.to.display());
     Ok(())
 }
@@ -165,6 +173,7 @@ pub struct FiberForwardArgs {
 pub fn forward(args: FiberForwardArgs) -> Result<()> {
     let ckpt = FiberCheckpoint::read(&args.model, args.config.as_deref())
         .with_context(|| format!("reading {}", args.model.display()))?;
+    print_assumed(&ckpt.assumed);
     let inputs = TensorStore::read_safetensors(&args.input)
         .with_context(|| format!("reading inputs {}", args.input.display()))?;
     let output = args.output.clone();

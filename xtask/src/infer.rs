@@ -36,9 +36,9 @@ pub struct EvalArgs {
     /// The run folder (`runs/<name>`), holding the checkpoints, tokenizer and configuration.
     #[arg(long, alias = "checkpoint", default_value = "runs/shapes")]
     pub run: PathBuf,
-    /// Data folder (default: the run's `data_dir`).
-    #[arg(long)]
-    pub data: Option<PathBuf>,
+    /// Where the held-out data lies (default: where the run's configuration read it).
+    #[command(flatten)]
+    pub source: crate::data::SourceArgs,
     /// The stage whose model is evaluated, for retrieval, MLM and captioning (default: `pretrain`
     /// for retrieval and MLM, `caption` for captioning), e.g. `retrieval-itc`.
     #[arg(long)]
@@ -120,10 +120,10 @@ impl BackendJob for InferJob {
         match self.0 {
             Request::Eval(args) => {
                 let run = RunFolder::open(&args.run)?;
-                let data = args
-                    .data
-                    .clone()
-                    .unwrap_or_else(|| run.config.data_dir.clone());
+                let data = match args.source.given() {
+                    true => args.source.source(),
+                    false => run.config.data_source(),
+                };
                 let task = match args.task {
                     Task::Retrieval => EvalTask::Retrieval,
                     Task::Vqa => EvalTask::Vqa,

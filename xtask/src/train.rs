@@ -48,9 +48,10 @@ pub struct TrainArgs {
     /// balanced activation checkpointing): less memory, more time.
     #[arg(long)]
     pub checkpointing: bool,
-    /// Data folder (overrides the configuration's `data_dir`).
-    #[arg(long)]
-    pub data: Option<PathBuf>,
+    /// Where the data lies: `--data` overrides the configuration's `data_dir`,
+    /// `--annotations` its `annotations`, `--images` its `images_dir`.
+    #[command(flatten)]
+    pub source: crate::data::SourceArgs,
     /// Name of the run (overrides the configuration's `name`).
     #[arg(long)]
     pub name: Option<String>,
@@ -101,11 +102,26 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Some(path) => RunConfig::from_toml_file_over(path, preset)?,
         None => preset,
     };
-    if let Some(data) = &args.data {
+    if let Some(data) = &args.source.data {
         config.data_dir = data.clone();
+    } else if !args.source.annotations.is_empty() {
+        // Published files where they lie: no data folder (and no built-in world).
+        config.data_dir = PathBuf::new();
+    }
+    if !args.source.annotations.is_empty() {
+        config.annotations = args.source.annotations.clone();
+    }
+    if let Some(images) = &args.source.images {
+        config.images_dir = Some(images.clone());
     }
     if let Some(name) = &args.name {
         config.name = name.clone();
+    }
+    if !config.annotations.is_empty() && args.stage.is_none() {
+        anyhow::bail!(
+            "--annotations names the files of one stage's format: give it with --stage (the main \
+             job reads captions and questions from one --data folder)"
+        );
     }
     if args.print_config {
         print!("{}", config.to_toml());

@@ -303,9 +303,32 @@ fn each_stage_runs_alone_from_the_runs_pretraining_or_from_init() {
         read_json(&runs.join("hf/pretrain/report.json"))["steps"],
         12
     );
-    // A FIBER checkpoint whose vocabulary is smaller than the tokenizer's is refused clearly.
+    // A FIBER checkpoint that does not determine its text head count is refused without a
+    // configuration; converted with one, its vocabulary (smaller than the tokenizer's) is.
+    let ckpt = fixtures.join("fusion/tiny/fiber_tiny.ckpt");
     let output = xtask(&config, &runs, &["--stage", "vqa", "--name", "f", "--init"])
-        .arg(fixtures.join("fusion/tiny/fiber_tiny.ckpt"))
+        .arg(&ckpt)
+        .arg("--tokenizer")
+        .arg(fixtures.join("hf-init/roberta"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("roberta.num_attention_heads"), "{stderr}");
+    let converted = tmp.path().join("converted");
+    xtask::run([
+        "xtask",
+        "convert",
+        "--from",
+        ckpt.to_str().unwrap(),
+        "--config",
+        fixtures.join("fusion/tiny/config.json").to_str().unwrap(),
+        "--to",
+        converted.to_str().unwrap(),
+    ])
+    .unwrap();
+    let output = xtask(&config, &runs, &["--stage", "vqa", "--name", "f", "--init"])
+        .arg(&converted)
         .arg("--tokenizer")
         .arg(fixtures.join("hf-init/roberta"))
         .output()

@@ -25,6 +25,16 @@ pub fn linear_normal<B: Backend>(
     linear
 }
 
+/// `linear` with its weight and bias set to zero (same shapes and device).
+pub fn zeroed<B: Backend>(mut linear: Linear<B>) -> Linear<B> {
+    let weight = linear.weight.val();
+    linear.weight = Param::from_tensor(Tensor::zeros(weight.dims(), &weight.device()));
+    linear.bias = linear
+        .bias
+        .map(|b| Param::from_tensor(b.val().zeros_like()));
+    linear
+}
+
 /// `Linear(d_in → d_out)` with weights from a normal distribution truncated to ±2·std and a
 /// zero bias (timm's `trunc_normal_(std=.02)` for Swin and the image-side fusion modules).
 pub fn linear_trunc_normal<B: Backend>(

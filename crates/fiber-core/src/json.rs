@@ -89,11 +89,32 @@ pub fn read_over_defaults<T: serde::Serialize + DeserializeOwned>(
     from_value(overlay_known(defaults, given), path)
 }
 
-/// Reads and parses the JSON file at `path`.
-pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Io {
+/// Reads the text file at `path`; bytes that are not UTF-8 are an error naming the line, the
+/// column (in characters, 1-based) and the byte offset of the first bad byte.
+pub fn read_text(path: &Path) -> Result<String, ConfigFileError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigFileError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_json(&text, path)
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let offset = e.utf8_error().valid_up_to();
+        // Everything before `offset` is valid UTF-8.
+        let before = std::str::from_utf8(&bytes[..offset]).unwrap_or_default();
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        ConfigFileError::Parse {
+            path: path.to_path_buf(),
+            line: before.matches('\n').count() + 1,
+            column: before[line_start..].chars().count() + 1,
+            message: format!(
+                "invalid UTF-8: byte 0x{:02x} at byte offset {offset} (the file must be UTF-8)",
+                bytes[offset]
+            ),
+        }
+    })
+}
+
+/// Reads and parses the JSON file at `path` (UTF-8, see [`read_text`]).
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigFileError> {
+    parse_json(&read_text(path)?, path)
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::error::DataError;
 use crate::paths::resolve_under;
-use crate::problem::{ProblemKind, Problems};
+use crate::problem::{FirstById, ProblemKind, Problems};
 
 /// Dataset split of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -121,6 +121,7 @@ pub fn read_karpathy(
 ) -> Result<CaptionDataset, DataError> {
     let value: Value = fiber_core::json::read_json(file)?;
     let mut out = CaptionDataset::default();
+    let mut first = FirstById::default();
     for (i, record) in array(&value, "images", file)?.iter().enumerate() {
         let location = format!("images[{i}]");
         let image: KarpathyImage = match serde_json::from_value(record.clone()) {
@@ -130,6 +131,15 @@ pub fn read_karpathy(
                 continue;
             }
         };
+        // Retrieval ground truth is per image: two entries with one `imgid` or `cocoid`
+        // would be one image with two files. The first is kept.
+        let entry = format!("{location} ({})", image.filename);
+        let ids = [("imgid", image.imgid), ("cocoid", image.cocoid)];
+        if !ids.into_iter().all(|(key, id)| {
+            id.is_none_or(|id| first.claim(key, id, &entry, file, &location, problems))
+        }) {
+            continue;
+        }
         let split = match image.split.as_str() {
             "train" | "restval" => Split::Train,
             "val" => Split::Val,
@@ -202,9 +212,19 @@ pub fn read_coco_captions(
     let value: Value = fiber_core::json::read_json(file)?;
     let mut out = CaptionDataset::default();
     let mut by_id = std::collections::HashMap::new();
+    let mut first = FirstById::default();
     for (i, record) in array(&value, "images", file)?.iter().enumerate() {
         let location = format!("images[{i}]");
         match serde_json::from_value::<CocoImage>(record.clone()) {
+            Ok(image)
+                if !first.claim(
+                    "id",
+                    image.id,
+                    &format!("{location} ({})", image.file_name),
+                    file,
+                    &location,
+                    problems,
+                ) => {}
             Ok(image) => match resolve_under(image_root, &image.file_name) {
                 Ok(path) => {
                     by_id.insert(image.id, out.images.len());

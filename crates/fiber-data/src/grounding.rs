@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::error::DataError;
 use crate::paths::resolve_under;
-use crate::problem::{ProblemKind, Problems};
+use crate::problem::{FirstById, ProblemKind, Problems};
 use crate::transforms::{box_problem, BoxXyxy};
 
 /// A character range `[start, end)` of a caption (Python string indices).
@@ -144,13 +144,45 @@ fn xywh_to_xyxy(b: [f32; 4]) -> BoxXyxy {
     [b[0], b[1], b[0] + b[2], b[1] + b[3]]
 }
 
+/// An image side as published: a JSON number, or a string holding one (MDETR's Flickr30k
+/// Entities files write `"height": "500"`); anything else is an error.
+fn image_side<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    use serde::de::Error;
+    let value = Value::deserialize(d)?;
+    let side = match &value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    };
+    side.map(|s| s as usize).ok_or_else(|| {
+        D::Error::custom(format!(
+            "an image height or width must be a whole number of pixels or a string holding one, not {value}"
+        ))
+    })
+}
+
 #[derive(Deserialize)]
 struct MdetrImage {
     id: u64,
     file_name: String,
+    #[serde(deserialize_with = "image_side")]
     height: usize,
+    #[serde(deserialize_with = "image_side")]
     width: usize,
     caption: String,
+}
+
+/// Whether an `images` entry is the first with its id (see [`FirstById`]).
+fn first_image(
+    first: &mut FirstById,
+    id: u64,
+    file_name: &str,
+    file: &Path,
+    location: &str,
+    problems: &mut Problems,
+) -> bool {
+    let entry = format!("{location} ({file_name})");
+    first.claim("id", id, &entry, file, location, problems)
 }
 
 #[derive(Deserialize)]
@@ -175,7 +207,18 @@ pub fn read_mdetr(
     let value: Value = fiber_core::json::read_json(file)?;
     let mut out: Vec<GroundingRecord> = Vec::new();
     let mut by_id = HashMap::new();
+    let mut first = FirstById::default();
     for (location, image) in records::<MdetrImage>(&value, "images", file, problems)? {
+        if !first_image(
+            &mut first,
+            image.id,
+            &image.file_name,
+            file,
+            &location,
+            problems,
+        ) {
+            continue;
+        }
         if image.caption.trim().is_empty() {
             problems.push(
                 ProblemKind::EmptyText,
@@ -312,7 +355,9 @@ struct CocoCategory {
 struct CocoImage {
     id: u64,
     file_name: String,
+    #[serde(deserialize_with = "image_side")]
     height: usize,
+    #[serde(deserialize_with = "image_side")]
     width: usize,
 }
 
@@ -350,7 +395,18 @@ pub fn read_coco_detection(
         out.categories.push(clean_name(&c.name));
     }
     let mut by_id = HashMap::new();
+    let mut first = FirstById::default();
     for (location, image) in records::<CocoImage>(&value, "images", file, problems)? {
+        if !first_image(
+            &mut first,
+            image.id,
+            &image.file_name,
+            file,
+            &location,
+            problems,
+        ) {
+            continue;
+        }
         match resolve_under(image_root, &image.file_name) {
             Ok(path) => {
                 by_id.insert(image.id, out.images.len());

@@ -85,7 +85,8 @@ impl PixelImage {
     }
 }
 
-/// Decodes a JPEG, PNG or WebP file (format from its content) to RGB in [0, 1].
+/// Decodes a JPEG, PNG or WebP file (format from its content) to RGB in [0, 1]; a JPEG cut
+/// off before its end is an error (see [`crate::jpeg::truncation`]).
 pub fn load_rgb(path: impl AsRef<Path>) -> Result<PixelImage, DataError> {
     let path = path.as_ref();
     let io = |source| DataError::Io {
@@ -96,8 +97,13 @@ pub fn load_rgb(path: impl AsRef<Path>) -> Result<PixelImage, DataError> {
         path: path.to_path_buf(),
         message,
     };
-    let image: DynamicImage = ImageReader::open(path)
-        .map_err(io)?
+    let bytes = std::fs::read(path).map_err(io)?;
+    if crate::jpeg::is_jpeg(&bytes) {
+        if let Some(message) = crate::jpeg::truncation(&bytes) {
+            return Err(decode(message));
+        }
+    }
+    let image: DynamicImage = ImageReader::new(std::io::Cursor::new(&bytes))
         .with_guessed_format()
         .map_err(io)?
         .decode()

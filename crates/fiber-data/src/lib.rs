@@ -9,6 +9,7 @@ pub mod check;
 pub mod error;
 pub mod grounding;
 pub mod image;
+pub mod jpeg;
 pub mod layout;
 pub mod loader;
 pub mod nlvr2;

@@ -37,18 +37,15 @@ struct Line {
     directory: Option<serde_json::Value>,
 }
 
-/// Reads `file` (JSONL); images are resolved under `image_root/images/{split}`. A line that is
-/// not valid JSON or lacks a field is reported with its line number and skipped.
+/// Reads `file` (JSONL); images are resolved under `split_images`, the folder of this split's
+/// images (`images/{split}` in the layout above). A line that is not valid JSON or lacks a
+/// field is reported with its line number and skipped.
 pub fn read_nlvr2(
     file: &Path,
-    image_root: &Path,
-    split: &str,
+    split_images: &Path,
     problems: &mut Problems,
 ) -> Result<Vec<Nlvr2Record>, DataError> {
-    let text = std::fs::read_to_string(file).map_err(|source| DataError::Io {
-        path: file.to_path_buf(),
-        source,
-    })?;
+    let text = fiber_core::json::read_text(file)?;
     let mut out = Vec::new();
     for (n, raw) in text.lines().enumerate() {
         let location = format!("line {}", n + 1);
@@ -102,12 +99,12 @@ pub fn read_nlvr2(
             }
         };
         let folder = match &line.directory {
-            Some(serde_json::Value::Number(d)) => format!("images/{split}/{d}"),
-            Some(serde_json::Value::String(d)) => format!("images/{split}/{d}"),
-            _ => format!("images/{split}"),
+            Some(serde_json::Value::Number(d)) => format!("{d}/"),
+            Some(serde_json::Value::String(d)) => format!("{d}/"),
+            _ => String::new(),
         };
         let resolve = |side: usize| {
-            resolve_under(image_root, &format!("{folder}/{prefix}-img{side}.png")).map(|png| {
+            resolve_under(split_images, &format!("{folder}{prefix}-img{side}.png")).map(|png| {
                 let jpg = png.with_extension("jpg");
                 if !png.exists() && jpg.exists() {
                     jpg

@@ -2,7 +2,7 @@
 //! and counts it; `--strict` (and `cargo xtask data check --strict`) turns any problem into a
 //! failure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -25,6 +25,8 @@ pub enum ProblemKind {
     UnknownImage,
     /// A box lies outside its image or has zero area.
     BadBox,
+    /// An entry has an image id that an earlier entry of the file already has.
+    DuplicateId,
 }
 
 /// One problem, with where it was found.
@@ -81,5 +83,43 @@ impl Problems {
             groups.entry(p.kind).or_default().push(p);
         }
         groups
+    }
+}
+
+/// The first entry of a file for each image id: a later entry with an id already seen is
+/// reported as [`ProblemKind::DuplicateId`], naming both entries, and is to be skipped (never
+/// merged with the first or written over it).
+#[derive(Debug, Default)]
+pub struct FirstById {
+    seen: HashMap<(&'static str, u64), String>,
+}
+
+impl FirstById {
+    /// Whether `entry` (e.g. "images[4] (b.jpg)", at `location` of `file`) is the first with
+    /// `id` under the key `key` (e.g. "imgid"); when it is not, records the problem.
+    pub fn claim(
+        &mut self,
+        key: &'static str,
+        id: u64,
+        entry: &str,
+        file: &Path,
+        location: &str,
+        problems: &mut Problems,
+    ) -> bool {
+        match self.seen.get(&(key, id)) {
+            Some(first) => {
+                problems.push(
+                    ProblemKind::DuplicateId,
+                    file,
+                    location,
+                    format!("{key} {id} of {entry} is already that of {first}; {entry} skipped"),
+                );
+                false
+            }
+            None => {
+                self.seen.insert((key, id), entry.to_string());
+                true
+            }
+        }
     }
 }

@@ -26,7 +26,7 @@ fn read_with_every_reader(file: &Path, root: &Path) {
     let _ = read_vqa(file, Some(file), root, "COCO_val2014_", &mut problems);
     let _ = read_mdetr(file, root, &mut problems);
     let _ = read_coco_detection(file, root, &mut problems);
-    let _ = read_nlvr2(file, root, "dev", &mut problems);
+    let _ = read_nlvr2(file, &root.join("images/dev"), &mut problems);
 }
 
 /// Cases per property: 64 in the test suite, more with `FIBER_FUZZ_CASES=N` for a longer run.

@@ -97,7 +97,12 @@ fn coco_captions_are_read_and_unknown_images_and_empty_captions_reported() {
 fn nlvr2_lines_are_read_with_line_numbers_for_bad_ones() {
     let root = dir("nlvr2");
     let mut problems = Problems::default();
-    let data = read_nlvr2(&root.join("dev.json"), &root, "dev", &mut problems).unwrap();
+    let data = read_nlvr2(
+        &root.join("dev.json"),
+        &root.join("images/dev"),
+        &mut problems,
+    )
+    .unwrap();
     assert_eq!(
         data.iter()
             .map(|r| (r.identifier.as_str(), r.label))

@@ -79,7 +79,12 @@ fn the_world_is_read_by_every_reader_without_problems() {
     assert_eq!(detection.categories.len(), 24);
     assert_eq!(detection.images.len(), 8);
     let nlvr2 = dir.join("nlvr2");
-    let pairs = read_nlvr2(&nlvr2.join("train.json"), &nlvr2, "train", &mut problems).unwrap();
+    let pairs = read_nlvr2(
+        &nlvr2.join("train.json"),
+        &nlvr2.join("images/train"),
+        &mut problems,
+    )
+    .unwrap();
     assert_eq!(
         pairs.len(),
         40,

@@ -162,6 +162,10 @@ impl<B: Backend> FiberBackbone<B> {
                     device,
                 )
             })
+            .map(|m| match config.zero_fusion_outputs {
+                true => m.with_zero_output(),
+                false => m,
+            })
             .collect();
         let t2i = pairs
             .iter()
@@ -173,6 +177,10 @@ impl<B: Backend> FiberBackbone<B> {
                     config.gate_init,
                     device,
                 )
+            })
+            .map(|m| match config.zero_fusion_outputs {
+                true => m.with_zero_output(),
+                false => m,
             })
             .collect();
         let caption_adapters = pairs

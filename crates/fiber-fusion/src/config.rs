@@ -54,6 +54,13 @@ pub struct FiberConfig {
     /// fusion opens as training finds it useful; docs/model.md §2.3–§2.4).
     #[config(default = 0.0)]
     pub gate_init: f64,
+    /// Whether the output projections of a new model's cross-attentions (`proj_i2t`,
+    /// `crossattention_t2i.output.dense`) start at zero (false in FIBER: drawn like the other
+    /// weights). With the gates at 1 instead of 0 the fused path still starts equal to the
+    /// unfused one, but the projections receive a gradient from the first step; with gates at 0
+    /// only the gates do, and trained from scratch they barely move (docs/model.md §2.3).
+    #[config(default = false)]
+    pub zero_fusion_outputs: bool,
 }
 
 /// The two backbone configurations of a [`FiberConfig`] file, read before the rest.

@@ -54,6 +54,12 @@ impl<B: Backend> ImageToTextAttention<B> {
         }
     }
 
+    /// The modules with the output projection `proj_i2t` at zero (weight and bias).
+    pub fn with_zero_output(mut self) -> Self {
+        self.proj_i2t = fiber_core::init::zeroed(self.proj_i2t);
+        self
+    }
+
     /// `S + α·Y`, with `Y = proj(softmax(Q·Kᵀ/√d + text_mask)·V)`, `Q` from `S` `[batch, n, C]`,
     /// `K, V` from `text` `[batch, l, text_width]`; `text_mask` is the additive padding mask
     /// `[batch, 1, 1, l]` → `[batch, n, C]`.

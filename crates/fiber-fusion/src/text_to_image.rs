@@ -52,6 +52,12 @@ impl<B: Backend> TextToImageAttention<B> {
         }
     }
 
+    /// The modules with the output projection `output.dense` at zero (weight and bias).
+    pub fn with_zero_output(mut self) -> Self {
+        self.output_dense = fiber_core::init::zeroed(self.output_dense);
+        self
+    }
+
     /// `a + α·Dropout(Dense(CrossAttn(a, image)))`: `a` `[batch, l, hidden]`, image tokens
     /// `[batch, n, C]` (no mask) → `[batch, l, hidden]`.
     pub fn forward(&self, attention_output: Tensor<B, 3>, image: Tensor<B, 3>) -> Tensor<B, 3> {

@@ -151,11 +151,49 @@ impl<B: Backend> FiberBackbone<B> {
     }
 }
 
-/// Infers the configuration from the tensor shapes of a FIBER-layout store. Head counts are
-/// not visible in shapes: Swin heads come from the relative-position tables, RoBERTa heads are
-/// taken as `hidden / 64` (roberta-base); pass an explicit config when that does not hold.
-/// The image size follows the original code's `window = image_size / 32`.
-pub fn infer_config(store: &TensorStore) -> Result<FiberConfig, FusionError> {
+/// A size that the tensors of a checkpoint do not determine, and the value taken for it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AssumedSetting {
+    /// The setting's key in the configuration file, e.g. `roberta.num_attention_heads`.
+    pub key: String,
+    /// The value taken.
+    pub value: usize,
+    /// Why this value.
+    pub reason: String,
+}
+
+impl std::fmt::Display for AssumedSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "assumed {} = {} ({}); the checkpoint does not store it: a --config file that sets it overrides this",
+            self.key, self.value, self.reason
+        )
+    }
+}
+
+/// A configuration inferred from tensor shapes, with the sizes that had to be assumed.
+#[derive(Debug, Clone)]
+pub struct InferredConfig {
+    /// The configuration.
+    pub config: FiberConfig,
+    /// The sizes not determined by the tensors, with the values taken.
+    pub assumed: Vec<AssumedSetting>,
+}
+
+/// Text widths with a standard head count (RoBERTa-base and -large: 64-wide heads).
+const STANDARD_TEXT_HEADS: [(usize, usize); 2] = [(768, 12), (1024, 16)];
+
+/// Infers the configuration from the tensor shapes of a FIBER-layout store.
+///
+/// Determined by the tensors: every width, depth and vocabulary size, the Swin head counts (the
+/// relative-position tables), the window, the fusion version and the fused pairs; the image size
+/// too when the store keeps the shifted-window `attn_mask` buffers. Not determined, and listed
+/// in [`InferredConfig::assumed`]: the text head count, taken as 12 for width 768 and 16 for
+/// width 1024 (any other width is an error asking for `--config`: a wrong count runs and gives
+/// wrong outputs), and, without `attn_mask`, the image size, taken as `32 × window` (the
+/// original code's `window = image_size / 32`).
+pub fn infer_config(store: &TensorStore) -> Result<InferredConfig, FusionError> {
     let shape = |key: &str| -> Result<Vec<usize>, FusionError> {
         store.get(key).map(|t| t.shape.clone()).ok_or_else(|| {
             FusionError::InvalidConfig(format!(
@@ -163,6 +201,7 @@ pub fn infer_config(store: &TensorStore) -> Result<FiberConfig, FusionError> {
             ))
         })
     };
+    let mut assumed = Vec::new();
     let patch = shape("vit_model.patch_embed.proj.weight")?; // [embed, channels, p, p]
     let mut depths = Vec::new();
     let mut heads = Vec::new();
@@ -191,7 +230,22 @@ pub fn infer_config(store: &TensorStore) -> Result<FiberConfig, FusionError> {
     let window = (((table_rows as f64).sqrt().round() as usize) + 1) / 2;
     let embed_dim = patch[0];
     let mlp_hidden = shape("vit_model.layers.0.blocks.0.mlp.fc1.weight")?[0];
-    let mut swin = SwinConfig::new(window * 32, embed_dim, depths, heads, window)
+    let image_size = match store.get("vit_model.layers.0.blocks.1.attn_mask") {
+        // `[windows, w², w²]` on stage 0's grid of (image / patch)² tokens.
+        Some(mask) if mask.shape.len() == 3 => {
+            let per_side = (mask.shape[0] as f64).sqrt().round() as usize;
+            per_side * window * patch[2]
+        }
+        _ => {
+            assumed.push(AssumedSetting {
+                key: "swin.image_size".into(),
+                value: window * 32,
+                reason: format!("32 × the window {window}, the original code's rule"),
+            });
+            window * 32
+        }
+    };
+    let mut swin = SwinConfig::new(image_size, embed_dim, depths, heads, window)
         .with_patch_size(patch[2])
         .with_num_channels(patch[1])
         .with_mlp_ratio(mlp_hidden as f64 / embed_dim as f64);
@@ -206,7 +260,19 @@ pub fn infer_config(store: &TensorStore) -> Result<FiberConfig, FusionError> {
     }
     let intermediate = shape("text_transformer.encoder.layer.0.intermediate.dense.weight")?[0];
     let hidden = words[1];
-    let roberta = RobertaConfig::new(words[0], hidden, layers, (hidden / 64).max(1), intermediate)
+    let Some(&(_, text_heads)) = STANDARD_TEXT_HEADS.iter().find(|(w, _)| *w == hidden) else {
+        return Err(FusionError::InvalidConfig(format!(
+            "the checkpoint does not store `roberta.num_attention_heads` and its text width {hidden} \
+             has no standard head count (768 → 12, 1024 → 16); give a --config file that sets it \
+             (the JSON `convert` writes, e.g. from `cargo xtask train --print-config`'s [model.fiber])"
+        )));
+    };
+    assumed.push(AssumedSetting {
+        key: "roberta.num_attention_heads".into(),
+        value: text_heads,
+        reason: format!("text width {hidden} in 64-wide heads, as RoBERTa"),
+    });
+    let roberta = RobertaConfig::new(words[0], hidden, layers, text_heads, intermediate)
         .with_max_position_embeddings(
             shape("text_transformer.embeddings.position_embeddings.weight")?[0],
         )
@@ -227,7 +293,35 @@ pub fn infer_config(store: &TensorStore) -> Result<FiberConfig, FusionError> {
         .with_num_fuse_block(num_fuse_block)
         .with_fusion_version(version);
     config.validate()?;
-    Ok(config)
+    Ok(InferredConfig { config, assumed })
+}
+
+/// Writes `config` as a converted folder's `config.json`, with the settings that were assumed
+/// rather than read or given listed under `"assumed"` (ignored when the file is read back as a
+/// configuration; [`read_assumed`] reads them).
+pub fn write_config(
+    config: &FiberConfig,
+    assumed: &[AssumedSetting],
+    path: &Path,
+) -> Result<(), FusionError> {
+    let invalid = |e: serde_json::Error| FusionError::InvalidConfig(e.to_string());
+    let mut value = serde_json::to_value(config).map_err(invalid)?;
+    if !assumed.is_empty() {
+        value["assumed"] = serde_json::to_value(assumed).map_err(invalid)?;
+    }
+    let text = serde_json::to_string_pretty(&value).map_err(invalid)?;
+    fiber_core::store::write_atomically(path, text.as_bytes())?;
+    Ok(())
+}
+
+/// The settings a `config.json` written by [`write_config`] marks as assumed (none for a file
+/// without the list).
+pub fn read_assumed(path: &Path) -> Result<Vec<AssumedSetting>, FusionError> {
+    let value: serde_json::Value = fiber_core::json::read_json(path)?;
+    match value.get("assumed") {
+        Some(list) => Ok(fiber_core::json::from_value(list.clone(), path)?),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// Whether the store holds captioning adapters (`cross_modal_att_layers.*`).
@@ -269,6 +363,9 @@ pub fn rank_output_warning(store: &TensorStore) -> Option<String> {
 pub struct FiberCheckpoint {
     /// The configuration (from the folder, the explicit config file, or inferred).
     pub config: FiberConfig,
+    /// Sizes the configuration assumes rather than reads (inferred, or marked so in the
+    /// folder's `config.json`); empty with an explicit config file.
+    pub assumed: Vec<AssumedSetting>,
     /// Every tensor of the checkpoint.
     pub store: TensorStore,
 }
@@ -289,11 +386,19 @@ impl FiberCheckpoint {
         };
         let mut store = store;
         store.rename_prefix("module.", "");
-        let config = match config.map(Path::to_path_buf).or(folder_config) {
-            Some(file) => FiberConfig::load_json(file)?,
-            None => infer_config(&store)?,
+        let (config, assumed) = match (config, folder_config) {
+            (Some(file), _) => (FiberConfig::load_json(file)?, Vec::new()),
+            (None, Some(file)) => (FiberConfig::load_json(&file)?, read_assumed(&file)?),
+            (None, None) => {
+                let inferred = infer_config(&store)?;
+                (inferred.config, inferred.assumed)
+            }
         };
-        Ok(Self { config, store })
+        Ok(Self {
+            config,
+            assumed,
+            store,
+        })
     }
 
     /// Builds the backbone and loads every tensor it needs (strict: nothing may be missing).

@@ -358,3 +358,120 @@ fn parameter_count_of_fiber_base_matches_the_documented_count() {
     let omitted = 6 * 1536 + 6;
     assert_eq!(model.num_params(), documented_backbone - omitted);
 }
+
+#[test]
+fn inferred_sizes_that_the_tensors_do_not_determine_are_listed_or_refused() {
+    use fiber_core::StoredTensor;
+    use fiber_fusion::weights::{read_assumed, write_config};
+    let mut store = TensorStore::read_any(dir().join("fiber_tiny.ckpt")).unwrap();
+    store.rename_prefix("module.", "");
+    // Text width 32 has no standard head count (the fixture has 4 heads of 8): refused.
+    let err = fiber_fusion::infer_config(&store).unwrap_err().to_string();
+    assert!(
+        err.contains("roberta.num_attention_heads")
+            && err.contains("32")
+            && err.contains("--config"),
+        "{err}"
+    );
+    // Width 768 is RoBERTa-base's: 12 heads, said so. The fixture keeps the `attn_mask`
+    // buffers, so the image size (32) is read, not assumed.
+    store.insert(
+        "text_transformer.embeddings.word_embeddings.weight",
+        StoredTensor::f32(vec![99, 768], vec![0.0; 99 * 768]),
+    );
+    let inferred = fiber_fusion::infer_config(&store).unwrap();
+    assert_eq!(inferred.config.roberta.num_attention_heads, 12);
+    assert_eq!(inferred.config.swin.image_size, 32);
+    let keys: Vec<&str> = inferred.assumed.iter().map(|a| a.key.as_str()).collect();
+    assert_eq!(keys, ["roberta.num_attention_heads"]);
+    // Without the buffers the image size follows the original's 32 × window, said so.
+    let masks: Vec<String> = store
+        .names()
+        .filter(|k| k.ends_with("attn_mask"))
+        .map(String::from)
+        .collect();
+    for key in masks {
+        store.remove(&key);
+    }
+    let inferred = fiber_fusion::infer_config(&store).unwrap();
+    assert_eq!(inferred.config.swin.image_size, 64);
+    assert!(inferred
+        .assumed
+        .iter()
+        .any(|a| a.key == "swin.image_size" && a.value == 64));
+    assert!(inferred.assumed[0].to_string().contains("--config"));
+    // A converted folder's config.json marks them, and reading it back finds them.
+    let path = std::env::temp_dir().join(format!("fiber-assumed-{}.json", std::process::id()));
+    write_config(&inferred.config, &inferred.assumed, &path).unwrap();
+    assert_eq!(read_assumed(&path).unwrap(), inferred.assumed);
+    assert_eq!(FiberConfig::load_json(&path).unwrap(), inferred.config);
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn zero_output_projections_with_open_gates_start_unfused_and_train_from_the_first_step() {
+    type A = Autodiff<B>;
+    let mut config = FiberConfig::load_json(dir().join("config.json"))
+        .unwrap()
+        .with_gate_init(1.0)
+        .with_zero_fusion_outputs(true);
+    // No dropout: both paths are compared on the autodiff backend, where it is active.
+    config.roberta.hidden_dropout_prob = 0.0;
+    config.roberta.attention_probs_dropout_prob = 0.0;
+    let device = Default::default();
+    let mut model = FiberBackbone::<A>::new(&config, false, &device).unwrap();
+    model.original_fused_quirks = false;
+    let x = inputs::<A>();
+    let fused = model.forward_fused(x.pixels.clone(), x.ids.clone(), x.mask.clone());
+    let dual = model.forward_dual(x.pixels, x.ids, x.mask);
+    let image_gap = (fused.image.tokens.clone() - dual.image.tokens)
+        .abs()
+        .max()
+        .into_scalar();
+    let text_gap = (fused.text.clone() - dual.text).abs().max().into_scalar();
+    assert!(
+        image_gap <= 1e-5 && text_gap <= 1e-5,
+        "the fused path starts equal to the unfused one ({image_gap}, {text_gap})"
+    );
+    let loss = fused.image.tokens.powf_scalar(2.0).mean() + fused.text.powf_scalar(2.0).mean();
+    let grads = loss.backward();
+    let mut check = GradCheck {
+        grads: &grads,
+        missing: Vec::new(),
+        checked: 0,
+    };
+    model.visit_fusion_weights(&mut check, "");
+    // The output projections are the ones that move first: every one has a gradient.
+    let projections: Vec<&String> = check
+        .missing
+        .iter()
+        .filter(|k| k.contains("proj_i2t") || k.contains("output.dense"))
+        .collect();
+    assert!(projections.is_empty(), "{projections:?}");
+    // With gates at 0 (FIBER) they have none.
+    let closed = FiberBackbone::<A>::new(
+        &config
+            .clone()
+            .with_gate_init(0.0)
+            .with_zero_fusion_outputs(false),
+        false,
+        &device,
+    )
+    .unwrap();
+    let x = inputs::<A>();
+    let fused = closed.forward_fused(x.pixels, x.ids, x.mask);
+    let grads = (fused.image.tokens.powf_scalar(2.0).mean() + fused.text.powf_scalar(2.0).mean())
+        .backward();
+    let mut closed = closed;
+    let mut check = GradCheck {
+        grads: &grads,
+        missing: Vec::new(),
+        checked: 0,
+    };
+    closed.visit_fusion_weights(&mut check, "");
+    assert!(
+        check.missing.iter().any(|k| k.contains("proj_i2t")),
+        "{:?}",
+        check.missing
+    );
+}

@@ -58,6 +58,11 @@ impl<B: Backend> ItmHead<B> {
 /// column excluded (docs/model.md §3.3: the own pair never serves as its own negative; 1e-9 is added to
 /// every other weight as the original does) → chosen columns `[rows]`.
 ///
+/// `uniform_share` in `[0, 1]` mixes the softmax with the uniform distribution over the other
+/// columns: weights `(1 − s) · softmax + s / (columns − 1)`. FIBER draws from the softmax
+/// alone (`s = 0`); a model trained from scratch needs easier negatives first (docs/model.md
+/// §3.3, docs/deviations.md).
+///
 /// The draw is an inverse-CDF lookup done on the device: `uniforms` `[rows]` (in `[0, 1)`, drawn
 /// by the caller's seeded generator so that runs stay reproducible; create them in f32) pick the
 /// first column whose cumulative weight exceeds `u · total`, computed in f32. Nothing is read
@@ -66,6 +71,7 @@ impl<B: Backend> ItmHead<B> {
 pub fn draw_hard_negatives<B: Backend>(
     similarities: Tensor<B, 2>,
     uniforms: Tensor<B, 1>,
+    uniform_share: f64,
 ) -> Tensor<B, 1, Int> {
     let [rows, columns] = similarities.dims();
     let device = similarities.device();
@@ -83,7 +89,15 @@ pub fn draw_hard_negatives<B: Backend>(
     let own_mask = Tensor::<B, 2, Bool>::from_data(TensorData::new(own, [rows, columns]), &device);
     // In f32 whatever the backend's float type: a bf16 running sum over a 4096-wide queue stops
     // growing once each weight is below half its ulp, and f16 has no 1e-9.
-    let weights = (softmax(in_f32(similarities), 1) + 1e-9).mask_fill(own_mask, 0.0);
+    let softmax = softmax(in_f32(similarities), 1);
+    let mixed = if uniform_share > 0.0 {
+        softmax
+            .mul_scalar(1.0 - uniform_share)
+            .add_scalar(uniform_share / (columns - 1) as f64)
+    } else {
+        softmax
+    };
+    let weights = (mixed + 1e-9).mask_fill(own_mask, 0.0);
     let cumulative = weights.cumsum(1);
     let total = cumulative.clone().slice([0..rows, columns - 1..columns]);
     // `u · total` is kept strictly below the total (u ≤ 1 − 2⁻²² rounds below it), so the
@@ -105,6 +119,10 @@ mod tests {
     type B = burn::backend::NdArray;
 
     fn draw(similarities: &[f32], rows: usize, uniforms: &[f32]) -> Vec<i64> {
+        draw_mixed(similarities, rows, uniforms, 0.0)
+    }
+
+    fn draw_mixed(similarities: &[f32], rows: usize, uniforms: &[f32], share: f64) -> Vec<i64> {
         let device = Default::default();
         let columns = similarities.len() / rows;
         let s = Tensor::<B, 2>::from_data(
@@ -112,15 +130,17 @@ mod tests {
             &device,
         );
         let u = Tensor::<B, 1>::from_data(TensorData::new(uniforms.to_vec(), [rows]), &device);
-        draw_hard_negatives(s, u)
+        draw_hard_negatives(s, u, share)
             .into_data()
             .convert::<i64>()
             .into_vec()
             .unwrap()
     }
 
-    #[test]
-    fn hard_negatives_never_return_the_positive_and_follow_the_softmax() {
+    /// Draws 5,000 × 4 negatives from rotated rows `[2, 0, 1, −1]` with `share` of uniform
+    /// weight and checks each offset's frequency against the mixture within five standard
+    /// deviations; the own pair (offset 0) is never drawn.
+    fn check_draw_frequencies(share: f64) {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(42);
         // Row b is [2, 0, 1, -1] rotated by b, so its own column b holds the 2 and column
@@ -133,23 +153,41 @@ mod tests {
         let mut counts = [0usize; 4];
         for _ in 0..calls {
             let uniforms: Vec<f32> = (0..4).map(|_| rng.random::<f32>()).collect();
-            for (b, column) in draw(&similarities, 4, &uniforms).into_iter().enumerate() {
+            for (b, column) in draw_mixed(&similarities, 4, &uniforms, share)
+                .into_iter()
+                .enumerate()
+            {
                 counts[(column as usize + 4 - b) % 4] += 1;
             }
         }
         let draws = 4 * calls;
         assert_eq!(counts[0], 0, "the own pair is never drawn");
-        let z: f64 = [0.0f64, 1.0, -1.0].iter().map(|v| v.exp()).sum();
+        // The softmax over the whole row (own column included), mixed, then renormalised
+        // over the three other columns.
+        let z: f64 = logits.iter().map(|&v| (v as f64).exp()).sum();
+        let weight = |logit: f64| (1.0 - share) * logit.exp() / z + share / 3.0;
+        let total: f64 = [0.0, 1.0, -1.0].iter().map(|&l| weight(l)).sum();
         for (j, logit) in [(1usize, 0.0f64), (2, 1.0), (3, -1.0)] {
-            let expected = logit.exp() / z;
+            let expected = weight(logit) / total;
             let observed = counts[j] as f64 / draws as f64;
             // five standard deviations of a binomial proportion
             let tolerance = 5.0 * (expected * (1.0 - expected) / draws as f64).sqrt();
             assert!(
                 (observed - expected).abs() < tolerance,
-                "offset {j}: {observed} vs {expected}"
+                "share {share}, offset {j}: {observed} vs {expected}"
             );
         }
+    }
+
+    #[test]
+    fn hard_negatives_never_return_the_positive_and_follow_the_softmax() {
+        check_draw_frequencies(0.0);
+    }
+
+    #[test]
+    fn a_uniform_share_mixes_the_softmax_with_equal_weights() {
+        check_draw_frequencies(0.5);
+        check_draw_frequencies(1.0);
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub struct PretrainBatch<B: Backend> {
     pub mlm_labels: Tensor<B, 2, Int>,
     /// Dataset index of each sample (kept in the queue for hard-negative mining).
     pub indices: Vec<usize>,
+    /// Weight of the uniform distribution in this step's ITM negative draw (0 in FIBER: every
+    /// negative from the ITC softmax; see [`draw_hard_negatives`]).
+    pub uniform_negative_share: f64,
 }
 
 /// A queued sample's inputs fetched again by dataset index: pixels `[n, 3, H, W]`, token ids
@@ -227,8 +230,10 @@ impl<B: Backend> FiberModel<B> {
             let values: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
             Tensor::<B, 1>::from_data(TensorData::new(values, [n]), (&device, DType::F32))
         };
-        let neg_text_cols = draw_hard_negatives(itc.logits_i2t.clone().detach(), uniforms());
-        let neg_image_cols = draw_hard_negatives(itc.logits_t2i.clone().detach(), uniforms());
+        let share = batch.uniform_negative_share;
+        let neg_text_cols = draw_hard_negatives(itc.logits_i2t.clone().detach(), uniforms(), share);
+        let neg_image_cols =
+            draw_hard_negatives(itc.logits_t2i.clone().detach(), uniforms(), share);
 
         let (neg_texts, neg_images) = match fetch {
             // Candidates beyond the batch come from the queue: read the chosen columns back,

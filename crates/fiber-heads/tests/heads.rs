@@ -115,6 +115,7 @@ fn pretrain_batch(device: &burn::tensor::Device<A>) -> PretrainBatch<A> {
         masked_ids: ints(&masked.input_ids, device),
         mlm_labels: int_matrix(&masked.labels, LEN, device),
         indices: (0..BATCH).collect(),
+        uniform_negative_share: 0.0,
     }
 }
 

@@ -129,6 +129,14 @@ pub struct RunConfig {
     /// Data folder (the built-in world is generated there when it does not exist).
     #[config(default = "PathBuf::from(\"data/shapes\")")]
     pub data_dir: PathBuf,
+    /// Annotation files given one by one (`--annotations`) instead of the data folder's own;
+    /// image paths resolve under `images_dir`, else `data_dir`, else beside each file
+    /// (`fiber_data::layout`). One stage's format at a time.
+    #[config(default = "Vec::new()")]
+    pub annotations: Vec<PathBuf>,
+    /// The folder image paths are relative to (`--images`), when not `data_dir`.
+    #[config(default = "None")]
+    pub images_dir: Option<PathBuf>,
     /// The built-in world, when `data_dir` holds (or will hold) it.
     #[config(default = "ShapesWorldConfig::new()")]
     pub world: ShapesWorldConfig,
@@ -145,6 +153,11 @@ pub struct RunConfig {
     /// Weights of the pre-training losses `[itc, itm, mlm]` (1, 1, 1 in FIBER).
     #[config(default = "[1.0, 1.0, 1.0]")]
     pub loss_weights: [f64; 3],
+    /// Share of the uniform distribution in the ITM negative draw `[at the first step, at the
+    /// last step]`, linear in between (`[0, 0]` in FIBER: every negative from the ITC softmax;
+    /// easier negatives first for a model trained from scratch, docs/training.md).
+    #[config(default = "[0.0, 0.0]")]
+    pub uniform_negatives: [f64; 2],
     /// Size of the ITC feature queue (4096 in FIBER; 0 in the tiny preset, whose features
     /// change too fast from step to step for queued features to be useful negatives).
     #[config(default = 0)]
@@ -154,6 +167,10 @@ pub struct RunConfig {
         default = "StageConfig::new(740, 16, 3e-4).with_head_lr_multiplier(10.0).with_cross_modal_lr_multiplier(1.0)"
     )]
     pub vqa: StageConfig,
+    /// Fewest occurrences of an answer in the training questions for it to enter the VQA
+    /// answer vocabulary (9 in FIBER: 3,129 answers on VQAv2).
+    #[config(default = 9)]
+    pub vqa_min_answer_count: usize,
     /// Captioning fine-tuning.
     #[config(default = "StageConfig::new(50, 32, 5e-4).with_cross_modal_lr_multiplier(1.0)")]
     pub caption: StageConfig,
@@ -190,6 +207,16 @@ impl RunConfig {
     /// Seed of the masking in the masked-token evaluation.
     pub fn mlm_eval_seed(&self) -> u64 {
         self.seed ^ 0x3A5C
+    }
+
+    /// Where the stages read their data: `data_dir`, or the `annotations` files with
+    /// `images_dir`.
+    pub fn data_source(&self) -> fiber_data::layout::DataSource {
+        fiber_data::layout::DataSource {
+            folder: (!self.data_dir.as_os_str().is_empty()).then(|| self.data_dir.clone()),
+            annotations: self.annotations.clone(),
+            images: self.images_dir.clone(),
+        }
     }
 
     /// The tiny preset (the defaults): built-in data on a CPU.

@@ -235,7 +235,10 @@ impl InitSource {
                     device,
                 )?;
                 let report = model.load_store_with(checkpoint.store, true)?;
-                (model, checkpoint.config, tokenizer, skipped_notes(&report))
+                let mut notes: Vec<String> =
+                    checkpoint.assumed.iter().map(|a| a.to_string()).collect();
+                notes.extend(skipped_notes(&report));
+                (model, checkpoint.config, tokenizer, notes)
             }
             Self::HuggingFace { roberta, swin } => {
                 let tokenizer = match explicit {

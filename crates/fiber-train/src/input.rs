@@ -2,12 +2,12 @@
 //! `fiber_data::layout`), samples shared with the loader threads, how they are loaded and
 //! collated, and how a collated batch becomes device tensors.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use burn::prelude::*;
 use fiber_data::image::{to_tensor, PixelImage};
-use fiber_data::layout::{Nlvr2Folder, VqaFolder};
+use fiber_data::layout::{DataSource, Nlvr2Folder, VqaFolder};
 use fiber_data::loader::{
     collate_image_text, ImageTextBatch, ImageTransform, Loader, LoaderConfig, LoaderPosition,
     TextCollate,
@@ -154,9 +154,9 @@ pub struct CaptionSplits {
 impl StageData for CaptionSplits {
     const READS: &'static str = "the annotations";
 
-    /// Reads the folder's Karpathy file.
-    fn read(data_dir: &Path, problems: &mut Problems) -> Result<Self, TrainError> {
-        let (train, test) = fiber_data::layout::read_caption_splits(data_dir, problems)?;
+    /// Reads the source's Karpathy file.
+    fn read(source: &DataSource, problems: &mut Problems) -> Result<Self, TrainError> {
+        let (train, test) = fiber_data::layout::read_caption_splits(source, problems)?;
         Ok(Self { train, test })
     }
 }
@@ -166,8 +166,8 @@ impl StageData for CaptionSplits {
 pub trait StageData: Sized {
     /// What the files read are called in warnings and `--strict` errors.
     const READS: &'static str;
-    /// Reads `data_dir`, recording unusable records in `problems`.
-    fn read(data_dir: &Path, problems: &mut Problems) -> Result<Self, TrainError>;
+    /// Reads `source`, recording unusable records in `problems`.
+    fn read(source: &DataSource, problems: &mut Problems) -> Result<Self, TrainError>;
 }
 
 /// The NLVR2 statements a stage reads: `train` and the held-out split.
@@ -181,9 +181,9 @@ pub struct Nlvr2Splits {
 impl StageData for Nlvr2Splits {
     const READS: &'static str = "the NLVR2 files";
 
-    /// Reads `nlvr2/` (or the folder itself); both splits must be there.
-    fn read(data_dir: &Path, problems: &mut Problems) -> Result<Self, TrainError> {
-        let (train, test) = Nlvr2Folder::read(data_dir, problems)?.into_splits()?;
+    /// Reads `nlvr2/` (or the folder itself, or the files given); both splits must be there.
+    fn read(source: &DataSource, problems: &mut Problems) -> Result<Self, TrainError> {
+        let (train, test) = Nlvr2Folder::read(source, problems)?.into_splits()?;
         Ok(Self { train, test })
     }
 }
@@ -192,9 +192,9 @@ impl StageData for VqaFolder {
     const READS: &'static str = "the annotations";
 
     /// Reads the training and held-out splits; a folder without either cannot train VQA.
-    fn read(data_dir: &Path, problems: &mut Problems) -> Result<VqaFolder, TrainError> {
-        let folder = VqaFolder::read(data_dir, problems)?;
-        let missing = folder.missing(data_dir);
+    fn read(source: &DataSource, problems: &mut Problems) -> Result<VqaFolder, TrainError> {
+        let folder = VqaFolder::read(source, problems)?;
+        let missing = folder.missing();
         if missing.is_empty() {
             Ok(folder)
         } else {

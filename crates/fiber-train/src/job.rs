@@ -82,10 +82,10 @@ fn main_job<B: AutodiffBackend>(
     start: Instant,
     device: &B::Device,
 ) -> Result<(), TrainError> {
-    let data_dir = ws.config.data_dir.clone();
+    let source = ws.config.data_source();
     let mut problems = Problems::default();
-    let captions = CaptionSplits::read(&data_dir, &mut problems)?;
-    let questions = <VqaFolder as StageData>::read(&data_dir, &mut problems)?;
+    let captions = CaptionSplits::read(&source, &mut problems)?;
+    let questions = <VqaFolder as StageData>::read(&source, &mut problems)?;
     ws.warn(&problems, CaptionSplits::READS)?;
     let pretrained = PretrainStage::train(ws, model, &captions, device)?;
     let vqa = VqaStage::train(ws, pretrained.clone(), &questions, device)?;

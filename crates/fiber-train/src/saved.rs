@@ -1,10 +1,8 @@
 //! Evaluating a saved run (`cargo xtask eval`): one task's metrics on the run's data, from the
 //! final checkpoint of the stage that trained it.
 
-use std::path::Path;
-
 use burn::prelude::*;
-use fiber_data::layout::VqaFolder;
+use fiber_data::layout::{DataSource, VqaFolder};
 use fiber_data::{DataError, Problems};
 
 use crate::error::TrainError;
@@ -38,7 +36,7 @@ fn json<T: serde::Serialize>(report: T) -> serde_json::Value {
 /// and `caption` for captioning).
 pub fn evaluate_saved<B: Backend>(
     run: &RunFolder,
-    data_dir: &Path,
+    source: &DataSource,
     task: EvalTask,
     stage: Option<&str>,
     device: &B::Device,
@@ -48,19 +46,19 @@ pub fn evaluate_saved<B: Backend>(
     let model = |default: Stage| run.model::<B>(stage.unwrap_or(default.folder()), device);
     Ok(match task {
         EvalTask::Nlvr2 => {
-            let data = Nlvr2Splits::read(data_dir, &mut problems)?;
+            let data = Nlvr2Splits::read(source, &mut problems)?;
             json(evaluator.nlvr2(&run.nlvr2_model::<B>(device)?, &data.test, device)?)
         }
         EvalTask::Vqa => {
-            let folder = VqaFolder::read(data_dir, &mut problems)?;
-            if let Some(missing) = folder.missing_held_out(data_dir) {
+            let folder = VqaFolder::read(source, &mut problems)?;
+            if let Some(missing) = folder.missing_held_out() {
                 return Err(DataError::Missing(missing).into());
             }
             let (model, vocab) = run.vqa_model::<B>(device)?;
             json(evaluator.vqa(&model, &vocab, &folder.held_out, device)?)
         }
         EvalTask::Retrieval | EvalTask::Mlm | EvalTask::Caption => {
-            let data = CaptionSplits::read(data_dir, &mut problems)?;
+            let data = CaptionSplits::read(source, &mut problems)?;
             let held_out = evaluator.held_out(&data.test)?;
             match task {
                 EvalTask::Retrieval => {

@@ -227,9 +227,9 @@ impl<'a> Workspace<'a> {
         device: &B::Device,
     ) -> Result<(Self, FiberModel<B>, String), TrainError> {
         let mut config = options.config.clone();
-        if config.data_dir.as_os_str().is_empty() {
+        if config.data_dir.as_os_str().is_empty() && config.annotations.is_empty() {
             return Err(TrainError::Setting(
-                "no data folder: pass --data DIR (this preset has no built-in data)".into(),
+                "no data: pass --data DIR, or --annotations FILE… with --images DIR (this preset has no built-in data)".into(),
             ));
         }
         let run_dir = options.runs_dir.join(&config.name);
@@ -254,7 +254,8 @@ impl<'a> Workspace<'a> {
         }
         std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
         let data_dir = config.data_dir.clone();
-        if !data_dir.exists() || data_dir.join("world.json").exists() {
+        let folder_given = !data_dir.as_os_str().is_empty();
+        if folder_given && (!data_dir.exists() || data_dir.join("world.json").exists()) {
             let world = write_shapes_world(&config.world, &data_dir)?;
             let verb = if world.reused { "reusing" } else { "generated" };
             println!(

@@ -271,6 +271,7 @@ impl<B: Backend> BenchInputs<B> {
                 masked_ids: int(masked),
                 mlm_labels: int(labels),
                 indices: (0..batch).collect(),
+                uniform_negative_share: 0.0,
             },
         }
     }

@@ -65,7 +65,7 @@ pub fn run_alone<B: AutodiffBackend, T: JobTask>(
     device: &B::Device,
 ) -> Result<f64, TrainError> {
     let mut problems = Problems::default();
-    let data = T::Data::read(&ws.config.data_dir, &mut problems)?;
+    let data = T::Data::read(&ws.config.data_source(), &mut problems)?;
     ws.warn(&problems, T::Data::READS)?;
     let trained = T::train(ws, fiber, &data, device)?;
     let start = std::time::Instant::now();

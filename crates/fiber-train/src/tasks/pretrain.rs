@@ -36,6 +36,16 @@ pub fn loss_parts<B: AutodiffBackend>(
     ]
 }
 
+/// The uniform share of the ITM negative draw at step `step` (0-based) of `steps`: linear from
+/// `first` at the first step to `last` at the last.
+pub fn uniform_negative_share([first, last]: [f64; 2], step: u64, steps: u64) -> f64 {
+    let progress = match steps {
+        0 | 1 => 1.0,
+        steps => step.min(steps - 1) as f64 / (steps - 1) as f64,
+    };
+    first + (last - first) * progress
+}
+
 /// Coarse pre-training: ITC with a feature queue, ITM with hard negatives drawn over the batch
 /// and the queue (queued samples are loaded again by dataset index), MLM.
 pub struct PretrainTask<B: AutodiffBackend> {
@@ -47,6 +57,10 @@ pub struct PretrainTask<B: AutodiffBackend> {
     pub seed: u64,
     /// Weights of `[itc, itm, mlm]`.
     pub loss_weights: [f64; 3],
+    /// Uniform share of the ITM negative draw at the first and the last step.
+    pub uniform_negatives: [f64; 2],
+    /// Steps of the stage (the uniform share is interpolated over them).
+    pub steps: u64,
     /// Queued samples that could not be loaded again (replaced by a blank image).
     pub refetch_failures: usize,
     device: B::Device,
@@ -60,9 +74,16 @@ impl<B: AutodiffBackend> PretrainTask<B> {
             queue: TaskQueue::new(queue_size),
             seed,
             loss_weights: [1.0; 3],
+            uniform_negatives: [0.0; 2],
+            steps: 1,
             refetch_failures: 0,
             device,
         }
+    }
+
+    /// The uniform share of step `step` (0-based), see [`uniform_negative_share`].
+    pub fn uniform_negative_share(&self, step: u64) -> f64 {
+        uniform_negative_share(self.uniform_negatives, step, self.steps)
     }
 
     /// Loads samples again by dataset index (hard negatives from the queue).
@@ -132,6 +153,7 @@ impl<B: AutodiffBackend> StageTask<B> for PretrainTask<B> {
             masked_ids: int_matrix(&masked.input_ids, len, &device),
             mlm_labels: int_matrix(&masked.labels, len, &device),
             indices: batch.indices.clone(),
+            uniform_negative_share: self.uniform_negative_share(step),
         };
         let failures = std::cell::Cell::new(0);
         let fetch = |indices: &[usize]| {
@@ -190,6 +212,8 @@ impl JobTask for PretrainStage {
         let mut task =
             PretrainTask::<B>::new(input, ws.config.queue_size, ws.config.seed, device.clone());
         task.loss_weights = ws.config.loss_weights;
+        task.uniform_negatives = ws.config.uniform_negatives;
+        task.steps = ws.config.pretrain.steps;
         let model = ws.train(Self::STAGE, &mut task, fiber, device)?;
         ws.add_skipped(task.refetch_failures);
         Ok(model)
@@ -208,5 +232,28 @@ impl JobTask for PretrainStage {
         report.retrieval = Some(evaluator.retrieval(&model, &held_out, device)?);
         report.mlm = Some(evaluator.mlm(&model, &held_out, &data.train, device)?);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uniform_negative_share;
+
+    #[test]
+    fn the_uniform_share_goes_linearly_from_the_first_to_the_last_step() {
+        let share = |step| uniform_negative_share([1.0, 0.2], step, 5);
+        assert_eq!(share(0), 1.0);
+        assert!((share(2) - 0.6).abs() < 1e-12);
+        assert!((share(4) - 0.2).abs() < 1e-12);
+        assert!(
+            (share(9) - 0.2).abs() < 1e-12,
+            "past the end it stays at the last value"
+        );
+        assert_eq!(
+            uniform_negative_share([0.0, 0.0], 3, 5),
+            0.0,
+            "FIBER's draw"
+        );
+        assert_eq!(uniform_negative_share([1.0, 0.5], 0, 1), 0.5);
     }
 }

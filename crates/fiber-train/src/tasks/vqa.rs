@@ -95,6 +95,17 @@ pub struct TrainedVqa<B: Backend> {
     pub vocab: AnswerVocab,
 }
 
+/// The answer vocabulary VQA trains with (answers seen at least `min_count` times in the
+/// training questions), or an error saying why there is none and which setting to change.
+pub fn training_vocabulary(data: &VqaFolder, min_count: usize) -> Result<AnswerVocab, TrainError> {
+    match data.empty_vocabulary(min_count) {
+        Some(why) => Err(TrainError::Data(fiber_data::DataError::Missing(format!(
+            "cannot train VQA: {why}"
+        )))),
+        None => Ok(data.vocabulary(min_count)),
+    }
+}
+
 /// The VQA stage: trains on the training questions (train + val), evaluates on the held-out
 /// ones.
 pub struct VqaStage;
@@ -110,7 +121,7 @@ impl JobTask for VqaStage {
         data: &VqaFolder,
         device: &B::Device,
     ) -> Result<TrainedVqa<B>, TrainError> {
-        let vocab = data.vocabulary();
+        let vocab = training_vocabulary(data, ws.config.vqa_min_answer_count)?;
         let answers_json = serde_json::to_string_pretty(&vocab.answers).expect("answers serialise");
         fiber_core::store::write_atomically(
             &ws.run_dir.join("answers.json"),
@@ -144,5 +155,24 @@ impl JobTask for VqaStage {
             device,
         )?);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fiber_data::layout::DataSource;
+
+    #[test]
+    fn vqa_refuses_an_empty_answer_vocabulary_naming_the_threshold() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/data/vqa");
+        let mut problems = fiber_data::Problems::default();
+        let data = VqaFolder::read(&DataSource::folder(dir), &mut problems).unwrap();
+        let err = training_vocabulary(&data, 9).unwrap_err().to_string();
+        assert!(
+            err.contains("cannot train VQA") && err.contains("at least 9 times"),
+            "{err}"
+        );
+        assert!(!training_vocabulary(&data, 1).unwrap().is_empty());
     }
 }
