@@ -172,17 +172,24 @@ struct MdetrImage {
     caption: String,
 }
 
-/// Whether an `images` entry is the first with its id (see [`FirstById`]).
-fn first_image(
-    first: &mut FirstById,
-    id: u64,
-    file_name: &str,
+/// The `images` entries that deserialise as `T` and are the first with their id (`key` gives
+/// an entry's id and file name; later ones are reported, see [`FirstById`]).
+fn unique_images<T: serde::de::DeserializeOwned>(
+    value: &Value,
     file: &Path,
-    location: &str,
     problems: &mut Problems,
-) -> bool {
-    let entry = format!("{location} ({file_name})");
-    first.claim("id", id, &entry, file, location, problems)
+    key: impl Fn(&T) -> (u64, &str),
+) -> Result<Vec<(String, T)>, DataError> {
+    let mut first = FirstById::default();
+    let entries = records::<T>(value, "images", file, problems)?;
+    Ok(entries
+        .into_iter()
+        .filter(|(location, image)| {
+            let (id, name) = key(image);
+            let entry = format!("{location} ({name})");
+            first.claim("id", id, &entry, file, location, problems)
+        })
+        .collect())
 }
 
 #[derive(Deserialize)]
@@ -207,18 +214,10 @@ pub fn read_mdetr(
     let value: Value = fiber_core::json::read_json(file)?;
     let mut out: Vec<GroundingRecord> = Vec::new();
     let mut by_id = HashMap::new();
-    let mut first = FirstById::default();
-    for (location, image) in records::<MdetrImage>(&value, "images", file, problems)? {
-        if !first_image(
-            &mut first,
-            image.id,
-            &image.file_name,
-            file,
-            &location,
-            problems,
-        ) {
-            continue;
-        }
+    let images = unique_images(&value, file, problems, |i: &MdetrImage| {
+        (i.id, &i.file_name)
+    })?;
+    for (location, image) in images {
         if image.caption.trim().is_empty() {
             problems.push(
                 ProblemKind::EmptyText,
@@ -395,18 +394,8 @@ pub fn read_coco_detection(
         out.categories.push(clean_name(&c.name));
     }
     let mut by_id = HashMap::new();
-    let mut first = FirstById::default();
-    for (location, image) in records::<CocoImage>(&value, "images", file, problems)? {
-        if !first_image(
-            &mut first,
-            image.id,
-            &image.file_name,
-            file,
-            &location,
-            problems,
-        ) {
-            continue;
-        }
+    let images = unique_images(&value, file, problems, |i: &CocoImage| (i.id, &i.file_name))?;
+    for (location, image) in images {
         match resolve_under(image_root, &image.file_name) {
             Ok(path) => {
                 by_id.insert(image.id, out.images.len());
