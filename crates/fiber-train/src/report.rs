@@ -126,6 +126,10 @@ pub fn summary_table(report: &Report) -> String {
             "| captioning | BLEU-4 / CIDEr-D | {:.3} / {:.3} | — |\n",
             c.bleu4, c.cider
         ));
+        out.push_str(&format!(
+            "| captioning | distinct captions / images | {:.3} | {:.3} (first references) |\n",
+            c.distinct_fraction, c.reference_distinct_fraction
+        ));
     }
     if let Some(m) = &report.mlm {
         out.push_str(&format!(

@@ -19,6 +19,11 @@ pub struct CaptionReport {
     pub cider: f64,
     /// Images captioned.
     pub images: usize,
+    /// Distinct generated captions over images captioned (1 when every caption differs; a
+    /// model that describes templates rather than images scores low).
+    pub distinct_fraction: f64,
+    /// The same over the images' first references: what describing each image gives.
+    pub reference_distinct_fraction: f64,
     /// A few generated captions with their references' first entry.
     pub examples: Vec<(String, String)>,
 }
@@ -33,6 +38,7 @@ pub fn evaluate_captions<B: Backend>(
     device: &B::Device,
 ) -> Result<CaptionReport, TrainError> {
     let mut candidates = Vec::new();
+    let mut generated = Vec::new();
     let mut examples = Vec::new();
     for (image, refs) in images.iter().zip(references) {
         let text = generate_caption_text(model, image, decode, tokenizer, device)?;
@@ -43,7 +49,12 @@ pub fn evaluate_captions<B: Backend>(
             ));
         }
         candidates.push(caption_tokens(&text));
+        generated.push(text);
     }
+    let first_references: Vec<String> = references
+        .iter()
+        .map(|r| r.first().cloned().unwrap_or_default())
+        .collect();
     let refs: Vec<Vec<Vec<String>>> = references
         .iter()
         .map(|rs| rs.iter().map(|r| caption_tokens(r)).collect())
@@ -53,8 +64,20 @@ pub fn evaluate_captions<B: Backend>(
         bleu4: bleu(&candidates, &refs)[3],
         cider,
         images: images.len(),
+        distinct_fraction: distinct_fraction(&generated),
+        reference_distinct_fraction: distinct_fraction(&first_references),
         examples,
     })
+}
+
+/// Distinct texts (after trimming, case-insensitive) over all texts; 0 for none.
+pub fn distinct_fraction(texts: &[String]) -> f64 {
+    if texts.is_empty() {
+        return 0.0;
+    }
+    let distinct: std::collections::HashSet<String> =
+        texts.iter().map(|t| t.trim().to_lowercase()).collect();
+    distinct.len() as f64 / texts.len() as f64
 }
 
 /// The beam-search caption of one normalised image, detokenised without special tokens.
@@ -83,5 +106,23 @@ pub fn decode_config(tokenizer: &RobertaTokenizer, eval: &EvalConfig) -> DecodeC
         eos: s.eos as i64,
         pad: s.pad as i64,
         mask: s.mask as i64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::distinct_fraction;
+
+    #[test]
+    fn the_distinct_fraction_counts_each_caption_once() {
+        let texts = [
+            "a red circle.",
+            "A red circle. ",
+            "a blue square.",
+            "a red circle.",
+        ]
+        .map(String::from);
+        assert_eq!(distinct_fraction(&texts), 0.5);
+        assert_eq!(distinct_fraction(&[]), 0.0);
     }
 }
