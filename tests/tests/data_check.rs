@@ -408,4 +408,21 @@ fn published_files_are_read_where_they_lie_with_annotations_and_images() {
 fn the_main_job_refuses_annotation_files_without_a_stage() {
     let err = xtask::run(["xtask", "train", "--annotations", "dataset_coco.json"]).unwrap_err();
     assert!(format!("{err:#}").contains("--stage"), "{err:#}");
+    // A stage on published files has no data folder to train a tokenizer on: it says so.
+    let runs = tempfile::tempdir().unwrap();
+    let annotations = format!("{}/dataset_coco.json", dir("karpathy"));
+    let err = xtask::run([
+        "xtask",
+        "train",
+        "--stage",
+        "coarse",
+        "--annotations",
+        &annotations,
+        "--images",
+        &dir("karpathy"),
+        "--runs",
+        runs.path().to_str().unwrap(),
+    ])
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("--tokenizer"), "{err:#}");
 }

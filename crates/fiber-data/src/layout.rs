@@ -105,12 +105,6 @@ impl DataSource {
     }
 }
 
-impl From<&Path> for DataSource {
-    fn from(dir: &Path) -> Self {
-        Self::folder(dir)
-    }
-}
-
 /// The files of `dir` whose names start with `prefix` and end with `suffix`, sorted by name.
 pub fn files_matching(dir: &Path, prefix: &str, suffix: &str) -> Result<Vec<PathBuf>, DataError> {
     let entries = std::fs::read_dir(dir).map_err(|source| DataError::Io {
@@ -475,40 +469,40 @@ impl Nlvr2Folder {
     /// (images under `--images/<split>/`), or those of the data folder (see [`nlvr2_root`];
     /// images under `images/<split>/` beside them, or `--images/<split>/`).
     pub fn read(source: &DataSource, problems: &mut Problems) -> Result<Self, DataError> {
-        let (files, images): (BTreeMap<String, PathBuf>, Box<dyn Fn(&Path) -> PathBuf>) =
-            match source.given() {
-                Some(given) => {
-                    let mut files = BTreeMap::new();
-                    for file in given {
-                        let split = file
-                            .file_stem()
-                            .and_then(|n| n.to_str())
-                            .unwrap_or_default();
-                        files.insert(split.to_string(), file.clone());
-                    }
-                    let images = source.images.clone();
-                    (
-                        files,
-                        Box::new(move |file: &Path| match &images {
-                            Some(dir) => dir.clone(),
-                            None => file.parent().unwrap_or(Path::new("")).join("images"),
-                        }),
-                    )
-                }
-                None => {
-                    let root = nlvr2_root(source.dir()?);
-                    let files = ["train", "test1", "dev"]
-                        .into_iter()
-                        .map(|s| (s.to_string(), root.join(format!("{s}.json"))))
-                        .filter(|(_, f)| f.exists())
-                        .collect();
-                    let images = source.images.clone().unwrap_or(root.join("images"));
-                    (files, Box::new(move |_: &Path| images.clone()))
-                }
-            };
+        // Each split's statements file and the folder of its images.
+        let files: BTreeMap<String, (PathBuf, PathBuf)> = match source.given() {
+            Some(given) => given
+                .iter()
+                .map(|file| {
+                    let split = file
+                        .file_stem()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or_default();
+                    let images = match &source.images {
+                        Some(dir) => dir.clone(),
+                        None => file.parent().unwrap_or(Path::new("")).join("images"),
+                    };
+                    (split.to_string(), (file.clone(), images.join(split)))
+                })
+                .collect(),
+            None => {
+                let root = nlvr2_root(source.dir()?);
+                let images = source.images.clone().unwrap_or(root.join("images"));
+                ["train", "test1", "dev"]
+                    .into_iter()
+                    .map(|s| {
+                        (
+                            s.to_string(),
+                            (root.join(format!("{s}.json")), images.join(s)),
+                        )
+                    })
+                    .filter(|(_, (file, _))| file.exists())
+                    .collect()
+            }
+        };
         let mut read = |split: &str| -> Result<Option<Vec<Nlvr2Record>>, DataError> {
             match files.get(split) {
-                Some(file) => Ok(Some(read_nlvr2(file, &images(file).join(split), problems)?)),
+                Some((file, images)) => Ok(Some(read_nlvr2(file, images, problems)?)),
                 None => Ok(None),
             }
         };

@@ -170,6 +170,21 @@ fn with_every_gate_at_zero_the_fused_forward_equals_the_unimodal_backbones() {
     );
 }
 
+/// The fusion parameters of `model` without a nonzero gradient in `grads`, and how many were
+/// checked.
+fn fusion_parameters_without_gradient(
+    model: &mut FiberBackbone<Autodiff<B>>,
+    grads: &<Autodiff<B> as burn::tensor::backend::AutodiffBackend>::Gradients,
+) -> (Vec<String>, usize) {
+    let mut check = GradCheck {
+        grads,
+        missing: Vec::new(),
+        checked: 0,
+    };
+    model.visit_fusion_weights(&mut check, "");
+    (check.missing, check.checked)
+}
+
 /// Records whether every visited parameter has a gradient with a nonzero entry.
 struct GradCheck<'a> {
     grads: &'a <Autodiff<B> as burn::tensor::backend::AutodiffBackend>::Gradients,
@@ -228,18 +243,12 @@ fn with_gates_open_outputs_change_and_every_fusion_parameter_gets_a_gradient() {
     );
     let loss = fused.image.tokens.powf_scalar(2.0).mean() + fused.text.powf_scalar(2.0).mean();
     let grads = loss.backward();
-    let mut check = GradCheck {
-        grads: &grads,
-        missing: Vec::new(),
-        checked: 0,
-    };
-    model.visit_fusion_weights(&mut check, "");
+    let (missing, checked) = fusion_parameters_without_gradient(&mut model, &grads);
     // 3 pairs × (i2t: 3 linears with bias, LayerNorm, gate = 9; t2i: 4 linears with bias, gate = 9)
-    assert_eq!(check.checked, 3 * 18);
+    assert_eq!(checked, 3 * 18);
     assert!(
-        check.missing.is_empty(),
-        "fusion parameters without gradient: {:?}",
-        check.missing
+        missing.is_empty(),
+        "fusion parameters without gradient: {missing:?}"
     );
 }
 
@@ -435,21 +444,15 @@ fn zero_output_projections_with_open_gates_start_unfused_and_train_from_the_firs
     );
     let loss = fused.image.tokens.powf_scalar(2.0).mean() + fused.text.powf_scalar(2.0).mean();
     let grads = loss.backward();
-    let mut check = GradCheck {
-        grads: &grads,
-        missing: Vec::new(),
-        checked: 0,
-    };
-    model.visit_fusion_weights(&mut check, "");
+    let (missing, _) = fusion_parameters_without_gradient(&mut model, &grads);
     // The output projections are the ones that move first: every one has a gradient.
-    let projections: Vec<&String> = check
-        .missing
+    let projections: Vec<&String> = missing
         .iter()
         .filter(|k| k.contains("proj_i2t") || k.contains("output.dense"))
         .collect();
     assert!(projections.is_empty(), "{projections:?}");
     // With gates at 0 (FIBER) they have none.
-    let closed = FiberBackbone::<A>::new(
+    let mut closed = FiberBackbone::<A>::new(
         &config
             .clone()
             .with_gate_init(0.0)
@@ -462,16 +465,9 @@ fn zero_output_projections_with_open_gates_start_unfused_and_train_from_the_firs
     let fused = closed.forward_fused(x.pixels, x.ids, x.mask);
     let grads = (fused.image.tokens.powf_scalar(2.0).mean() + fused.text.powf_scalar(2.0).mean())
         .backward();
-    let mut closed = closed;
-    let mut check = GradCheck {
-        grads: &grads,
-        missing: Vec::new(),
-        checked: 0,
-    };
-    closed.visit_fusion_weights(&mut check, "");
+    let (missing, _) = fusion_parameters_without_gradient(&mut closed, &grads);
     assert!(
-        check.missing.iter().any(|k| k.contains("proj_i2t")),
-        "{:?}",
-        check.missing
+        missing.iter().any(|k| k.contains("proj_i2t")),
+        "{missing:?}"
     );
 }

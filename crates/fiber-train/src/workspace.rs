@@ -77,6 +77,13 @@ fn tokenizer(
     if path.exists() {
         return Ok(RobertaTokenizer::from_file(&path)?);
     }
+    if data_dir.as_os_str().is_empty() {
+        return Err(TrainError::Setting(
+            "no data folder holds a corpus.txt to train a tokenizer on: pass --tokenizer (a RoBERTa \
+             tokenizer.json, or vocab.json + merges.txt) or --init a model that carries one"
+                .into(),
+        ));
+    }
     let corpus_path = data_dir.join("corpus.txt");
     let corpus = std::fs::read_to_string(&corpus_path).map_err(io(&corpus_path))?;
     let tokenizer = RobertaTokenizer::train(corpus.lines(), vocab_size, 2)?;
