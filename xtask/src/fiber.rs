@@ -2,9 +2,10 @@
 //!
 //! `convert` turns an original FIBER checkpoint (or HuggingFace RoBERTa + Swin weights, with
 //! new fusion modules) into the project's format — `config.json` + `model.safetensors` with the
-//! original key names — once, so users never need Python. `fiber-forward` runs the fused or
-//! dual encoder on inputs from a safetensors file; its interface is kept stable for outside
-//! parity checks.
+//! original key names — once, so users never need Python; an original fine-grained (detector)
+//! checkpoint becomes a detector folder in the same way. `fiber-forward` runs the fused or dual
+//! encoder, or the grounding detector, on inputs from a safetensors file; its interface is kept
+//! stable for outside parity checks.
 
 use std::path::PathBuf;
 
@@ -16,6 +17,7 @@ use fiber_core::backend::{run_on, BackendJob, BackendKind};
 use fiber_core::{LoadReport, TensorStore, WeightCollector};
 use fiber_fusion::weights::{is_head_key, rank_output_warning, write_config, AssumedSetting};
 use fiber_fusion::{FiberBackbone, FiberCheckpoint, FiberConfig};
+use fiber_heads::grounding::weights::{read_detector_store, DetectorCheckpoint, WeightCopy};
 
 use crate::hf_forward::{float_input, int_input, to_stored};
 
@@ -39,9 +41,58 @@ pub struct ConvertArgs {
     /// Add the captioning adapters (new, when the checkpoint has none).
     #[arg(long)]
     pub caption_adapters: bool,
+    /// With a fine-grained checkpoint: convert its EMA weights (`model_ema`) instead of `model`.
+    #[arg(long)]
+    pub ema: bool,
     /// Output folder.
     #[arg(long)]
     pub to: PathBuf,
+}
+
+/// `--ema` as the copy of a fine-grained checkpoint to read.
+fn weight_copy(ema: bool) -> WeightCopy {
+    if ema {
+        WeightCopy::Ema
+    } else {
+        WeightCopy::Model
+    }
+}
+
+/// Whether `path` is an original fine-grained (detector) checkpoint file.
+fn is_detector_file(path: &std::path::Path) -> Result<bool> {
+    if path.is_dir() {
+        return Ok(false);
+    }
+    let store = match read_detector_store(path, WeightCopy::Model) {
+        Ok(store) => store,
+        // No `model` entry: a coarse checkpoint (tensors under `state_dict`) or a bare file.
+        Err(_) => return Ok(false),
+    };
+    Ok(DetectorCheckpoint::is_detector_store(&store))
+}
+
+/// Converts an original fine-grained checkpoint into a detector folder.
+fn convert_detector(from: &std::path::Path, args: &ConvertArgs) -> Result<()> {
+    type B = burn::backend::NdArray<f32>;
+    let ckpt = DetectorCheckpoint::read(from, args.config.as_deref(), weight_copy(args.ema))
+        .with_context(|| format!("reading {}", from.display()))?;
+    if let Some(note) = &ckpt.assumed {
+        eprintln!("note: {note}");
+    }
+    let (mut model, report) = ckpt.detector::<B>(&Default::default())?;
+    print_report(&report);
+    let mut collector = WeightCollector::new();
+    model.visit_weights(&mut collector);
+    let store = collector.into_store();
+    std::fs::create_dir_all(&args.to).with_context(|| format!("creating {}", args.to.display()))?;
+    store.write_safetensors(args.to.join("model.safetensors"))?;
+    ckpt.config.save_json(args.to.join("config.json"))?;
+    println!(
+        "wrote the detector's {} tensors to {}",
+        store.len(),
+        args.to.display()
+    );
+    Ok(())
 }
 
 fn print_report(report: &LoadReport) {
@@ -83,6 +134,11 @@ fn print_assumed(assumed: &[AssumedSetting]) {
 pub fn convert(args: ConvertArgs) -> Result<()> {
     type B = burn::backend::NdArray<f32>;
     let device = Default::default();
+    if let Some(from) = &args.from {
+        if is_detector_file(from)? {
+            return convert_detector(from, &args);
+        }
+    }
     let (mut model, config, assumed, report, heads) = if let Some(from) = &args.from {
         let ckpt = FiberCheckpoint::read(from, args.config.as_deref())
             .with_context(|| format!("reading {}", from.display()))?;
@@ -144,6 +200,9 @@ pub enum Mode {
     Fused,
     /// Dual encoder: image-only (with the final Swin norm) and text-only.
     Dual,
+    /// The grounding detector (an original fine-grained checkpoint or a converted detector
+    /// folder): every level's FPN, tower, box, centerness, logit and anchor outputs.
+    Detect,
 }
 
 /// Arguments of `fiber-forward`.
@@ -167,10 +226,17 @@ pub struct FiberForwardArgs {
     /// Compute backend.
     #[arg(long, default_value = "ndarray")]
     pub backend: BackendKind,
+    /// With `--mode detect` and a fine-grained checkpoint file: run its EMA weights
+    /// (`model_ema`) instead of `model`.
+    #[arg(long)]
+    pub ema: bool,
 }
 
 /// Runs `fiber-forward`.
 pub fn forward(args: FiberForwardArgs) -> Result<()> {
+    if args.mode == Mode::Detect {
+        return forward_detector(args);
+    }
     let ckpt = FiberCheckpoint::read(&args.model, args.config.as_deref())
         .with_context(|| format!("reading {}", args.model.display()))?;
     print_assumed(&ckpt.assumed);
@@ -191,6 +257,71 @@ pub fn forward(args: FiberForwardArgs) -> Result<()> {
     Ok(())
 }
 
+/// `fiber-forward --mode detect`.
+fn forward_detector(args: FiberForwardArgs) -> Result<()> {
+    let ckpt = DetectorCheckpoint::read(&args.model, args.config.as_deref(), weight_copy(args.ema))
+        .with_context(|| format!("reading {}", args.model.display()))?;
+    if let Some(note) = &ckpt.assumed {
+        eprintln!("note: {note}");
+    }
+    let inputs = TensorStore::read_safetensors(&args.input)
+        .with_context(|| format!("reading inputs {}", args.input.display()))?;
+    let store = run_on(args.backend, DetectJob { ckpt, inputs })??;
+    store
+        .write_safetensors(&args.output)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    Ok(())
+}
+
+struct DetectJob {
+    ckpt: DetectorCheckpoint,
+    inputs: TensorStore,
+}
+
+impl BackendJob for DetectJob {
+    type Output = Result<TensorStore>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<TensorStore> {
+        let (model, _) = self.ckpt.detector::<B::InnerBackend>(&device)?;
+        let (pixels, ids, mask) = forward_inputs::<B::InnerBackend>(&self.inputs, &device)?;
+        let [_, _, h, w] = pixels.dims();
+        let multiple = self.ckpt.config.backbone.swin.patch_size
+            << (self.ckpt.config.backbone.swin.num_stages() - 1);
+        anyhow::ensure!(
+            h % multiple == 0 && w % multiple == 0,
+            "pixel_values is {h}×{w}; the detector takes sizes that are multiples of {multiple} (pad the batch, as the original does)"
+        );
+        Ok(model.forward(pixels, ids, mask).into_store())
+    }
+}
+
+/// `pixel_values`, `input_ids` and `attention_mask` from an input file, checked for agreeing
+/// shapes.
+#[allow(clippy::type_complexity)]
+fn forward_inputs<B: burn::tensor::backend::Backend>(
+    inputs: &TensorStore,
+    device: &B::Device,
+) -> Result<(
+    burn::tensor::Tensor<B, 4>,
+    burn::tensor::Tensor<B, 2, burn::tensor::Int>,
+    burn::tensor::Tensor<B, 2, burn::tensor::Int>,
+)> {
+    let pixels = float_input::<B, 4>(inputs, "pixel_values", device)?;
+    let ids = int_input::<B>(inputs, "input_ids", device)?;
+    let mask = int_input::<B>(inputs, "attention_mask", device)?;
+    anyhow::ensure!(
+        ids.dims() == mask.dims(),
+        "input_ids {:?} and attention_mask {:?} differ in shape",
+        ids.dims(),
+        mask.dims()
+    );
+    anyhow::ensure!(
+        pixels.dims()[0] == ids.dims()[0],
+        "pixel_values and input_ids differ in batch size"
+    );
+    Ok((pixels, ids, mask))
+}
+
 struct ForwardJob {
     ckpt: FiberCheckpoint,
     inputs: TensorStore,
@@ -203,22 +334,11 @@ impl BackendJob for ForwardJob {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<TensorStore> {
         let (model, _) = self.ckpt.backbone::<B>(&device)?;
         let model = model.valid();
-        let pixels = float_input::<B::InnerBackend, 4>(&self.inputs, "pixel_values", &device)?;
-        let ids = int_input::<B::InnerBackend>(&self.inputs, "input_ids", &device)?;
-        let mask = int_input::<B::InnerBackend>(&self.inputs, "attention_mask", &device)?;
-        anyhow::ensure!(
-            ids.dims() == mask.dims(),
-            "input_ids {:?} and attention_mask {:?} differ in shape",
-            ids.dims(),
-            mask.dims()
-        );
-        anyhow::ensure!(
-            pixels.dims()[0] == ids.dims()[0],
-            "pixel_values and input_ids differ in batch size"
-        );
+        let (pixels, ids, mask) = forward_inputs::<B::InnerBackend>(&self.inputs, &device)?;
         let out = match self.mode {
             Mode::Fused => model.forward_fused(pixels, ids, mask),
             Mode::Dual => model.forward_dual(pixels, ids, mask),
+            Mode::Detect => unreachable!("the detector runs in forward_detector"),
         };
         let mut store = TensorStore::new();
         store.insert("text_hidden", to_stored(out.text));

@@ -54,6 +54,12 @@ pub fn gelu_exact<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     x * phi
 }
 
+/// PyTorch's hard sigmoid `ReLU6(x + 3) / 6` (DyHead's `h_sigmoid`; Burn's `HardSigmoid`
+/// defaults to slope 0.2, which is not it).
+pub fn hard_sigmoid<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    x.add_scalar(3.0).clamp(0.0, 6.0).div_scalar(6.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

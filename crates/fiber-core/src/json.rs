@@ -59,8 +59,10 @@ pub fn from_value<T: DeserializeOwned>(
 }
 
 /// `defaults` (a serialised configuration object) with each of its keys that `given` also has
-/// taken from `given`; keys only `given` has (other programs' settings) are ignored. This is how
-/// a configuration file that names only some settings is read over the defaults.
+/// taken from `given`, recursively for nested objects (a nested configuration that names only
+/// some of its settings keeps the defaults of the others); keys only `given` has (other
+/// programs' settings) are ignored. This is how a configuration file that names only some
+/// settings is read over the defaults.
 pub fn overlay_known(
     mut defaults: serde_json::Value,
     given: &serde_json::Value,
@@ -68,7 +70,11 @@ pub fn overlay_known(
     if let (Some(defaults), Some(given)) = (defaults.as_object_mut(), given.as_object()) {
         for (key, value) in defaults.iter_mut() {
             if let Some(v) = given.get(key) {
-                *value = v.clone();
+                *value = if value.is_object() && v.is_object() {
+                    overlay_known(value.take(), v)
+                } else {
+                    v.clone()
+                };
             }
         }
     }

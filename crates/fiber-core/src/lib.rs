@@ -8,12 +8,14 @@ pub mod activation;
 pub mod attention;
 pub mod backend;
 pub mod compare;
+pub mod conv;
 pub mod dtype;
 pub mod error;
 pub mod host;
 pub mod init;
 pub mod interpolate;
 pub mod json;
+pub mod resample;
 pub mod store;
 pub mod weights;
 

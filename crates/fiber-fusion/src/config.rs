@@ -66,7 +66,7 @@ pub struct FiberConfig {
 /// The two backbone configurations of a [`FiberConfig`] file, read before the rest.
 #[derive(serde::Deserialize)]
 struct Backbones {
-    swin: SwinConfig,
+    swin: serde_json::Value,
     roberta: RobertaConfig,
 }
 
@@ -93,6 +93,16 @@ impl FiberConfig {
         let mut config = Self::fiber_base_384();
         config.swin.image_size = image_size;
         config.swin.window_size = image_size / 32;
+        config
+    }
+
+    /// The backbone of FIBER-Base's fine-grained detector (docs/model.md §5.1): Swin-B with
+    /// window 12 that never shrinks (every grid padded to whole windows), stochastic depth up to
+    /// 0.4, fusion v2 with the six last pairs, RoBERTa-base.
+    pub fn fiber_base_detection() -> Self {
+        let mut config = Self::fiber_base_384().with_fusion_version(FusionVersion::V2);
+        config.swin.clamp_window = false;
+        config.swin.drop_path_rate = 0.4;
         config
     }
 
@@ -139,9 +149,15 @@ impl FiberConfig {
     /// file lacks (written before a setting existed) take their defaults.
     pub fn load_json(path: impl AsRef<Path>) -> Result<Self, FusionError> {
         let path = path.as_ref();
-        let given: serde_json::Value = fiber_core::json::read_json(path)?;
+        Self::from_json_value(fiber_core::json::read_json(path)?, path)
+    }
+
+    /// The configuration in a parsed JSON object (read from `path`, named in errors): the
+    /// backbones' sizes are required, the other keys take their defaults.
+    pub fn from_json_value(given: serde_json::Value, path: &Path) -> Result<Self, FusionError> {
         let backbones: Backbones = fiber_core::json::from_value(given.clone(), path)?;
-        let defaults = Self::new(backbones.swin, backbones.roberta);
+        let swin = SwinConfig::from_json_value(backbones.swin, path)?;
+        let defaults = Self::new(swin, backbones.roberta);
         let config = fiber_core::json::read_over_defaults(&defaults, &given, path)?;
         config.validate()?;
         Ok(config)

@@ -4,6 +4,7 @@
 
 pub mod backbone;
 pub mod config;
+pub mod detection;
 pub mod error;
 pub mod image_to_text;
 pub mod text_to_image;
@@ -11,6 +12,7 @@ pub mod weights;
 
 pub use backbone::{BackboneOutput, FiberBackbone, ImageState, TextState};
 pub use config::{FiberConfig, FusedPair, FusionVersion};
+pub use detection::{DetectionBackbone, DetectionFeatures};
 pub use error::FusionError;
 pub use image_to_text::ImageToTextAttention;
 pub use text_to_image::TextToImageAttention;

@@ -6,6 +6,7 @@
 
 pub mod caption;
 pub mod classifier;
+pub mod grounding;
 pub mod itc;
 pub mod itm;
 pub mod loss;

@@ -42,6 +42,8 @@ pub struct SwinBlock<B: Backend> {
     /// MLP activation.
     #[module(skip)]
     pub activation: Activation,
+    /// Whether the window shrinks to grids no larger than it (`SwinConfig::clamp_window`).
+    pub clamp_window: bool,
 }
 
 impl<B: Backend> SwinBlock<B> {
@@ -78,14 +80,15 @@ impl<B: Backend> SwinBlock<B> {
                 0
             },
             activation: config.hidden_act,
+            clamp_window: config.clamp_window,
         }
     }
 
-    /// Window side and shift used on a `(h, w)` grid: when the grid's smaller side is at most
-    /// the window, the window shrinks to it and the shift is turned off.
+    /// Window side and shift used on a `(h, w)` grid: with `clamp_window`, when the grid's
+    /// smaller side is at most the window, the window shrinks to it and the shift is turned off.
     pub fn effective_window(&self, (h, w): (usize, usize)) -> (usize, usize) {
         let side = h.min(w);
-        if side <= self.window_size {
+        if self.clamp_window && side <= self.window_size {
             (side, 0)
         } else {
             (self.window_size, self.shift_size)

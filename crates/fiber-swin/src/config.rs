@@ -51,6 +51,11 @@ pub struct SwinConfig {
     /// MLP activation.
     #[config(default = "Activation::Gelu")]
     pub hidden_act: Activation,
+    /// Shrink the window to the grid, without shift, when the grid's smaller side is at most
+    /// the window (HuggingFace and the coarse FIBER). The detector's Swin keeps the window and
+    /// pads every grid to whole windows instead (`false`; docs/model.md §5.1).
+    #[config(default = true)]
+    pub clamp_window: bool,
 }
 
 /// The sizes a HuggingFace `config.json` must give (every other field has a default), and the
@@ -95,8 +100,14 @@ impl SwinConfig {
         Self::from_hf(parse_json(text, Path::new(""))?, Path::new(""))
     }
 
-    /// The configuration of a parsed HuggingFace file: the fields of this struct are read under
-    /// their own names (the HuggingFace names); those the file omits take HuggingFace's defaults.
+    /// The configuration of a parsed HuggingFace file (or of the project's own files, which use
+    /// the same names): the fields of this struct are read under their own names; those the
+    /// file omits take HuggingFace's defaults, and settings HuggingFace does not have take this
+    /// struct's (a file written before a setting existed still reads).
+    pub fn from_json_value(given: serde_json::Value, path: &Path) -> Result<Self, SwinError> {
+        Self::from_hf(given, path)
+    }
+
     fn from_hf(given: serde_json::Value, path: &Path) -> Result<Self, SwinError> {
         let s: RequiredSizes = from_value(given.clone(), path)?;
         if s.use_absolute_embeddings {
@@ -168,9 +179,13 @@ impl SwinConfig {
         (self.image_size / self.patch_size) >> s
     }
 
-    /// Window side of the blocks of stage `s`: the configured window, clamped to the stage's
-    /// resolution at the configured image size (the relative-position table is sized for it).
+    /// Window side of the blocks of stage `s`: the configured window, clamped (with
+    /// `clamp_window`) to the stage's resolution at the configured image size (the
+    /// relative-position table is sized for it).
     pub fn stage_window(&self, s: usize) -> usize {
+        if !self.clamp_window {
+            return self.window_size;
+        }
         self.window_size.min(self.stage_resolution(s).max(1))
     }
 

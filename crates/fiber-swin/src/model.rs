@@ -119,11 +119,17 @@ impl<B: Backend> SwinModel<B> {
 
     /// Walks every parameter under `prefix`, with the original key names.
     pub fn visit_weights<V: WeightVisitor<B>>(&mut self, v: &mut V, prefix: &str) {
+        self.visit_body_weights(v, prefix);
+        visit_layer_norm(v, &join_key(prefix, "norm"), &mut self.norm);
+    }
+
+    /// Walks the patch embedding and the stages under `prefix`, without the final LayerNorm
+    /// (which the detector's Swin does not have).
+    pub fn visit_body_weights<V: WeightVisitor<B>>(&mut self, v: &mut V, prefix: &str) {
         self.patch_embed
             .visit_weights(v, &join_key(prefix, "patch_embed"));
         for (s, stage) in self.layers.iter_mut().enumerate() {
             stage.visit_weights(v, &join_key(prefix, &format!("layers.{s}")));
         }
-        visit_layer_norm(v, &join_key(prefix, "norm"), &mut self.norm);
     }
 }

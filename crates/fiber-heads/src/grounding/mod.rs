@@ -1,0 +1,17 @@
+//! FIBER's fine-grained model (docs/model.md §5): the fused backbone's stage outputs, an FPN,
+//! a DyHead tower of modulated deformable convolutions, and per-level box, centerness and
+//! region–token grounding outputs over one anchor per location.
+
+pub mod anchors;
+pub mod config;
+pub mod deform;
+pub mod drop_block;
+pub mod dyhead;
+pub mod dyrelu;
+pub mod fpn;
+pub mod head;
+pub mod model;
+pub mod weights;
+
+pub use config::DetectorConfig;
+pub use model::{DetectorOutput, GroundingDetector};

@@ -1,0 +1,365 @@
+//! The grounding detector against a PyTorch reference written from docs/model.md §5
+//! (`scripts/detector_fixtures.py`): every output at batch 2 (one caption padded) and batch 1,
+//! the clean offset variant, the backbone with every gate at 0 against the uni-modal backbones,
+//! the original checkpoint layout, the upsampling's gradient, and a gradient for every
+//! parameter.
+
+use std::path::PathBuf;
+
+use burn::backend::{Autodiff, NdArray};
+use burn::module::Param;
+use burn::prelude::*;
+use burn::tensor::{Distribution, TensorData};
+use fiber_core::resample::resize_bilinear_aligned;
+use fiber_core::weights::{Layout, WeightVisitor};
+use fiber_core::TensorStore;
+use fiber_heads::grounding::weights::{read_detector_store, WeightCopy};
+use fiber_heads::grounding::{DetectorConfig, DetectorOutput, GroundingDetector};
+
+type B = NdArray<f32>;
+type A = Autodiff<B>;
+const TOLERANCE: f32 = 1e-4;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/detector/tiny")
+}
+
+fn store(name: &str) -> TensorStore {
+    TensorStore::read_safetensors(dir().join(name)).unwrap()
+}
+
+fn float<BE: Backend, const D: usize>(store: &TensorStore, name: &str) -> Tensor<BE, D> {
+    let t = store.get(name).unwrap_or_else(|| panic!("{name} missing"));
+    Tensor::from_data(
+        TensorData::new(t.as_f32().unwrap().to_vec(), t.shape.clone()),
+        &Default::default(),
+    )
+}
+
+fn int<BE: Backend>(store: &TensorStore, name: &str) -> Tensor<BE, 2, Int> {
+    let t = store.get(name).unwrap();
+    Tensor::from_data(
+        TensorData::new(t.as_i64().unwrap().to_vec(), t.shape.clone()),
+        &Default::default(),
+    )
+}
+
+fn detector<BE: Backend>() -> GroundingDetector<BE> {
+    let config = DetectorConfig::load_json(dir().join("config.json")).unwrap();
+    let mut model = GroundingDetector::<BE>::new(&config, &Default::default()).unwrap();
+    let weights =
+        read_detector_store(&dir().join("fiber_detector_tiny.pth"), WeightCopy::Model).unwrap();
+    model.load_store(weights).unwrap();
+    model
+}
+
+fn run<BE: Backend>(model: &GroundingDetector<BE>, case: &str) -> DetectorOutput<BE> {
+    let input = store(&format!("input_{case}.safetensors"));
+    model.forward(
+        float(&input, "pixel_values"),
+        int(&input, "input_ids"),
+        int(&input, "attention_mask"),
+    )
+}
+
+fn error_of<const D: usize>(name: &str, actual: Tensor<B, D>, expected: &TensorStore) -> f32 {
+    let reference = expected
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} missing"));
+    assert_eq!(actual.dims().to_vec(), reference.shape, "{name}");
+    fiber_core::compare::max_abs_diff(
+        &actual.into_data().into_vec::<f32>().unwrap(),
+        reference.as_f32().unwrap(),
+    )
+}
+
+/// Every output of `output` against the reference; returns the largest error per output kind.
+fn compare_all(output: DetectorOutput<B>, expected: &TensorStore) -> Vec<(String, f32)> {
+    let mut worst: Vec<(String, f32)> = Vec::new();
+    let mut note = |kind: &str, err: f32| match worst.iter_mut().find(|(k, _)| k == kind) {
+        Some((_, e)) => *e = e.max(err),
+        None => worst.push((kind.to_string(), err)),
+    };
+    for l in 0..output.fpn.len() {
+        note(
+            "fpn",
+            error_of(&format!("fpn.{l}"), output.fpn[l].clone(), expected),
+        );
+        note(
+            "tower",
+            error_of(&format!("tower.{l}"), output.tower[l].clone(), expected),
+        );
+        note(
+            "bbox_reg",
+            error_of(
+                &format!("bbox_reg.{l}"),
+                output.bbox_reg[l].clone(),
+                expected,
+            ),
+        );
+        note(
+            "centerness",
+            error_of(
+                &format!("centerness.{l}"),
+                output.centerness[l].clone(),
+                expected,
+            ),
+        );
+        note(
+            "logits",
+            error_of(&format!("logits.{l}"), output.logits[l].clone(), expected),
+        );
+        let anchors: Vec<f32> = output.anchors[l].iter().flatten().copied().collect();
+        let n = output.anchors[l].len();
+        let anchors =
+            Tensor::<B, 2>::from_data(TensorData::new(anchors, [n, 4]), &Default::default());
+        note(
+            "anchors",
+            error_of(&format!("anchors.{l}"), anchors, expected),
+        );
+    }
+    note(
+        "text_hidden",
+        error_of("text_hidden", output.text_hidden, expected),
+    );
+    worst
+}
+
+fn assert_close(case: &str, worst: &[(String, f32)]) {
+    for (kind, err) in worst {
+        println!("{case} {kind}: max abs error {err:.3e}");
+        assert!(*err <= TOLERANCE, "{case} {kind}: {err}");
+    }
+}
+
+#[test]
+fn every_output_matches_the_pytorch_reference_at_batch_two_and_one() {
+    let model = detector::<B>();
+    for case in ["batch2", "batch1"] {
+        let output = run(&model, case);
+        assert_eq!(output.fpn.len(), 5);
+        let worst = compare_all(output, &store(&format!("expected_{case}.safetensors")));
+        assert_close(case, &worst);
+    }
+}
+
+#[test]
+fn offsets_computed_per_level_match_the_clean_reference_and_differ_from_the_original() {
+    let mut model = detector::<B>();
+    let original = run(&model, "batch2");
+    for block in &mut model.tower.blocks {
+        block.reuse_level_offsets = false;
+    }
+    let clean = run(&model, "batch2");
+    let expected = store("expected_batch2_clean_offsets.safetensors");
+    for l in 0..5 {
+        let err = error_of(&format!("tower.{l}"), clean.tower[l].clone(), &expected);
+        println!("clean tower.{l}: max abs error {err:.3e}");
+        assert!(err <= TOLERANCE, "clean tower.{l}: {err}");
+    }
+    // The finest level reads level 1's offsets in the original; the variants must differ there.
+    let change: f32 = (original.tower[0].clone() - clean.tower[0].clone())
+        .abs()
+        .max()
+        .into_scalar();
+    assert!(change > 1e-2, "reusing offsets changed nothing ({change})");
+}
+
+/// Sets every fusion gate of the detector's backbone to `value`.
+fn set_gates<BE: Backend>(model: &mut GroundingDetector<BE>, value: f32) {
+    let device = Default::default();
+    for m in &mut model.backbone.fused.i2t {
+        m.alpha_i2t = Param::from_tensor(Tensor::full([1], value, &device));
+    }
+    for m in &mut model.backbone.fused.t2i {
+        m.alpha_t2i = Param::from_tensor(Tensor::full([1], value, &device));
+    }
+}
+
+#[test]
+fn with_every_gate_at_zero_the_backbone_is_the_unimodal_swin_and_roberta() {
+    let mut model = detector::<B>();
+    set_gates(&mut model, 0.0);
+    let input = store("input_batch2.safetensors");
+    let features = model.backbone.forward(
+        float(&input, "pixel_values"),
+        int(&input, "input_ids"),
+        int(&input, "attention_mask"),
+    );
+    let expected = store("expected_batch2_unimodal.safetensors");
+    for (i, map) in features.maps.into_iter().enumerate() {
+        let err = error_of(&format!("c.{i}"), map, &expected);
+        assert!(err <= TOLERANCE, "C{}: {err}", i + 3);
+    }
+    let err = error_of("text_hidden", features.text, &expected);
+    assert!(err <= TOLERANCE, "text: {err}");
+}
+
+#[test]
+fn the_original_checkpoint_loads_with_only_its_buffers_skipped() {
+    let config = DetectorConfig::load_json(dir().join("config.json")).unwrap();
+    let mut model = GroundingDetector::<B>::new(&config, &Default::default()).unwrap();
+    let weights =
+        read_detector_store(&dir().join("fiber_detector_tiny.pth"), WeightCopy::Model).unwrap();
+    let report = model.load_store(weights).unwrap();
+    let mut skipped = report.skipped_keys();
+    skipped.sort();
+    let mut expected: Vec<String> =
+        vec!["fusion_backbone.language_backbone.body.model.embeddings.position_ids".into()];
+    for (s, depth) in [1usize, 1, 2, 1].iter().enumerate() {
+        for b in 0..*depth {
+            expected.push(format!(
+                "fusion_backbone.backbone.body.layers.{s}.blocks.{b}.attn.relative_position_index"
+            ));
+        }
+    }
+    expected.extend((0..5).map(|l| format!("rpn.anchor_generator.cell_anchors.{l}")));
+    expected.sort();
+    assert_eq!(skipped, expected);
+    assert!(report.initialised.is_empty(), "{:?}", report.initialised);
+    // A key the model does not have, and a wrong shape, are named.
+    let mut weights =
+        read_detector_store(&dir().join("fiber_detector_tiny.pth"), WeightCopy::Model).unwrap();
+    weights.insert(
+        "rpn.head.extra.weight",
+        fiber_core::StoredTensor::f32(vec![1], vec![0.0]),
+    );
+    weights.insert(
+        "rpn.head.bias_lang",
+        fiber_core::StoredTensor::f32(vec![3], vec![0.0; 3]),
+    );
+    let err = model.load_store(weights).unwrap_err().to_string();
+    assert!(err.contains("rpn.head.extra.weight"), "{err}");
+    assert!(
+        err.contains("rpn.head.bias_lang") && err.contains("[16]") && err.contains("[3]"),
+        "{err}"
+    );
+    // There is no EMA copy in this checkpoint: reading one says so.
+    let err =
+        read_detector_store(&dir().join("fiber_detector_tiny.pth"), WeightCopy::Ema).unwrap_err();
+    assert!(err.to_string().contains("model_ema"), "{err}");
+}
+
+#[test]
+fn bilinear_upsampling_and_its_gradient_match_pytorch() {
+    let fixture = store("upsample.safetensors");
+    let x = float::<A, 4>(&fixture, "x").require_grad();
+    let y = resize_bilinear_aligned(x.clone(), (6, 9));
+    let err = error_of("y", y.clone().inner(), &fixture);
+    assert!(err <= TOLERANCE, "upsampling: {err}");
+    let grads = (y * float::<A, 4>(&fixture, "weight")).sum().backward();
+    let err = error_of("grad", x.grad(&grads).unwrap(), &fixture);
+    assert!(err <= TOLERANCE, "gradient: {err}");
+}
+
+/// Records whether every visited parameter has a gradient with a nonzero entry.
+struct GradCheck<'a> {
+    grads: &'a <A as burn::tensor::backend::AutodiffBackend>::Gradients,
+    missing: Vec<String>,
+    checked: usize,
+}
+
+impl WeightVisitor<A> for GradCheck<'_> {
+    fn visit<const D: usize>(&mut self, key: &str, param: &mut Param<Tensor<A, D>>, _: Layout) {
+        self.checked += 1;
+        let nonzero = param
+            .val()
+            .grad(self.grads)
+            .map(|g| g.abs().max().into_scalar() > 0.0)
+            .unwrap_or(false);
+        if !nonzero {
+            self.missing.push(key.to_string());
+        }
+    }
+}
+
+#[test]
+fn every_parameter_but_the_unused_class_convolution_gets_a_gradient() {
+    let mut model = detector::<A>();
+    let output = run(&model, "batch2");
+    let device = Default::default();
+    let weigh = |t: Tensor<A, 4>| {
+        let w = Tensor::<A, 4>::random(t.dims(), Distribution::Normal(0.0, 1.0), &device);
+        (t * w).sum()
+    };
+    let mut loss = weigh(output.text_hidden.unsqueeze::<4>());
+    for l in 0..output.fpn.len() {
+        loss = loss
+            + weigh(output.bbox_reg[l].clone())
+            + weigh(output.centerness[l].clone())
+            + weigh(output.logits[l].clone().unsqueeze::<4>());
+    }
+    let grads = loss.backward();
+    let mut check = GradCheck {
+        grads: &grads,
+        missing: Vec::new(),
+        checked: 0,
+    };
+    model.visit_weights(&mut check);
+    assert!(
+        check.checked > 150,
+        "only {} parameters visited",
+        check.checked
+    );
+    let missing: Vec<&String> = check
+        .missing
+        .iter()
+        .filter(|k| !k.starts_with("rpn.head.cls_logits."))
+        .collect();
+    assert!(missing.is_empty(), "no gradient for {missing:?}");
+}
+
+/// Counts every visited parameter's elements and the keys visited twice.
+#[derive(Default)]
+struct Census {
+    elements: usize,
+    keys: std::collections::BTreeSet<String>,
+    repeated: Vec<String>,
+}
+
+impl WeightVisitor<B> for Census {
+    fn visit<const D: usize>(&mut self, key: &str, param: &mut Param<Tensor<B, D>>, _: Layout) {
+        self.elements += param.lazy_shape().num_elements();
+        if !self.keys.insert(key.to_string()) {
+            self.repeated.push(key.to_string());
+        }
+    }
+}
+
+fn census(model: &mut GroundingDetector<B>) -> Census {
+    let mut census = Census::default();
+    model.visit_weights(&mut census);
+    assert!(
+        census.repeated.is_empty(),
+        "visited twice: {:?}",
+        census.repeated
+    );
+    census
+}
+
+#[test]
+fn the_walk_reaches_every_parameter_but_the_unused_final_swin_norm() {
+    let mut model = detector::<B>();
+    let walked = census(&mut model).elements;
+    // The Swin module keeps the coarse model's final LayerNorm, which the detector never runs
+    // and its checkpoints do not hold (2 × 64 values in this configuration).
+    assert_eq!(walked, model.num_params() - 2 * 64);
+}
+
+#[test]
+fn fiber_base_detector_has_the_original_parameter_count() {
+    let mut model =
+        GroundingDetector::<B>::new(&DetectorConfig::fiber_base(), &Default::default()).unwrap();
+    let walked = census(&mut model);
+    // docs/model.md §6.1: 252,055,304 in the original module definitions.
+    assert_eq!(walked.elements, 252_055_304);
+    assert!(walked
+        .keys
+        .contains("rpn.head.dyhead_tower.5.DyConv.2.conv.weight"));
+    assert!(walked
+        .keys
+        .contains("fusion_backbone.backbone.fpn.top_blocks.p7.bias"));
+    assert!(walked
+        .keys
+        .contains("fusion_backbone.backbone.body.norm3.weight"));
+}
