@@ -124,3 +124,13 @@ pub fn read_text(path: &Path) -> Result<String, ConfigFileError> {
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigFileError> {
     parse_json(&read_text(path)?, path)
 }
+
+/// Writes a configuration `value` as pretty JSON to `path` (a temporary sibling file, then a
+/// rename, so a reader never sees half a file).
+pub fn write_json_atomically<T: serde::Serialize>(
+    value: &T,
+    path: &Path,
+) -> Result<(), crate::error::WeightError> {
+    let text = serde_json::to_string_pretty(value).expect("a configuration serialises to JSON");
+    crate::store::write_atomically(path, text.as_bytes())
+}

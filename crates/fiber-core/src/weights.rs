@@ -194,7 +194,7 @@ impl WeightLoader {
 }
 
 /// The checkpoint (PyTorch-order) shape of a Burn parameter.
-fn checkpoint_shape(burn_shape: &[usize], layout: Layout) -> Vec<usize> {
+pub fn checkpoint_shape(burn_shape: &[usize], layout: Layout) -> Vec<usize> {
     match layout {
         Layout::Same => burn_shape.to_vec(),
         Layout::Transposed => burn_shape.iter().rev().copied().collect(),
@@ -202,7 +202,7 @@ fn checkpoint_shape(burn_shape: &[usize], layout: Layout) -> Vec<usize> {
 }
 
 /// Transposes a row-major `[rows, cols]` matrix.
-fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0; values.len()];
     for r in 0..rows {
         for c in 0..cols {
@@ -242,14 +242,61 @@ impl<B: Backend> WeightVisitor<B> for WeightLoader {
             self.problems.wrong_dtype.push(key.to_string());
             return;
         };
-        let values = match layout {
-            Layout::Same => values.to_vec(),
-            Layout::Transposed => transpose(values, expected[0], expected[1]),
-        };
-        let device = param.lazy_device();
-        let tensor = Tensor::<B, D>::from_data(TensorData::new(values, burn_shape), &device);
-        *param = Param::initialized(param.id, tensor.require_grad());
+        assign_stored(param, values, layout);
         self.report.loaded.push(key.to_string());
+    }
+}
+
+/// Replaces `param`'s values with checkpoint-layout `values` (already checked to have the
+/// checkpoint shape of `param` under `layout`), keeping the parameter's id and device.
+pub fn assign_stored<B: Backend, const D: usize>(
+    param: &mut Param<Tensor<B, D>>,
+    values: &[f32],
+    layout: Layout,
+) {
+    let burn_shape = param.lazy_shape().to_vec();
+    let values = match layout {
+        Layout::Same => values.to_vec(),
+        Layout::Transposed => transpose(values, burn_shape[1], burn_shape[0]),
+    };
+    let device = param.lazy_device();
+    let tensor = Tensor::<B, D>::from_data(TensorData::new(values, burn_shape), &device);
+    *param = Param::initialized(param.id, tensor.require_grad());
+}
+
+/// Records, for every visited parameter, whether `grads` holds a gradient with a nonzero
+/// entry for it: the keys without one, and how many were checked (a training step that leaves
+/// a parameter without gradient never trains it).
+pub struct GradientCensus<'a, B: burn::tensor::backend::AutodiffBackend> {
+    grads: &'a B::Gradients,
+    /// Keys whose gradient is absent or all zero.
+    pub without_gradient: Vec<String>,
+    /// Parameters visited.
+    pub checked: usize,
+}
+
+impl<'a, B: burn::tensor::backend::AutodiffBackend> GradientCensus<'a, B> {
+    /// A census over the gradients of one backward pass.
+    pub fn new(grads: &'a B::Gradients) -> Self {
+        Self {
+            grads,
+            without_gradient: Vec::new(),
+            checked: 0,
+        }
+    }
+}
+
+impl<B: burn::tensor::backend::AutodiffBackend> WeightVisitor<B> for GradientCensus<'_, B> {
+    fn visit<const D: usize>(&mut self, key: &str, param: &mut Param<Tensor<B, D>>, _: Layout) {
+        self.checked += 1;
+        let nonzero = param
+            .val()
+            .grad(self.grads)
+            .map(|g| g.abs().max().into_scalar().elem::<f32>() > 0.0)
+            .unwrap_or(false);
+        if !nonzero {
+            self.without_gradient.push(key.to_string());
+        }
     }
 }
 

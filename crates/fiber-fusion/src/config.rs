@@ -165,10 +165,10 @@ impl FiberConfig {
 
     /// Writes the configuration as pretty JSON (temporary file, then rename).
     pub fn save_json(&self, path: impl AsRef<Path>) -> Result<(), FusionError> {
-        let text = serde_json::to_string_pretty(self)
-            .map_err(|e| FusionError::InvalidConfig(e.to_string()))?;
-        fiber_core::store::write_atomically(path.as_ref(), text.as_bytes())?;
-        Ok(())
+        Ok(fiber_core::json::write_json_atomically(
+            self,
+            path.as_ref(),
+        )?)
     }
 }
 

@@ -8,7 +8,7 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use fiber_core::weights::{Layout, WeightVisitor};
+use fiber_core::weights::{GradientCensus, Layout, WeightVisitor};
 use fiber_core::{TensorStore, WeightCollector};
 use fiber_fusion::weights::rank_output_warning;
 use fiber_fusion::{FiberBackbone, FiberCheckpoint, FiberConfig};
@@ -176,38 +176,9 @@ fn fusion_parameters_without_gradient(
     model: &mut FiberBackbone<Autodiff<B>>,
     grads: &<Autodiff<B> as burn::tensor::backend::AutodiffBackend>::Gradients,
 ) -> (Vec<String>, usize) {
-    let mut check = GradCheck {
-        grads,
-        missing: Vec::new(),
-        checked: 0,
-    };
+    let mut check = GradientCensus::<Autodiff<B>>::new(grads);
     model.visit_fusion_weights(&mut check, "");
-    (check.missing, check.checked)
-}
-
-/// Records whether every visited parameter has a gradient with a nonzero entry.
-struct GradCheck<'a> {
-    grads: &'a <Autodiff<B> as burn::tensor::backend::AutodiffBackend>::Gradients,
-    missing: Vec<String>,
-    checked: usize,
-}
-impl WeightVisitor<Autodiff<B>> for GradCheck<'_> {
-    fn visit<const D: usize>(
-        &mut self,
-        key: &str,
-        param: &mut Param<Tensor<Autodiff<B>, D>>,
-        _layout: Layout,
-    ) {
-        self.checked += 1;
-        let nonzero = param
-            .val()
-            .grad(self.grads)
-            .map(|g| g.abs().max().into_scalar() > 0.0)
-            .unwrap_or(false);
-        if !nonzero {
-            self.missing.push(key.to_string());
-        }
-    }
+    (check.without_gradient, check.checked)
 }
 
 #[test]

@@ -11,7 +11,7 @@ use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 use fiber_core::resample::resize_bilinear_aligned;
-use fiber_core::weights::{Layout, WeightVisitor};
+use fiber_core::weights::{GradientCensus, Layout, WeightVisitor};
 use fiber_core::TensorStore;
 use fiber_heads::grounding::weights::{read_detector_store, WeightCopy};
 use fiber_heads::grounding::{DetectorConfig, DetectorOutput, GroundingDetector};
@@ -252,27 +252,6 @@ fn bilinear_upsampling_and_its_gradient_match_pytorch() {
     assert!(err <= TOLERANCE, "gradient: {err}");
 }
 
-/// Records whether every visited parameter has a gradient with a nonzero entry.
-struct GradCheck<'a> {
-    grads: &'a <A as burn::tensor::backend::AutodiffBackend>::Gradients,
-    missing: Vec<String>,
-    checked: usize,
-}
-
-impl WeightVisitor<A> for GradCheck<'_> {
-    fn visit<const D: usize>(&mut self, key: &str, param: &mut Param<Tensor<A, D>>, _: Layout) {
-        self.checked += 1;
-        let nonzero = param
-            .val()
-            .grad(self.grads)
-            .map(|g| g.abs().max().into_scalar() > 0.0)
-            .unwrap_or(false);
-        if !nonzero {
-            self.missing.push(key.to_string());
-        }
-    }
-}
-
 #[test]
 fn every_parameter_but_the_unused_class_convolution_gets_a_gradient() {
     let mut model = detector::<A>();
@@ -290,11 +269,7 @@ fn every_parameter_but_the_unused_class_convolution_gets_a_gradient() {
             + weigh(output.logits[l].clone().unsqueeze::<4>());
     }
     let grads = loss.backward();
-    let mut check = GradCheck {
-        grads: &grads,
-        missing: Vec::new(),
-        checked: 0,
-    };
+    let mut check = GradientCensus::<A>::new(&grads);
     model.visit_weights(&mut check);
     assert!(
         check.checked > 150,
@@ -302,7 +277,7 @@ fn every_parameter_but_the_unused_class_convolution_gets_a_gradient() {
         check.checked
     );
     let missing: Vec<&String> = check
-        .missing
+        .without_gradient
         .iter()
         .filter(|k| !k.starts_with("rpn.head.cls_logits."))
         .collect();
@@ -362,4 +337,91 @@ fn fiber_base_detector_has_the_original_parameter_count() {
     assert!(walked
         .keys
         .contains("fusion_backbone.backbone.body.norm3.weight"));
+}
+
+#[test]
+fn a_detector_starts_from_a_coarse_checkpoint_by_the_longest_suffix_rule() {
+    use fiber_fusion::{FiberConfig, FusionVersion};
+    let coarse_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/fusion/tiny");
+    let mut backbone = FiberConfig::load_json(coarse_dir.join("config.json"))
+        .unwrap()
+        .with_fusion_version(FusionVersion::V2);
+    backbone.swin.clamp_window = false;
+    let config = DetectorConfig::new(backbone)
+        .with_channels(8)
+        .with_group_norm_groups(2)
+        .with_num_dyhead_blocks(1);
+    let mut model = GroundingDetector::<B>::new(&config, &Default::default()).unwrap();
+    let coarse = TensorStore::read_pytorch(coarse_dir.join("fiber_tiny.ckpt"), None).unwrap();
+    let qkv = coarse
+        .get("vit_model.layers.1.blocks.1.attn.qkv.weight")
+        .unwrap()
+        .clone();
+    let transfer = model.init_from_coarse(coarse);
+
+    let from = |key: &str| {
+        transfer
+            .transferred
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, source)| source.as_str())
+    };
+    assert_eq!(
+        from("fusion_backbone.backbone.body.layers.1.blocks.1.attn.qkv.weight"),
+        Some("layers.1.blocks.1.attn.qkv.weight")
+    );
+    assert_eq!(
+        from("fusion_backbone.language_backbone.body.model.encoder.layer.3.crossattention_t2i.self.key.weight"),
+        Some("encoder.layer.3.crossattention_t2i.self.key.weight")
+    );
+    assert_eq!(
+        from("fusion_backbone.backbone.body.layers.2.blocks.0.attn.alpha_i2t"),
+        Some("layers.2.blocks.0.attn.alpha_i2t")
+    );
+    // The values arrive in Burn's layout (a Linear weight transposed back).
+    let ours = model.backbone.fused.vit_model.layers[1].blocks[1]
+        .attn
+        .qkv
+        .weight
+        .val();
+    let ours: Vec<f32> = ours.transpose().into_data().into_vec().unwrap();
+    assert_eq!(ours, qkv.as_f32().unwrap());
+    // Stage norms, FPN and head start fresh; the final coarse norm does not match `norm3`.
+    for key in [
+        "fusion_backbone.backbone.body.norm1.weight",
+        "fusion_backbone.backbone.body.norm2.bias",
+        "fusion_backbone.backbone.fpn.fpn_inner2.weight",
+        "rpn.head.dyhead_tower.0.offset.weight",
+        "rpn.head.bias0",
+    ] {
+        assert!(
+            transfer.fresh.iter().any(|k| k == key),
+            "{key} should be fresh"
+        );
+    }
+    assert!(
+        transfer.shape_mismatch.is_empty(),
+        "{:?}",
+        transfer.shape_mismatch
+    );
+    for key in [
+        "norm.weight",
+        "itm_score.fc.weight",
+        "layers.1.blocks.1.attn.norm_i2t_i.weight",
+        "image_queue",
+    ] {
+        assert!(
+            transfer.unused.iter().any(|k| k == key),
+            "{key} should be unused"
+        );
+    }
+    // Everything of the backbone but the stage norms came from the checkpoint.
+    let backbone_fresh: Vec<&String> = transfer
+        .fresh
+        .iter()
+        .filter(|k| {
+            k.starts_with("fusion_backbone.") && !k.contains(".fpn.") && !k.contains("body.norm")
+        })
+        .collect();
+    assert!(backbone_fresh.is_empty(), "{backbone_fresh:?}");
 }

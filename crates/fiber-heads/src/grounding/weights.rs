@@ -6,7 +6,9 @@
 use std::path::Path;
 
 use burn::prelude::*;
-use fiber_core::weights::{LoadReport, WeightLoader};
+use fiber_core::weights::{
+    assign_stored, checkpoint_shape, Layout, LoadReport, WeightLoader, WeightVisitor,
+};
 use fiber_core::{TensorStore, WeightError};
 use fiber_fusion::FusionError;
 
@@ -132,5 +134,104 @@ impl DetectorCheckpoint {
         store
             .names()
             .any(|k| k.trim_start_matches("module.").starts_with("rpn.head."))
+    }
+}
+
+/// What [`GroundingDetector::init_from_coarse`] did, key by key.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CoarseTransfer {
+    /// Detector keys filled, each with the coarse key it came from.
+    pub transferred: Vec<(String, String)>,
+    /// Detector keys whose best-matching coarse key has another shape: `(key, coarse key,
+    /// detector shape, coarse shape)`; they keep their fresh initialisation.
+    pub shape_mismatch: Vec<(String, String, Vec<usize>, Vec<usize>)>,
+    /// Detector keys no coarse key matches (stage norms, FPN, head): fresh.
+    pub fresh: Vec<String>,
+    /// Coarse keys that filled no detector key (heads, queues, unused modules).
+    pub unused: Vec<String>,
+}
+
+/// Fills each visited parameter from the longest stored key that is a suffix of its key.
+struct SuffixLoader {
+    keys: Vec<String>,
+    store: TensorStore,
+    used: std::collections::BTreeSet<String>,
+    transfer: CoarseTransfer,
+}
+
+impl<B: Backend> WeightVisitor<B> for SuffixLoader {
+    fn visit<const D: usize>(
+        &mut self,
+        key: &str,
+        param: &mut burn::module::Param<Tensor<B, D>>,
+        layout: Layout,
+    ) {
+        let Some(source) = self
+            .keys
+            .iter()
+            .filter(|k| key.ends_with(k.as_str()))
+            .max_by_key(|k| k.len())
+            .cloned()
+        else {
+            self.transfer.fresh.push(key.to_string());
+            return;
+        };
+        let stored = self
+            .store
+            .get(&source)
+            .expect("the key came from the store");
+        let burn_shape = param.lazy_shape().to_vec();
+        let expected = checkpoint_shape(&burn_shape, layout);
+        let values = match stored.as_f32() {
+            Some(values) if stored.shape == expected => values,
+            _ => {
+                self.transfer.shape_mismatch.push((
+                    key.to_string(),
+                    source,
+                    expected,
+                    stored.shape.clone(),
+                ));
+                return;
+            }
+        };
+        assign_stored(param, values, layout);
+        self.used.insert(source.clone());
+        self.transfer.transferred.push((key.to_string(), source));
+    }
+}
+
+impl<B: Backend> GroundingDetector<B> {
+    /// Initialises the detector from a coarse checkpoint's weights (FIBER layout: `vit_model.*`,
+    /// `text_transformer.*`, heads) by the original's rule (docs/model.md §6.4): the prefixes
+    /// `module.`, `vit_model.` and `text_transformer.` are removed, and every detector key takes
+    /// the longest coarse key that is a suffix of it, unless the shapes differ. The Swin blocks,
+    /// patch embedding and merging, RoBERTa and the fusion modules transfer; the stage norms, the
+    /// FPN and the head keep their fresh initialisation.
+    pub fn init_from_coarse(&mut self, coarse: TensorStore) -> CoarseTransfer {
+        let mut store = TensorStore::new();
+        for (key, tensor) in coarse.into_iter_sorted() {
+            let key = key.trim_start_matches("module.");
+            let key = key
+                .strip_prefix("vit_model.")
+                .or_else(|| key.strip_prefix("text_transformer."))
+                .unwrap_or(key);
+            store.insert(key.to_string(), tensor);
+        }
+        let keys: Vec<String> = store.names().map(str::to_string).collect();
+        let mut loader = SuffixLoader {
+            keys,
+            store,
+            used: Default::default(),
+            transfer: CoarseTransfer::default(),
+        };
+        self.visit_weights(&mut loader);
+        let SuffixLoader {
+            keys,
+            used,
+            mut transfer,
+            ..
+        } = loader;
+        transfer.unused = keys.into_iter().filter(|k| !used.contains(k)).collect();
+        transfer
     }
 }
