@@ -16,6 +16,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
 use clap::{Args, ValueEnum};
 use fiber_fusion::{FiberBackbone, FiberConfig};
+use fiber_heads::grounding::{DetectorConfig, GroundingDetector};
 use fiber_roberta::{RobertaConfig, RobertaModel};
 use fiber_swin::{SwinConfig, SwinModel};
 use fiber_train::benchmark::{run_benchmark, BenchConfig, BenchOutcome, Measurement};
@@ -38,6 +39,10 @@ pub enum BenchModel {
     FiberBase384Fused,
     /// FIBER-Base dual-encoder forward (image-only and text-only paths).
     FiberBase384Dual,
+    /// FIBER-Base's grounding detector (backbone, FPN, DyHead, outputs) in eval mode on one
+    /// `--detect-size` image (padded up to multiples of 32, as the original pads) and a
+    /// 256-token prompt (GLIP's query length).
+    FiberDetectBase,
     /// The data pipeline alone: decoding, transforms and collation through the prefetching
     /// loader, in images/s (`--data`, `--transform`, `--image-size`).
     Data,
@@ -127,7 +132,34 @@ pub struct BenchArgs {
     /// `--model data`: output image side.
     #[arg(long, default_value_t = 384)]
     pub image_size: usize,
+    /// `--model fiber-detect-base`: the image's height and width, `HxW` (padded up to
+    /// multiples of 32).
+    #[arg(long, default_value = "800x1333", value_parser = parse_size)]
+    pub detect_size: (usize, usize),
 }
+
+/// `HxW` → (H, W).
+fn parse_size(text: &str) -> Result<(usize, usize), String> {
+    let (h, w) = text
+        .split_once(['x', '×'])
+        .ok_or_else(|| format!("`{text}` is not HxW (e.g. 800x1333)"))?;
+    let side = |s: &str| {
+        s.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("`{s}` in `{text}` is not a positive size"))
+    };
+    Ok((side(h)?, side(w)?))
+}
+
+/// `n` rounded up to a multiple of 32 (the detector's batch padding).
+fn pad32(n: usize) -> usize {
+    n.div_ceil(32) * 32
+}
+
+/// Tokens of the detector benchmark's prompt (GLIP pads every prompt to 256).
+const DETECT_PROMPT_LEN: usize = 256;
 
 /// Timing statistics in milliseconds.
 #[derive(Debug, Clone)]
@@ -496,6 +528,14 @@ fn run_component(args: BenchArgs, model: BenchModel) -> Result<()> {
     let (min, max) = (timing.runs_ms[0], *timing.runs_ms.last().unwrap_or(&median));
     let name = match model {
         BenchModel::Data => format!("Data ({:?} to {} px)", args.transform, args.image_size),
+        BenchModel::FiberDetectBase => {
+            let (h, w) = args.detect_size;
+            format!(
+                "FiberDetectBase ({h}×{w} padded to {}×{})",
+                pad32(h),
+                pad32(w)
+            )
+        }
         model => format!("{model:?}"),
     };
     let backend = match model {
@@ -574,6 +614,34 @@ impl BackendJob for BenchJob {
                         model.forward_dual(pixels.clone(), ids.clone(), mask.clone())
                     };
                     out.text.sum() + out.image.tokens.sum()
+                })
+            }
+            BenchModel::FiberDetectBase => {
+                let config = DetectorConfig::fiber_base();
+                let model = GroundingDetector::<B>::new(&config, &device)
+                    .expect("the FIBER-Base detector is valid")
+                    .valid();
+                let (h, w) = args.detect_size;
+                let pixels = Tensor::<B::InnerBackend, 4>::random(
+                    [batch, 3, pad32(h), pad32(w)],
+                    Distribution::Normal(0.0, 1.0),
+                    &device,
+                );
+                let ids = Tensor::<B::InnerBackend, 2, Int>::random(
+                    [batch, DETECT_PROMPT_LEN],
+                    Distribution::Uniform(3.0, 50000.0),
+                    &device,
+                );
+                let mask =
+                    Tensor::<B::InnerBackend, 2, Int>::ones([batch, DETECT_PROMPT_LEN], &device);
+                time_runs(&args, &device, || {
+                    let out = model.forward(pixels.clone(), ids.clone(), mask.clone());
+                    out.logits
+                        .into_iter()
+                        .map(|l| l.sum())
+                        .chain(out.bbox_reg.into_iter().map(|b| b.sum()))
+                        .reduce(|a, b| a + b)
+                        .expect("five levels")
                 })
             }
             BenchModel::Data => unreachable!("the data pipeline runs without a backend"),
