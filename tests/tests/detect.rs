@@ -107,3 +107,105 @@ fn without_a_config_fiber_base_is_assumed_and_a_smaller_checkpoint_is_refused_by
     assert!(message.contains("rpn.head.bias_lang"), "{message}");
     assert!(!out.exists());
 }
+
+#[test]
+fn a_detector_folder_starts_from_a_coarse_checkpoint_or_its_converted_folder() {
+    let coarse_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/fusion/tiny");
+    let ckpt = coarse_dir.join("fiber_tiny.ckpt");
+    let converted = temp("coarse-converted");
+    xtask::run([
+        "xtask",
+        "convert",
+        "--from",
+        s(&ckpt),
+        "--config",
+        s(&coarse_dir.join("config.json")),
+        "--to",
+        s(&converted),
+    ])
+    .unwrap();
+    let mut folders = Vec::new();
+    let coarse_config = coarse_dir.join("config.json");
+    for (name, source, config) in [
+        ("from-ckpt", &ckpt, Some(&coarse_config)),
+        ("from-folder", &converted, None),
+    ] {
+        let folder = temp(name);
+        let mut args = vec![
+            "xtask",
+            "convert",
+            "--from",
+            s(source),
+            "--detector",
+            "--to",
+            s(&folder),
+        ];
+        if let Some(config) = config {
+            args.extend(["--config", s(config)]);
+        }
+        xtask::run(args).unwrap();
+        folders.push(folder);
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(folders[0].join("transfer.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        report["transferred"]["fusion_backbone.backbone.body.layers.1.blocks.1.attn.qkv.weight"],
+        "layers.1.blocks.1.attn.qkv.weight"
+    );
+    let fresh: Vec<&str> = report["fresh"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert!(fresh.contains(&"rpn.head.bias0"));
+    assert!(fresh.contains(&"fusion_backbone.backbone.body.norm1.weight"));
+    assert!(report["shape_mismatch"].as_array().unwrap().is_empty());
+
+    // Both routes transfer the same values.
+    let stores: Vec<TensorStore> = folders
+        .iter()
+        .map(|f| TensorStore::read_safetensors(f.join("model.safetensors")).unwrap())
+        .collect();
+    let transferred = report["transferred"].as_object().unwrap();
+    assert!(transferred.len() > 50, "{}", transferred.len());
+    for key in transferred.keys() {
+        assert_eq!(
+            stores[0].get(key).unwrap().as_f32(),
+            stores[1].get(key).unwrap().as_f32(),
+            "{key}"
+        );
+    }
+
+    // The folder is a detector the forward command runs (3 Swin stages: 2 backbone levels and
+    // P6, P7 on strides 8…64 of the 32×32 input).
+    let out = temp("from-coarse-out.safetensors");
+    xtask::run([
+        "xtask",
+        "fiber-forward",
+        "--model",
+        s(&folders[0]),
+        "--mode",
+        "detect",
+        "--input",
+        s(&coarse_dir.join("input.safetensors")),
+        "--output",
+        s(&out),
+    ])
+    .unwrap();
+    let outputs = TensorStore::read_safetensors(&out).unwrap();
+    assert_eq!(outputs.get("logits.0").unwrap().shape, vec![2, 16, 7]);
+    assert_eq!(outputs.get("logits.3").unwrap().shape, vec![2, 1, 7]);
+    assert!(outputs
+        .get("bbox_reg.0")
+        .unwrap()
+        .as_f32()
+        .unwrap()
+        .iter()
+        .all(|v| v.is_finite()));
+    std::fs::remove_file(out).unwrap();
+    for folder in folders.into_iter().chain([converted]) {
+        std::fs::remove_dir_all(folder).unwrap();
+    }
+}

@@ -17,7 +17,7 @@ use fiber_core::backend::{run_on, BackendJob, BackendKind};
 use fiber_core::{LoadReport, TensorStore, WeightCollector};
 use fiber_fusion::weights::{is_head_key, rank_output_warning, write_config, AssumedSetting};
 use fiber_fusion::{FiberBackbone, FiberCheckpoint, FiberConfig};
-use fiber_heads::grounding::weights::{read_detector_store, DetectorCheckpoint, WeightCopy};
+use fiber_heads::grounding::weights::{DetectorCheckpoint, WeightCopy};
 
 use crate::hf_forward::{float_input, int_input, to_stored};
 
@@ -35,7 +35,8 @@ pub struct ConvertArgs {
     #[arg(long, requires = "roberta")]
     pub swin: Option<PathBuf>,
     /// Configuration file (the JSON format this command writes); required with --roberta/--swin,
-    /// optional with --from (sizes are otherwise inferred from the tensor shapes).
+    /// optional with --from (sizes are otherwise inferred from the tensor shapes). With
+    /// --detector it describes the coarse checkpoint, and --detector-config the detector.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Add the captioning adapters (new, when the checkpoint has none).
@@ -44,9 +45,61 @@ pub struct ConvertArgs {
     /// With a fine-grained checkpoint: convert its EMA weights (`model_ema`) instead of `model`.
     #[arg(long)]
     pub ema: bool,
+    /// Write a grounding detector whose backbone starts from the coarse model given by --from
+    /// (an original `.ckpt`, a converted folder, one of our runs, a stage or checkpoint folder
+    /// of one) by the original's longest-suffix rule; the FPN and head are new
+    /// (docs/model.md §6.4). `transfer.json` in the output lists what came from where.
+    #[arg(long, requires = "from")]
+    pub detector: bool,
+    /// With --detector: the detector's configuration (a detector `config.json`); without it the
+    /// coarse model's sizes with the detection defaults.
+    #[arg(long, requires = "detector")]
+    pub detector_config: Option<PathBuf>,
+    /// With --detector: the tokenizer to copy into the folder (a RoBERTa folder or
+    /// `tokenizer.json`), when the source carries none or another one is wanted.
+    #[arg(long, requires = "detector")]
+    pub tokenizer: Option<PathBuf>,
     /// Output folder.
     #[arg(long)]
     pub to: PathBuf,
+}
+
+/// `convert --detector`: a detector folder initialised from a coarse model.
+fn convert_coarse_to_detector(from: &std::path::Path, args: &ConvertArgs) -> Result<()> {
+    type B = burn::backend::NdArray<f32>;
+    let source = fiber_train::init::InitSource::parse(&[from.to_path_buf()])?;
+    let config = args
+        .detector_config
+        .as_ref()
+        .map(fiber_heads::grounding::DetectorConfig::load_json)
+        .transpose()?;
+    let mut init = source.detector::<B>(
+        config,
+        args.tokenizer.as_deref(),
+        args.config.as_deref(),
+        &Default::default(),
+    )?;
+    println!("detector from {}", source.describe());
+    for line in init.transfer.summary() {
+        println!("{line}");
+    }
+    let written = init.model.save_folder(&init.config, &args.to)?;
+    fiber_core::json::write_json_atomically(
+        &init.transfer.to_json(),
+        &args.to.join("transfer.json"),
+    )?;
+    match &init.tokenizer {
+        Some(tokenizer) => tokenizer.save(args.to.join("tokenizer.json"))?,
+        None => eprintln!(
+            "note: {} carries no tokenizer and none was given (--tokenizer): the folder has none",
+            from.display()
+        ),
+    }
+    println!(
+        "wrote the detector's {written} tensors to {}",
+        args.to.display()
+    );
+    Ok(())
 }
 
 /// `--ema` as the copy of a fine-grained checkpoint to read.
@@ -58,38 +111,17 @@ fn weight_copy(ema: bool) -> WeightCopy {
     }
 }
 
-/// Whether `path` is an original fine-grained (detector) checkpoint file.
-fn is_detector_file(path: &std::path::Path) -> Result<bool> {
-    if path.is_dir() {
-        return Ok(false);
-    }
-    let store = match read_detector_store(path, WeightCopy::Model) {
-        Ok(store) => store,
-        // No `model` entry: a coarse checkpoint (tensors under `state_dict`) or a bare file.
-        Err(_) => return Ok(false),
-    };
-    Ok(DetectorCheckpoint::is_detector_store(&store))
-}
-
 /// Converts an original fine-grained checkpoint into a detector folder.
-fn convert_detector(from: &std::path::Path, args: &ConvertArgs) -> Result<()> {
+fn convert_detector(ckpt: DetectorCheckpoint, args: &ConvertArgs) -> Result<()> {
     type B = burn::backend::NdArray<f32>;
-    let ckpt = DetectorCheckpoint::read(from, args.config.as_deref(), weight_copy(args.ema))
-        .with_context(|| format!("reading {}", from.display()))?;
     if let Some(note) = &ckpt.assumed {
         eprintln!("note: {note}");
     }
     let (mut model, report) = ckpt.detector::<B>(&Default::default())?;
     print_report(&report);
-    let mut collector = WeightCollector::new();
-    model.visit_weights(&mut collector);
-    let store = collector.into_store();
-    std::fs::create_dir_all(&args.to).with_context(|| format!("creating {}", args.to.display()))?;
-    store.write_safetensors(args.to.join("model.safetensors"))?;
-    ckpt.config.save_json(args.to.join("config.json"))?;
+    let written = model.save_folder(&ckpt.config, &args.to)?;
     println!(
-        "wrote the detector's {} tensors to {}",
-        store.len(),
+        "wrote the detector's {written} tensors to {}",
         args.to.display()
     );
     Ok(())
@@ -134,9 +166,18 @@ fn print_assumed(assumed: &[AssumedSetting]) {
 pub fn convert(args: ConvertArgs) -> Result<()> {
     type B = burn::backend::NdArray<f32>;
     let device = Default::default();
+    if let (Some(from), true) = (&args.from, args.detector) {
+        return convert_coarse_to_detector(from, &args);
+    }
     if let Some(from) = &args.from {
-        if is_detector_file(from)? {
-            return convert_detector(from, &args);
+        let detector = DetectorCheckpoint::read_if_detector(
+            from,
+            args.config.as_deref(),
+            weight_copy(args.ema),
+        )
+        .with_context(|| format!("reading {}", from.display()))?;
+        if let Some(ckpt) = detector {
+            return convert_detector(ckpt, &args);
         }
     }
     let (mut model, config, assumed, report, heads) = if let Some(from) = &args.from {

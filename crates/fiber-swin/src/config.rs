@@ -92,12 +92,12 @@ impl SwinConfig {
     /// Parses a HuggingFace `config.json` (errors give file, line and column).
     pub fn from_hf_json_file(path: impl AsRef<Path>) -> Result<Self, SwinError> {
         let path = path.as_ref();
-        Self::from_hf(read_json(path)?, path)
+        Self::from_json_value(read_json(path)?, path)
     }
 
     /// Parses the text of a HuggingFace `config.json`.
     pub fn from_hf_json_str(text: &str) -> Result<Self, SwinError> {
-        Self::from_hf(parse_json(text, Path::new(""))?, Path::new(""))
+        Self::from_json_value(parse_json(text, Path::new(""))?, Path::new(""))
     }
 
     /// The configuration of a parsed HuggingFace file (or of the project's own files, which use
@@ -105,10 +105,6 @@ impl SwinConfig {
     /// file omits take HuggingFace's defaults, and settings HuggingFace does not have take this
     /// struct's (a file written before a setting existed still reads).
     pub fn from_json_value(given: serde_json::Value, path: &Path) -> Result<Self, SwinError> {
-        Self::from_hf(given, path)
-    }
-
-    fn from_hf(given: serde_json::Value, path: &Path) -> Result<Self, SwinError> {
         let s: RequiredSizes = from_value(given.clone(), path)?;
         if s.use_absolute_embeddings {
             return Err(SwinError::InvalidConfig(

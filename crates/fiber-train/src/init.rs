@@ -6,10 +6,12 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use fiber_core::weights::{LoadReport, WeightLoader};
+use fiber_core::weights::{LoadReport, WeightCollector, WeightLoader};
 use fiber_core::TensorStore;
 use fiber_fusion::weights::{has_caption_adapters, FiberCheckpoint};
 use fiber_fusion::{FiberBackbone, FiberConfig};
+use fiber_heads::grounding::weights::CoarseTransfer;
+use fiber_heads::grounding::{DetectorConfig, GroundingDetector};
 use fiber_heads::FiberModel;
 use fiber_roberta::{RobertaConfig, RobertaTokenizer};
 use fiber_swin::SwinConfig;
@@ -279,6 +281,108 @@ impl InitSource {
             config,
             tokenizer,
             notes,
+        })
+    }
+}
+
+/// A grounding detector initialised from a coarse model by the longest-suffix rule.
+pub struct DetectorInit<B: Backend> {
+    /// The detector (its stage norms, FPN and head fresh).
+    pub model: GroundingDetector<B>,
+    /// Its configuration.
+    pub config: DetectorConfig,
+    /// The source's tokenizer (`None` for a FIBER checkpoint without `--tokenizer`).
+    pub tokenizer: Option<RobertaTokenizer>,
+    /// Which detector keys came from which coarse keys, and what stayed fresh.
+    pub transfer: CoarseTransfer,
+}
+
+impl InitSource {
+    /// The coarse model's weights in the original FIBER key layout (`vit_model.*`,
+    /// `text_transformer.*`, heads), its backbone configuration and its tokenizer where the
+    /// source has one (`tokenizer` overrides it). `fiber_config` gives the sizes of an original
+    /// checkpoint file that does not determine them; `num_fuse_block` is used for HuggingFace
+    /// sources, whose fusion modules are new.
+    pub fn coarse_weights(
+        &self,
+        tokenizer: Option<&Path>,
+        fiber_config: Option<&Path>,
+        num_fuse_block: usize,
+    ) -> Result<(TensorStore, FiberConfig, Option<RobertaTokenizer>), TrainError> {
+        let explicit = tokenizer
+            .map(RobertaTokenizer::from_dir_or_file)
+            .transpose()?;
+        let (store, config, own_tokenizer) = match self {
+            Self::Run { dir, stage } => {
+                let run = RunFolder::open(dir)?;
+                (
+                    run.stage_store(stage)?,
+                    run.fiber_config(),
+                    Some(run.tokenizer),
+                )
+            }
+            Self::Checkpoint { run, folder } => {
+                let run = RunFolder::open(run)?;
+                let store = TensorStore::from_safetensors_bytes(&CheckpointDir::read(
+                    folder,
+                    "model.safetensors",
+                )?)?;
+                (store, run.fiber_config(), Some(run.tokenizer))
+            }
+            Self::Fiber(path) => {
+                let checkpoint = FiberCheckpoint::read(path, fiber_config)?;
+                (checkpoint.store, checkpoint.config, None)
+            }
+            Self::HuggingFace { .. } => {
+                type Cpu = burn::backend::NdArray<f32>;
+                let Initialised {
+                    mut model,
+                    config,
+                    tokenizer,
+                    ..
+                } = self.load::<Cpu>(tokenizer, num_fuse_block, &Default::default())?;
+                let mut collector = WeightCollector::new();
+                model.backbone.visit_weights(&mut collector, "");
+                (collector.into_store(), config, Some(tokenizer))
+            }
+        };
+        Ok((store, config, explicit.or(own_tokenizer)))
+    }
+
+    /// A grounding detector whose backbone starts from this coarse source (docs/model.md §6.4).
+    /// `config` gives the detector's sizes; without it the coarse backbone's sizes are used with
+    /// the detection defaults ([`DetectorConfig::for_coarse_backbone`]). `tokenizer` and
+    /// `fiber_config` are as in [`Self::coarse_weights`].
+    pub fn detector<B: Backend>(
+        &self,
+        config: Option<DetectorConfig>,
+        tokenizer: Option<&Path>,
+        fiber_config: Option<&Path>,
+        device: &B::Device,
+    ) -> Result<DetectorInit<B>, TrainError> {
+        let num_fuse_block = config
+            .as_ref()
+            .map_or(FiberConfig::fiber_base_384().num_fuse_block, |c| {
+                c.backbone.num_fuse_block
+            });
+        let (store, coarse, tokenizer) =
+            self.coarse_weights(tokenizer, fiber_config, num_fuse_block)?;
+        let config = config.unwrap_or_else(|| DetectorConfig::for_coarse_backbone(&coarse));
+        let mut model = GroundingDetector::new(&config, device)?;
+        let transfer = model.init_from_coarse(store);
+        if transfer.transferred.is_empty() {
+            return Err(TrainError::Init(format!(
+                "no weight of {} matches the detector ({} keys with another shape, e.g. {:?}): it is not a coarse FIBER model of these sizes",
+                self.describe(),
+                transfer.shape_mismatch.len(),
+                transfer.shape_mismatch.first().map(|m| &m.0)
+            )));
+        }
+        Ok(DetectorInit {
+            model,
+            config,
+            tokenizer,
+            transfer,
         })
     }
 }

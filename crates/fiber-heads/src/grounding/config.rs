@@ -66,6 +66,17 @@ impl DetectorConfig {
         Self::new(FiberConfig::fiber_base_detection())
     }
 
+    /// The detector on a coarse model's backbone (docs/model.md §6.4): the same sizes with the
+    /// detection variant of fusion (v2) and windows that are padded, not shrunk; the FPN, tower
+    /// and head at their defaults.
+    pub fn for_coarse_backbone(coarse: &FiberConfig) -> Self {
+        let mut backbone = coarse
+            .clone()
+            .with_fusion_version(fiber_fusion::FusionVersion::V2);
+        backbone.swin.clamp_window = false;
+        Self::new(backbone)
+    }
+
     /// Widths of the backbone outputs the FPN reads (stages 1..: 2C, 4C, 8C).
     pub fn backbone_widths(&self) -> Vec<usize> {
         (1..self.backbone.swin.num_stages())

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use burn::prelude::*;
 use fiber_core::weights::{
-    assign_stored, checkpoint_shape, Layout, LoadReport, WeightLoader, WeightVisitor,
+    assign_stored, checkpoint_shape, Layout, LoadReport, WeightCollector, WeightLoader,
+    WeightVisitor,
 };
 use fiber_core::{TensorStore, WeightError};
 use fiber_fusion::FusionError;
@@ -87,15 +88,52 @@ impl DetectorCheckpoint {
     /// attention-head counts and other sizes; `config` names a detector `config.json`, and
     /// without one FIBER-Base's sizes are assumed (and said so in [`Self::assumed`]).
     pub fn read(path: &Path, config: Option<&Path>, copy: WeightCopy) -> Result<Self, FusionError> {
-        let (weights, folder_config) = if path.is_dir() {
-            (
-                path.join("model.safetensors"),
-                Some(path.join("config.json")),
-            )
+        let store = read_detector_store(&Self::weights_file(path), copy)?;
+        Self::with_store(path, store, config)
+    }
+
+    /// Like [`Self::read`] when `path` holds a detector (a fine-grained checkpoint file, whose
+    /// weights are then read once, or a folder whose `config.json` has a `backbone` object);
+    /// `None` for anything else, such as a coarse checkpoint, which its own reader then reads
+    /// and reports on.
+    pub fn read_if_detector(
+        path: &Path,
+        config: Option<&Path>,
+        copy: WeightCopy,
+    ) -> Result<Option<Self>, FusionError> {
+        if path.is_dir() {
+            let value: Option<serde_json::Value> =
+                fiber_core::json::read_json(&path.join("config.json")).ok();
+            return match value.and_then(|v| v.get("backbone").cloned()) {
+                Some(_) => Self::read(path, config, copy).map(Some),
+                None => Ok(None),
+            };
+        }
+        match read_detector_store(path, copy) {
+            Ok(store) if Self::is_detector_store(&store) => {
+                Self::with_store(path, store, config).map(Some)
+            }
+            // No `model` entry (a coarse checkpoint keeps its tensors under `state_dict`), or
+            // not a detector's keys.
+            _ => Ok(None),
+        }
+    }
+
+    /// The weights file of a checkpoint path (a folder's `model.safetensors`).
+    fn weights_file(path: &Path) -> std::path::PathBuf {
+        if path.is_dir() {
+            path.join("model.safetensors")
         } else {
-            (path.to_path_buf(), None)
-        };
-        let store = read_detector_store(&weights, copy)?;
+            path.to_path_buf()
+        }
+    }
+
+    fn with_store(
+        path: &Path,
+        store: TensorStore,
+        config: Option<&Path>,
+    ) -> Result<Self, FusionError> {
+        let folder_config = path.is_dir().then(|| path.join("config.json"));
         let (config, assumed) = match config.map(Path::to_path_buf).or(folder_config) {
             Some(file) => (DetectorConfig::load_json(&file)?, None),
             None => (
@@ -149,6 +187,93 @@ pub struct CoarseTransfer {
     pub fresh: Vec<String>,
     /// Coarse keys that filled no detector key (heads, queues, unused modules).
     pub unused: Vec<String>,
+}
+
+impl CoarseTransfer {
+    /// The whole transfer as JSON (`transferred` as detector key → coarse key, the others as
+    /// lists), for the report a converted folder keeps.
+    pub fn to_json(&self) -> serde_json::Value {
+        let transferred: serde_json::Map<String, serde_json::Value> = self
+            .transferred
+            .iter()
+            .map(|(key, source)| (key.clone(), source.clone().into()))
+            .collect();
+        let mismatch: Vec<serde_json::Value> = self
+            .shape_mismatch
+            .iter()
+            .map(|(key, source, ours, theirs)| {
+                serde_json::json!({"key": key, "coarse_key": source, "shape": ours, "coarse_shape": theirs})
+            })
+            .collect();
+        serde_json::json!({
+            "transferred": transferred,
+            "shape_mismatch": mismatch,
+            "fresh": self.fresh,
+            "unused": self.unused,
+        })
+    }
+
+    /// One line per outcome with counts and the first keys, for the log.
+    pub fn summary(&self) -> Vec<String> {
+        let first = |keys: &mut dyn Iterator<Item = &String>| {
+            let keys: Vec<&String> = keys.collect();
+            let shown: Vec<&str> = keys.iter().take(3).map(|k| k.as_str()).collect();
+            format!(
+                "{}{}",
+                shown.join(", "),
+                if keys.len() > 3 { ", …" } else { "" }
+            )
+        };
+        let mut lines = vec![format!(
+            "transferred {} tensors from the coarse model, e.g. {}",
+            self.transferred.len(),
+            first(&mut self.transferred.iter().map(|(k, _)| k))
+        )];
+        if !self.shape_mismatch.is_empty() {
+            lines.push(format!(
+                "kept {} tensors fresh because the coarse tensor has another shape: {}",
+                self.shape_mismatch.len(),
+                self.shape_mismatch
+                    .iter()
+                    .take(3)
+                    .map(|(k, _, ours, theirs)| format!("{k} {ours:?} vs {theirs:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        lines.push(format!(
+            "initialised {} tensors fresh (no coarse counterpart: stage norms, FPN, head), e.g. {}",
+            self.fresh.len(),
+            first(&mut self.fresh.iter())
+        ));
+        lines.push(format!(
+            "left {} coarse tensors unused (heads, queues, the final norm), e.g. {}",
+            self.unused.len(),
+            first(&mut self.unused.iter())
+        ));
+        lines
+    }
+}
+
+impl<B: Backend> GroundingDetector<B> {
+    /// Writes a detector folder: `model.safetensors` in the original fine-grained key layout and
+    /// `config.json`; returns the number of tensors written.
+    pub fn save_folder(
+        &mut self,
+        config: &DetectorConfig,
+        dir: &Path,
+    ) -> Result<usize, FusionError> {
+        let mut collector = WeightCollector::new();
+        self.visit_weights(&mut collector);
+        let store = collector.into_store();
+        std::fs::create_dir_all(dir).map_err(|source| WeightError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        store.write_safetensors(dir.join("model.safetensors"))?;
+        config.save_json(dir.join("config.json"))?;
+        Ok(store.len())
+    }
 }
 
 /// Fills each visited parameter from the longest stored key that is a suffix of its key.
