@@ -209,3 +209,101 @@ fn a_detector_folder_starts_from_a_coarse_checkpoint_or_its_converted_folder() {
         std::fs::remove_dir_all(folder).unwrap();
     }
 }
+
+#[test]
+fn the_forward_command_writes_the_losses_of_the_reference_for_ground_truth_inputs() {
+    let losses = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/detector/loss");
+    let ckpt = dir().join("fiber_detector_tiny.pth");
+    let config = dir().join("config.json");
+    // Two images with two boxes and one; a caption filling the token axis (the no-object
+    // column counts); an image without boxes.
+    for case in ["batch2", "batch1_full_caption", "batch2_negative"] {
+        let out = temp(&format!("loss-{case}.safetensors"));
+        let input = losses.join(format!("input_{case}.safetensors"));
+        xtask::run([
+            "xtask",
+            "fiber-forward",
+            "--model",
+            s(&ckpt),
+            "--config",
+            s(&config),
+            "--mode",
+            "detect",
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+        ])
+        .unwrap();
+        let actual = TensorStore::read_safetensors(&out).unwrap();
+        let expected =
+            TensorStore::read_safetensors(losses.join(format!("expected_{case}.safetensors")))
+                .unwrap();
+        for name in ["num_pos", "loss.grounding", "loss.giou", "loss.centerness"] {
+            let a = actual
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} not written"));
+            let e = expected.get(name).unwrap();
+            assert_eq!(a.shape, vec![1], "{case} {name}");
+            let (a, e) = (a.as_f32().unwrap()[0], e.as_f32().unwrap()[0]);
+            println!(
+                "{case} {name}: {a} (reference {e}, error {:.1e})",
+                (a - e).abs()
+            );
+            assert!((a - e).abs() <= 1e-4, "{case} {name}: {a} vs {e}");
+        }
+        std::fs::remove_file(out).unwrap();
+    }
+}
+
+#[test]
+fn incomplete_or_misshaped_ground_truth_is_refused_by_name() {
+    let losses = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/detector/loss");
+    let mut inputs =
+        TensorStore::read_safetensors(losses.join("input_batch2.safetensors")).unwrap();
+    let run = |inputs: &TensorStore| {
+        let input = temp("bad-gt-in.safetensors");
+        inputs.write_safetensors(&input).unwrap();
+        let out = temp("bad-gt-out.safetensors");
+        let err = xtask::run([
+            "xtask",
+            "fiber-forward",
+            "--model",
+            s(&dir().join("fiber_detector_tiny.pth")),
+            "--config",
+            s(&dir().join("config.json")),
+            "--mode",
+            "detect",
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+        ])
+        .unwrap_err();
+        assert!(!out.exists());
+        std::fs::remove_file(input).unwrap();
+        format!("{err:#}")
+    };
+    let map = inputs.remove("positive_map").unwrap();
+    let message = run(&inputs);
+    assert!(message.contains("positive_map"), "{message}");
+    let [b, m, l] = [map.shape[0], map.shape[1], map.shape[2]];
+    let short = map.as_f32().unwrap()[..b * m * (l - 1)].to_vec();
+    inputs.insert(
+        "positive_map",
+        fiber_core::StoredTensor::f32(vec![b, m, l - 1], short),
+    );
+    let message = run(&inputs);
+    assert!(message.contains("`positive_map` is [2, 2, 6]"), "{message}");
+    inputs.insert("positive_map", map);
+    let boxes = inputs.get("gt_boxes").unwrap();
+    let mut values = boxes.as_f32().unwrap().to_vec();
+    values[2] = values[0]; // x1 = x0 for the first box
+    let shape = boxes.shape.clone();
+    inputs.insert("gt_boxes", fiber_core::StoredTensor::f32(shape, values));
+    let message = run(&inputs);
+    assert!(
+        message.contains("box 0") && message.contains("degenerate"),
+        "{message}"
+    );
+}

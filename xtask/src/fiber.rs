@@ -17,6 +17,8 @@ use fiber_core::backend::{run_on, BackendJob, BackendKind};
 use fiber_core::{LoadReport, TensorStore, WeightCollector};
 use fiber_fusion::weights::{is_head_key, rank_output_warning, write_config, AssumedSetting};
 use fiber_fusion::{FiberBackbone, FiberCheckpoint, FiberConfig};
+use fiber_heads::grounding::atss::{DetectionLossConfig, DetectionTargets, ImageTargets};
+use fiber_heads::grounding::loss::detection_losses;
 use fiber_heads::grounding::weights::{DetectorCheckpoint, WeightCopy};
 
 use crate::hf_forward::{float_input, int_input, to_stored};
@@ -242,7 +244,9 @@ pub enum Mode {
     /// Dual encoder: image-only (with the final Swin norm) and text-only.
     Dual,
     /// The grounding detector (an original fine-grained checkpoint or a converted detector
-    /// folder): every level's FPN, tower, box, centerness, logit and anchor outputs.
+    /// folder): every level's FPN, tower, box, centerness, logit and anchor outputs; with
+    /// `gt_boxes`, `gt_valid` and `positive_map` in the input also `loss.grounding`,
+    /// `loss.giou`, `loss.centerness` and `num_pos`.
     Detect,
 }
 
@@ -332,8 +336,89 @@ impl BackendJob for DetectJob {
             h % multiple == 0 && w % multiple == 0,
             "pixel_values is {h}×{w}; the detector takes sizes that are multiples of {multiple} (pad the batch, as the original does)"
         );
-        Ok(model.forward(pixels, ids, mask).into_store())
+        let targets = ground_truth(&self.inputs, ids.dims())?;
+        let output = model.forward(pixels, ids, mask.clone());
+        let losses = match targets {
+            Some(images) => {
+                let config = DetectionLossConfig::new();
+                let targets = DetectionTargets::build(
+                    &output.anchors,
+                    &images,
+                    mask.dims()[1],
+                    &config,
+                    &self.ckpt.config.box_coder,
+                )?;
+                Some(detection_losses(
+                    &output,
+                    mask,
+                    &targets,
+                    targets.local_normalisers(),
+                    &config,
+                    &self.ckpt.config.box_coder,
+                ))
+            }
+            None => None,
+        };
+        let mut store = output.into_store();
+        if let Some(losses) = losses {
+            store.insert("loss.grounding", to_stored(losses.grounding));
+            store.insert("loss.giou", to_stored(losses.giou));
+            store.insert("loss.centerness", to_stored(losses.centerness));
+            store.insert(
+                "num_pos",
+                fiber_core::StoredTensor::f32(vec![1], vec![losses.num_pos as f32]),
+            );
+        }
+        Ok(store)
     }
+}
+
+/// The optional ground truth of `fiber-forward --mode detect`: `gt_boxes` f32 `[B, M, 4]`,
+/// `gt_valid` i64 `[B, M]` and `positive_map` f32 `[B, M, L]`, all three or none.
+fn ground_truth(
+    inputs: &TensorStore,
+    [batch, len]: [usize; 2],
+) -> Result<Option<Vec<ImageTargets>>> {
+    let names = ["gt_boxes", "gt_valid", "positive_map"];
+    let present: Vec<&str> = names.into_iter().filter(|n| inputs.contains(n)).collect();
+    if present.is_empty() {
+        return Ok(None);
+    }
+    anyhow::ensure!(
+        present.len() == 3,
+        "the losses need gt_boxes, gt_valid and positive_map together; the input has only {}",
+        present.join(", ")
+    );
+    let get = |n: &str| inputs.get(n).expect("checked above");
+    let (boxes, valid, map) = (get("gt_boxes"), get("gt_valid"), get("positive_map"));
+    let m = boxes.shape.get(1).copied().unwrap_or(0);
+    for (name, tensor, shape) in [
+        ("gt_boxes", boxes, vec![batch, m, 4]),
+        ("gt_valid", valid, vec![batch, m]),
+        ("positive_map", map, vec![batch, m, len]),
+    ] {
+        anyhow::ensure!(
+            tensor.shape == shape,
+            "`{name}` is {:?}; with {batch} images of {len} tokens and {m} boxes it must be {shape:?}",
+            tensor.shape
+        );
+    }
+    let floats = |n: &str, t: &fiber_core::StoredTensor| {
+        t.as_f32()
+            .map(<[f32]>::to_vec)
+            .with_context(|| format!("`{n}` must be a float tensor"))
+    };
+    let valid = valid
+        .as_i64()
+        .context("`gt_valid` must be an integer tensor")?;
+    Ok(Some(ImageTargets::from_padded(
+        &floats("gt_boxes", boxes)?,
+        valid,
+        &floats("positive_map", map)?,
+        batch,
+        m,
+        len,
+    )))
 }
 
 /// `pixel_values`, `input_ids` and `attention_mask` from an input file, checked for agreeing

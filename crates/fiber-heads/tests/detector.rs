@@ -425,3 +425,87 @@ fn a_detector_starts_from_a_coarse_checkpoint_by_the_longest_suffix_rule() {
         .collect();
     assert!(backbone_fresh.is_empty(), "{backbone_fresh:?}");
 }
+
+#[test]
+fn the_detection_losses_fall_when_the_detector_trains_on_them() {
+    use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+    use fiber_heads::grounding::atss::{DetectionLossConfig, DetectionTargets, ImageTargets};
+    use fiber_heads::grounding::loss::detection_losses;
+
+    let losses_dir = dir().join("../loss");
+    let input = TensorStore::read_safetensors(losses_dir.join("input_batch2.safetensors")).unwrap();
+    let (boxes, valid, map) = (
+        input.get("gt_boxes").unwrap(),
+        input.get("gt_valid").unwrap(),
+        input.get("positive_map").unwrap(),
+    );
+    let [batch, max_boxes, len] = [map.shape[0], map.shape[1], map.shape[2]];
+    let images = ImageTargets::from_padded(
+        boxes.as_f32().unwrap(),
+        valid.as_i64().unwrap(),
+        map.as_f32().unwrap(),
+        batch,
+        max_boxes,
+        len,
+    );
+    let config = DetectionLossConfig::new();
+    let coder = DetectorConfig::load_json(dir().join("config.json"))
+        .unwrap()
+        .box_coder;
+    // Each loss alone (0: grounding, 1: GIoU, 2: centerness above its floor) and the total.
+    // Without DropBlock the steps are deterministic.
+    let mut no_drop = DetectorConfig::load_json(dir().join("config.json")).unwrap();
+    no_drop.drop_block = false;
+    for objective in 0..4 {
+        let mut model = GroundingDetector::<A>::new(&no_drop, &Default::default()).unwrap();
+        model
+            .load_store(
+                read_detector_store(&dir().join("fiber_detector_tiny.pth"), WeightCopy::Model)
+                    .unwrap(),
+            )
+            .unwrap();
+        let mut optimizer = AdamWConfig::new().with_weight_decay(0.0).init();
+        let mut values = Vec::new();
+        for _ in 0..25 {
+            let mask = int::<A>(&input, "attention_mask");
+            let output = model.forward(
+                float(&input, "pixel_values"),
+                int(&input, "input_ids"),
+                mask.clone(),
+            );
+            let targets =
+                DetectionTargets::build(&output.anchors, &images, len, &config, &coder).unwrap();
+            let losses = detection_losses(
+                &output,
+                mask,
+                &targets,
+                targets.local_normalisers(),
+                &config,
+                &coder,
+            );
+            // The centerness loss cannot fall below the mean entropy of its soft targets.
+            let floor: f32 = targets
+                .centerness_targets
+                .iter()
+                .map(|&t| -(t * t.ln() + (1.0 - t) * (1.0 - t).ln()))
+                .sum::<f32>()
+                / targets.local_normalisers().num_pos;
+            let (loss, offset) = match objective {
+                0 => (losses.grounding.clone(), 0.0),
+                1 => (losses.giou.clone(), 0.0),
+                2 => (losses.centerness.clone(), floor),
+                _ => (losses.total(&config), 0.0),
+            };
+            values.push(loss.clone().into_scalar() - offset);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optimizer.step(1e-3, model, grads);
+        }
+        println!("objective {objective}: {values:?}");
+        assert!(values.iter().all(|v| v.is_finite()));
+        let (first, last) = (values[0], values[values.len() - 1]);
+        assert!(
+            last < 0.9 * first,
+            "objective {objective} went from {first} to {last}"
+        );
+    }
+}

@@ -6,6 +6,8 @@ use std::path::Path;
 use burn::config::Config;
 use fiber_fusion::{FiberConfig, FusionError};
 
+use super::box_coder::BoxCoderConfig;
+
 /// Configuration of [`super::GroundingDetector`].
 #[derive(Config, Debug, PartialEq)]
 pub struct DetectorConfig {
@@ -57,6 +59,9 @@ pub struct DetectorConfig {
     /// Number of extra levels above the backbone's (P6, P7).
     #[config(default = 2)]
     pub extra_levels: usize,
+    /// How the box outputs relate boxes to anchors.
+    #[config(default = "BoxCoderConfig::new()")]
+    pub box_coder: BoxCoderConfig,
 }
 
 impl DetectorConfig {

@@ -3,6 +3,8 @@
 //! region–token grounding outputs over one anchor per location.
 
 pub mod anchors;
+pub mod atss;
+pub mod box_coder;
 pub mod config;
 pub mod deform;
 pub mod drop_block;
@@ -10,6 +12,7 @@ pub mod dyhead;
 pub mod dyrelu;
 pub mod fpn;
 pub mod head;
+pub mod loss;
 pub mod model;
 pub mod weights;
 
