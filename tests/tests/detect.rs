@@ -307,3 +307,24 @@ fn incomplete_or_misshaped_ground_truth_is_refused_by_name() {
         "{message}"
     );
 }
+
+#[test]
+fn eval_scores_a_coco_results_file_and_asks_for_one_without_it() {
+    let coco = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/coco_eval");
+    xtask::run([
+        "xtask",
+        "eval",
+        "--task",
+        "detection",
+        "--gt",
+        s(&coco.join("instances.json")),
+        "--detections",
+        s(&coco.join("detections.json")),
+    ])
+    .unwrap();
+    let err = xtask::run(["xtask", "eval", "--task", "detection"]).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("--gt INSTANCES.json"),
+        "{err:#}"
+    );
+}

@@ -25,6 +25,8 @@ pub enum Task {
     Mlm,
     /// NLVR2 accuracy.
     Nlvr2,
+    /// COCO box mAP: the 12 COCOeval statistics of `--detections` against `--gt`.
+    Detection,
 }
 
 /// Arguments of `eval`.
@@ -46,6 +48,12 @@ pub struct EvalArgs {
     /// Compute backend.
     #[arg(long, default_value = "ndarray")]
     pub backend: BackendKind,
+    /// With `--task detection`: a COCO instances file (ground truth)…
+    #[arg(long, requires = "detections")]
+    pub gt: Option<PathBuf>,
+    /// …and a COCO results file (`[{image_id, category_id, bbox: [x, y, w, h], score}]`).
+    #[arg(long, requires = "gt")]
+    pub detections: Option<PathBuf>,
 }
 
 /// Arguments shared by the inference commands.
@@ -128,6 +136,7 @@ impl BackendJob for InferJob {
                     Task::Retrieval => EvalTask::Retrieval,
                     Task::Vqa => EvalTask::Vqa,
                     Task::Caption => EvalTask::Caption,
+                    Task::Detection => unreachable!("scored in `eval` before the backend starts"),
                     Task::Mlm => EvalTask::Mlm,
                     Task::Nlvr2 => EvalTask::Nlvr2,
                 };
@@ -199,6 +208,20 @@ fn run_request(backend: BackendKind, request: Request) -> Result<()> {
 
 /// Runs `eval`.
 pub fn eval(args: EvalArgs) -> Result<()> {
+    if args.task == Task::Detection {
+        let (Some(gt), Some(detections)) = (&args.gt, &args.detections) else {
+            anyhow::bail!(
+                "eval --task detection scores a results file: pass --gt INSTANCES.json --detections RESULTS.json (evaluating a run's own detector needs its fine-grained stage, which `train` does not produce yet)"
+            );
+        };
+        let stats = fiber_train::eval::detection::CocoBoxStats::evaluate_files(gt, detections)?;
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+        return Ok(());
+    }
+    anyhow::ensure!(
+        args.gt.is_none(),
+        "--gt and --detections belong to --task detection"
+    );
     run_request(args.backend, Request::Eval(args))
 }
 

@@ -509,3 +509,51 @@ fn the_detection_losses_fall_when_the_detector_trains_on_them() {
         );
     }
 }
+
+#[test]
+fn postprocessing_gives_the_reference_detections() {
+    use fiber_heads::grounding::postprocess::{postprocess, PostProcessConfig};
+    let expected: serde_json::Value =
+        fiber_core::json::read_json(&dir().join("../postprocess/expected_batch2.json")).unwrap();
+    let classes: Vec<Vec<usize>> = serde_json::from_value(expected["classes"].clone()).unwrap();
+    let sizes: Vec<(usize, usize)> =
+        serde_json::from_value(expected["image_sizes"].clone()).unwrap();
+    let c = &expected["config"];
+    let config = PostProcessConfig::new()
+        .with_score_threshold(c["score_threshold"].as_f64().unwrap())
+        .with_pre_nms_top_n(c["pre_nms_top_n"].as_u64().unwrap() as usize)
+        .with_nms_threshold(c["nms_threshold"].as_f64().unwrap())
+        .with_detections_per_image(c["detections_per_image"].as_u64().unwrap() as usize);
+    let model = detector::<B>();
+    let coder = DetectorConfig::load_json(dir().join("config.json"))
+        .unwrap()
+        .box_coder;
+    let output = run(&model, "batch2");
+    let ours = postprocess(&output, &classes, &sizes, &config, &coder);
+    for (i, image) in expected["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let theirs = image.as_array().unwrap();
+        assert_eq!(ours[i].len(), theirs.len(), "image {i}");
+        assert!(!theirs.is_empty());
+        // The same set (the order of equal scores is not defined).
+        let mut unmatched = ours[i].clone();
+        for d in theirs {
+            let class = d["class"].as_u64().unwrap() as usize;
+            let score = d["score"].as_f64().unwrap() as f32;
+            let bbox: Vec<f32> = serde_json::from_value(d["bbox"].clone()).unwrap();
+            let at = unmatched
+                .iter()
+                .position(|o| {
+                    o.class == class
+                        && (o.score - score).abs() <= 1e-6
+                        && o.bbox.iter().zip(&bbox).all(|(a, b)| (a - b).abs() <= 1e-3)
+                })
+                .unwrap_or_else(|| panic!("image {i}: no detection like {d}"));
+            unmatched.remove(at);
+        }
+    }
+}

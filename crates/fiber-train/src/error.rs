@@ -39,6 +39,9 @@ pub enum TrainError {
     /// What `--init` (or `--tokenizer`) points at cannot start this run.
     #[error("{0}")]
     Init(String),
+    /// An evaluation's inputs cannot be read or scored (e.g. a malformed COCO file).
+    #[error("{0}")]
+    Eval(String),
     /// Pre-training batches came without MLM masking.
     #[error("pre-training needs MLM masking in the collate step")]
     Unmasked,

@@ -14,6 +14,7 @@ pub mod fpn;
 pub mod head;
 pub mod loss;
 pub mod model;
+pub mod postprocess;
 pub mod weights;
 
 pub use config::DetectorConfig;

@@ -21,6 +21,7 @@ use crate::config::{EvalConfig, RunConfig};
 use crate::error::TrainError;
 
 pub mod caption;
+pub mod detection;
 pub mod mlm;
 pub mod nlvr2;
 pub mod retrieval;
