@@ -18,26 +18,36 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Runs the detector on the batch-2 input and compares every output with the reference.
-fn detect_and_compare(model: &Path, config: Option<&Path>) {
-    let out = temp("out.safetensors");
-    let input = dir().join("input_batch2.safetensors");
+/// `cargo xtask fiber-forward --mode detect` on `model` (with `config` if given).
+fn forward_detect(
+    model: &str,
+    config: Option<&str>,
+    input: &str,
+    output: &str,
+) -> anyhow::Result<()> {
     let mut args = vec![
         "xtask",
         "fiber-forward",
         "--model",
-        s(model),
+        model,
         "--mode",
         "detect",
         "--input",
-        s(&input),
+        input,
         "--output",
-        s(&out),
+        output,
     ];
     if let Some(config) = config {
-        args.extend(["--config", s(config)]);
+        args.extend(["--config", config]);
     }
-    xtask::run(args).unwrap();
+    xtask::run(args)
+}
+
+/// Runs the detector on the batch-2 input and compares every output with the reference.
+fn detect_and_compare(model: &Path, config: Option<&Path>) {
+    let out = temp("out.safetensors");
+    let input = dir().join("input_batch2.safetensors");
+    forward_detect(s(model), config.map(s), s(&input), s(&out)).unwrap();
     let actual = TensorStore::read_safetensors(&out).unwrap();
     let expected =
         TensorStore::read_safetensors(dir().join("expected_batch2.safetensors")).unwrap();
@@ -89,18 +99,12 @@ fn the_original_fine_grained_checkpoint_runs_with_its_config_and_after_conversio
 #[test]
 fn without_a_config_fiber_base_is_assumed_and_a_smaller_checkpoint_is_refused_by_name() {
     let out = temp("refused.safetensors");
-    let err = xtask::run([
-        "xtask",
-        "fiber-forward",
-        "--model",
+    let err = forward_detect(
         s(&dir().join("fiber_detector_tiny.pth")),
-        "--mode",
-        "detect",
-        "--input",
+        None,
         s(&dir().join("input_batch2.safetensors")),
-        "--output",
         s(&out),
-    ])
+    )
     .unwrap_err();
     let message = format!("{err:#}");
     assert!(message.contains("FIBER-Base"), "{message}");
@@ -181,18 +185,12 @@ fn a_detector_folder_starts_from_a_coarse_checkpoint_or_its_converted_folder() {
     // The folder is a detector the forward command runs (3 Swin stages: 2 backbone levels and
     // P6, P7 on strides 8…64 of the 32×32 input).
     let out = temp("from-coarse-out.safetensors");
-    xtask::run([
-        "xtask",
-        "fiber-forward",
-        "--model",
+    forward_detect(
         s(&folders[0]),
-        "--mode",
-        "detect",
-        "--input",
+        None,
         s(&coarse_dir.join("input.safetensors")),
-        "--output",
         s(&out),
-    ])
+    )
     .unwrap();
     let outputs = TensorStore::read_safetensors(&out).unwrap();
     assert_eq!(outputs.get("logits.0").unwrap().shape, vec![2, 16, 7]);
@@ -220,21 +218,7 @@ fn the_forward_command_writes_the_losses_of_the_reference_for_ground_truth_input
     for case in ["batch2", "batch1_full_caption", "batch2_negative"] {
         let out = temp(&format!("loss-{case}.safetensors"));
         let input = losses.join(format!("input_{case}.safetensors"));
-        xtask::run([
-            "xtask",
-            "fiber-forward",
-            "--model",
-            s(&ckpt),
-            "--config",
-            s(&config),
-            "--mode",
-            "detect",
-            "--input",
-            s(&input),
-            "--output",
-            s(&out),
-        ])
-        .unwrap();
+        forward_detect(s(&ckpt), Some(s(&config)), s(&input), s(&out)).unwrap();
         let actual = TensorStore::read_safetensors(&out).unwrap();
         let expected =
             TensorStore::read_safetensors(losses.join(format!("expected_{case}.safetensors")))
@@ -265,20 +249,12 @@ fn incomplete_or_misshaped_ground_truth_is_refused_by_name() {
         let input = temp("bad-gt-in.safetensors");
         inputs.write_safetensors(&input).unwrap();
         let out = temp("bad-gt-out.safetensors");
-        let err = xtask::run([
-            "xtask",
-            "fiber-forward",
-            "--model",
+        let err = forward_detect(
             s(&dir().join("fiber_detector_tiny.pth")),
-            "--config",
-            s(&dir().join("config.json")),
-            "--mode",
-            "detect",
-            "--input",
+            Some(s(&dir().join("config.json"))),
             s(&input),
-            "--output",
             s(&out),
-        ])
+        )
         .unwrap_err();
         assert!(!out.exists());
         std::fs::remove_file(input).unwrap();

@@ -211,10 +211,7 @@ impl InitSource {
             }
             Self::Checkpoint { run, folder } => {
                 let run = RunFolder::open(run)?;
-                let store = TensorStore::from_safetensors_bytes(&CheckpointDir::read(
-                    folder,
-                    "model.safetensors",
-                )?)?;
+                let store = checkpoint_weights(folder)?;
                 let (model, notes) = our_model(&run, store, device)?;
                 (
                     model,
@@ -323,10 +320,7 @@ impl InitSource {
             }
             Self::Checkpoint { run, folder } => {
                 let run = RunFolder::open(run)?;
-                let store = TensorStore::from_safetensors_bytes(&CheckpointDir::read(
-                    folder,
-                    "model.safetensors",
-                )?)?;
+                let store = checkpoint_weights(folder)?;
                 (store, run.fiber_config(), Some(run.tokenizer))
             }
             Self::Fiber(path) => {
@@ -385,6 +379,14 @@ impl InitSource {
             transfer,
         })
     }
+}
+
+/// The weights of one of our checkpoint folders.
+fn checkpoint_weights(folder: &Path) -> Result<TensorStore, TrainError> {
+    Ok(TensorStore::from_safetensors_bytes(&CheckpointDir::read(
+        folder,
+        "model.safetensors",
+    )?)?)
 }
 
 /// Our model from one of our checkpoints; the heads of other fine-tuning tasks are skipped.
