@@ -6,6 +6,7 @@
 
 pub mod captions;
 pub mod check;
+pub mod detection_batch;
 pub mod error;
 pub mod grounding;
 pub mod image;
