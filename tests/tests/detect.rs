@@ -304,3 +304,23 @@ fn eval_scores_a_coco_results_file_and_asks_for_one_without_it() {
         "{err:#}"
     );
 }
+
+#[test]
+fn converting_the_ema_copy_of_a_checkpoint_without_one_says_so() {
+    let folder = temp("no-ema");
+    let err = xtask::run([
+        "xtask",
+        "convert",
+        "--from",
+        s(&dir().join("fiber_detector_tiny.pth")),
+        "--config",
+        s(&dir().join("config.json")),
+        "--ema",
+        "--to",
+        s(&folder),
+    ])
+    .unwrap_err();
+    let message = format!("{err:#}");
+    assert!(message.contains("model_ema"), "{message}");
+    assert!(!folder.exists());
+}

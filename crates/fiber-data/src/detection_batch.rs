@@ -162,11 +162,19 @@ pub struct DetectionBatch {
 
 /// Pads `samples` into one batch (`divisor` as in [`DetectionBatchConfig::size_divisor`]).
 pub fn collate_detection(
-    samples: &[DetectionSample],
+    samples: Vec<DetectionSample>,
     divisor: usize,
     pad_id: u32,
 ) -> Result<DetectionBatch, DataError> {
-    let images: Vec<PixelImage> = samples.iter().map(|s| s.pixels.clone()).collect();
+    let (images, samples): (Vec<PixelImage>, Vec<DetectionSample>) = samples
+        .into_iter()
+        .map(|mut s| {
+            (
+                std::mem::replace(&mut s.pixels, PixelImage::filled(0, 0, [0.0; 3])),
+                s,
+            )
+        })
+        .unzip();
     let (pixel_values, (h, w)) = pad_batch(&images, divisor)?;
     let len = samples.iter().map(|s| s.input_ids.len()).max().unwrap_or(0);
     let mut batch = DetectionBatch {
@@ -181,16 +189,16 @@ pub fn collate_detection(
         positive_map: Vec::with_capacity(samples.len()),
         dropped_boxes: samples.iter().map(|s| s.dropped_boxes).sum(),
     };
-    for (b, sample) in samples.iter().enumerate() {
-        for y in 0..sample.pixels.height {
+    for (b, (sample, image)) in samples.into_iter().zip(&images).enumerate() {
+        for y in 0..image.height {
             let row = (b * h + y) * w;
-            batch.pixel_mask[row..row + sample.pixels.width].fill(1);
+            batch.pixel_mask[row..row + image.width].fill(1);
         }
         for (t, &id) in sample.input_ids.iter().enumerate() {
             batch.input_ids[b * len + t] = id as i64;
             batch.attention_mask[b * len + t] = 1;
         }
-        batch.boxes.push(sample.boxes.clone());
+        batch.boxes.push(sample.boxes);
         batch.positive_map.push(
             sample
                 .positive_map
@@ -330,7 +338,8 @@ mod tests {
             prepare_sample(&rec, image, &tokenizer, &config, &mut rng).unwrap()
         })
         .collect();
-        let batch = collate_detection(&samples, 32, tokenizer.special().pad).unwrap();
+        let short = samples[0].input_ids.len();
+        let batch = collate_detection(samples, 32, tokenizer.special().pad).unwrap();
         assert_eq!(batch.image_sizes, vec![(40, 60), (50, 40)]);
         assert_eq!(batch.padded_size, (64, 64));
         let (h, w) = batch.padded_size;
@@ -338,7 +347,6 @@ mod tests {
         assert_eq!(batch.pixel_mask[40 * w + 10], 0);
         assert_eq!(batch.pixel_mask[(h + 49) * w + 39], 1);
         assert_eq!(batch.pixel_mask[(h + 10) * w + 40], 0);
-        let short = samples[0].input_ids.len();
         assert!(short < batch.len);
         assert_eq!(batch.attention_mask[short - 1], 1);
         assert_eq!(batch.attention_mask[short], 0);

@@ -6,6 +6,7 @@ use burn::config::Config;
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
+use super::atss::iou_plus_one;
 use super::box_coder::BoxCoderConfig;
 use super::model::DetectorOutput;
 
@@ -42,15 +43,6 @@ pub struct Detection {
     pub class: usize,
 }
 
-/// IoU with "+1" widths, as maskrcnn-benchmark's NMS computes it.
-fn iou_plus_one(a: [f32; 4], b: [f32; 4]) -> f32 {
-    let area = |r: [f32; 4]| (r[2] - r[0] + 1.0) * (r[3] - r[1] + 1.0);
-    let w = (a[2].min(b[2]) - a[0].max(b[0]) + 1.0).max(0.0);
-    let h = (a[3].min(b[3]) - a[1].max(b[1]) + 1.0).max(0.0);
-    let inter = w * h;
-    inter / (area(a) + area(b) - inter)
-}
-
 /// Class-aware non-maximum suppression: by descending score, a box is dropped when a kept box
 /// of its class overlaps it with IoU above `threshold`. Returns the kept boxes, best first.
 pub fn class_aware_nms(mut detections: Vec<Detection>, threshold: f32) -> Vec<Detection> {
@@ -68,7 +60,7 @@ pub fn class_aware_nms(mut detections: Vec<Detection>, threshold: f32) -> Vec<De
 }
 
 /// Detections of every image of a batch. `classes` lists each class's token positions in
-/// the prompt (the tokens of its name); `image_sizes` each image's `(height, width)` before
+/// the prompt (the tokens of its name, at least one each); `image_sizes` each image's `(height, width)` before
 /// batch padding, which boxes are clipped to.
 pub fn postprocess<B: Backend>(
     output: &DetectorOutput<B>,
@@ -78,6 +70,10 @@ pub fn postprocess<B: Backend>(
     coder: &BoxCoderConfig,
 ) -> Vec<Vec<Detection>> {
     let batch = image_sizes.len();
+    assert!(
+        classes.iter().all(|tokens| !tokens.is_empty()),
+        "every class needs at least one token position"
+    );
     let mut per_image: Vec<Vec<Detection>> = vec![Vec::new(); batch];
     for l in 0..output.logits.len() {
         let [b, n, len] = output.logits[l].dims();

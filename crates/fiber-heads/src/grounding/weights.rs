@@ -113,6 +113,14 @@ impl DetectorCheckpoint {
             Ok(store) if Self::is_detector_store(&store) => {
                 Self::with_store(path, store, config).map(Some)
             }
+            // A detector checkpoint without the EMA copy asked for: say so.
+            Err(e)
+                if copy == WeightCopy::Ema
+                    && read_detector_store(path, WeightCopy::Model)
+                        .is_ok_and(|store| Self::is_detector_store(&store)) =>
+            {
+                Err(e.into())
+            }
             // No `model` entry (a coarse checkpoint keeps its tensors under `state_dict`), or
             // not a detector's keys.
             _ => Ok(None),
