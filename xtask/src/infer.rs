@@ -25,8 +25,13 @@ pub enum Task {
     Mlm,
     /// NLVR2 accuracy.
     Nlvr2,
-    /// COCO box mAP: the 12 COCOeval statistics of `--detections` against `--gt`.
+    /// COCO box mAP: the 12 COCOeval statistics of `--detections` against `--gt`, or of the
+    /// run's fine-grained detector on its held-out detection file.
     Detection,
+    /// Phrase-grounding Recall@1/5/10 (MDETR protocol) of the run's detector.
+    Grounding,
+    /// Referring-expression top-1 accuracy of the run's detector (MDETR-format RefCOCO/+/g).
+    Refexp,
 }
 
 /// Arguments of `eval`.
@@ -136,7 +141,9 @@ impl BackendJob for InferJob {
                     Task::Retrieval => EvalTask::Retrieval,
                     Task::Vqa => EvalTask::Vqa,
                     Task::Caption => EvalTask::Caption,
-                    Task::Detection => unreachable!("scored in `eval` before the backend starts"),
+                    Task::Detection => EvalTask::Detection,
+                    Task::Grounding => EvalTask::Grounding,
+                    Task::Refexp => EvalTask::Refexp,
                     Task::Mlm => EvalTask::Mlm,
                     Task::Nlvr2 => EvalTask::Nlvr2,
                 };
@@ -208,20 +215,15 @@ fn run_request(backend: BackendKind, request: Request) -> Result<()> {
 
 /// Runs `eval`.
 pub fn eval(args: EvalArgs) -> Result<()> {
-    if args.task == Task::Detection {
-        let (Some(gt), Some(detections)) = (&args.gt, &args.detections) else {
-            anyhow::bail!(
-                "eval --task detection scores a results file: pass --gt INSTANCES.json --detections RESULTS.json (evaluating a run's own detector needs its fine-grained stage, which `train` does not produce yet)"
-            );
-        };
+    if let (Some(gt), Some(detections)) = (&args.gt, &args.detections) {
+        anyhow::ensure!(
+            args.task == Task::Detection,
+            "--gt and --detections belong to --task detection"
+        );
         let stats = fiber_train::eval::detection::CocoBoxStats::evaluate_files(gt, detections)?;
         println!("{}", serde_json::to_string_pretty(&stats)?);
         return Ok(());
     }
-    anyhow::ensure!(
-        args.gt.is_none(),
-        "--gt and --detections belong to --task detection"
-    );
     run_request(args.backend, Request::Eval(args))
 }
 

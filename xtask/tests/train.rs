@@ -39,6 +39,12 @@ batch_size = 4
 [retrieval_itm]
 steps = 3
 batch_size = 4
+[fine]
+steps = 6
+batch_size = 4
+checkpoint_every = 2
+[detector]
+eval_batch_size = 8
 [eval]
 retrieval_candidates = 16
 itm_rerank_k = 4
@@ -158,6 +164,8 @@ fn a_run_killed_with_sigkill_resumes_with_identical_losses() {
         "/vqa/accuracy",
         "/mlm/accuracy",
         "/captioning/bleu4",
+        "/detection/ap50",
+        "/grounding/r@1",
     ] {
         let (x, y) = (
             a.pointer(path).unwrap().as_f64().unwrap(),
@@ -253,6 +261,7 @@ fn each_stage_runs_alone_from_the_runs_pretraining_or_from_init() {
         ("retrieval-itc", "/retrieval/itc/ir@1", 3),
         ("retrieval-itm", "/retrieval/itm/ir@1", 3),
         ("caption", "/captioning/cider", 4),
+        ("fine", "/detection/ap50", 6),
     ];
     let pretrain = runs.join("small/pretrain");
     for (name, metric, steps) in sections {
@@ -339,4 +348,128 @@ fn each_stage_runs_alone_from_the_runs_pretraining_or_from_init() {
         stderr.contains("330 tokens") && stderr.contains("99 rows"),
         "{stderr}"
     );
+}
+
+#[test]
+fn the_fine_stage_stopped_and_resumed_matches_a_straight_run_with_its_weight_average() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = config(tmp.path(), 2, 1e-3, 0);
+    let (straight, stopped) = (tmp.path().join("straight"), tmp.path().join("stopped"));
+    for runs in [&straight, &stopped] {
+        succeed(&mut xtask(&config, runs, &["--stage", "coarse"]));
+    }
+    let text = succeed(&mut xtask(&config, &straight, &["--stage", "fine"]));
+    assert!(text.contains("transferred"), "{text}");
+    let output = xtask(
+        &config,
+        &stopped,
+        &["--stage", "fine", "--stop-after", "fine:3"],
+    )
+    .output()
+    .unwrap();
+    assert!(!output.status.success());
+    succeed(&mut xtask(
+        &config,
+        &stopped,
+        &["--stage", "fine", "--resume"],
+    ));
+
+    let fine = |runs: &Path| -> Vec<(String, u64, Vec<f64>)> {
+        losses(runs)
+            .into_iter()
+            .filter(|(s, _, _)| s == "fine")
+            .collect()
+    };
+    let (a, b) = (fine(&straight), fine(&stopped));
+    assert_eq!(a.len(), 6);
+    assert_same_losses(&a, &b);
+    for (_, _, values) in &a {
+        assert_eq!(values.len(), 4, "loss, grounding, giou, centerness");
+    }
+    // The averaged weights were saved, restored and carried on identically: within 1e-5 but
+    // for tensors whose gradient is zero up to rounding (attention key biases), where Adam's
+    // normalised step follows the summation-order noise between processes (up to lr 1e-3).
+    let ema = |runs: &Path| {
+        let path = runs.join("small/fine/checkpoints/step-000006/ema.safetensors");
+        fiber_core::TensorStore::read_safetensors(&path).unwrap()
+    };
+    let (ea, eb) = (ema(&straight), ema(&stopped));
+    let (mut compared, mut tight) = (0, 0);
+    for name in ea.names() {
+        let (x, y) = (ea.get(name).unwrap(), eb.get(name).unwrap());
+        let err = fiber_core::compare::max_abs_diff(x.as_f32().unwrap(), y.as_f32().unwrap());
+        assert!(err <= 1e-3, "{name}: {err}");
+        compared += 1;
+        tight += usize::from(err <= 1e-5);
+    }
+    assert!(
+        compared > 100 && tight * 10 >= compared * 9,
+        "{tight} of {compared} within 1e-5"
+    );
+    // The average differs from the trained weights, and the report evaluates the average.
+    let model = fiber_core::TensorStore::read_safetensors(
+        straight.join("small/fine/checkpoints/step-000006/model.safetensors"),
+    )
+    .unwrap();
+    let key = "rpn.head.bbox_pred.weight";
+    let moved = fiber_core::compare::max_abs_diff(
+        model.get(key).unwrap().as_f32().unwrap(),
+        ea.get(key).unwrap().as_f32().unwrap(),
+    );
+    assert!(moved > 0.0, "the average lags the weights");
+    // The frozen patch embedding did not move from the coarse model.
+    let coarse = fiber_core::TensorStore::read_safetensors(
+        straight.join("small/pretrain/checkpoints/step-000012/model.safetensors"),
+    )
+    .unwrap();
+    let frozen = fiber_core::compare::max_abs_diff(
+        coarse
+            .get("vit_model.patch_embed.proj.weight")
+            .unwrap()
+            .as_f32()
+            .unwrap(),
+        model
+            .get("fusion_backbone.backbone.body.patch_embed.proj.weight")
+            .unwrap()
+            .as_f32()
+            .unwrap(),
+    );
+    assert_eq!(frozen, 0.0);
+    let report = read_json(&straight.join("small/fine/report.json"));
+    for key in [
+        "ap", "ap50", "ap75", "aps", "apm", "apl", "ar1", "ar10", "ar100", "ars", "arm", "arl",
+    ] {
+        assert!(report["detection"][key].is_f64(), "{key}: {report}");
+        assert!(
+            report["detection"]["baseline"][key].is_f64(),
+            "{key}: {report}"
+        );
+    }
+    for key in ["r@1", "r@5", "r@10"] {
+        let (r, chance) = (
+            report["grounding"][key].as_f64().unwrap(),
+            report["grounding"]["chance"][key].as_f64().unwrap(),
+        );
+        assert!((0.0..=1.0).contains(&r) && (0.0..=1.0).contains(&chance));
+    }
+    assert!(report["grounding"]["phrases"].as_u64().unwrap() > 0);
+    // The detector evaluates again from the run folder (its weight average).
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["eval", "--task", "grounding", "--run"])
+        .arg(straight.join("small"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let eval: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(eval["r@1"], report["grounding"]["r@1"]);
+    let resumed = read_json(&stopped.join("small/fine/report.json"));
+    let (x, y) = (
+        report["grounding"]["r@1"].as_f64().unwrap(),
+        resumed["grounding"]["r@1"].as_f64().unwrap(),
+    );
+    assert!((x - y).abs() <= 0.1, "{x} vs {y}");
 }

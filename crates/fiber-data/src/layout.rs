@@ -620,6 +620,138 @@ pub fn read_coco_detection_source(
         .collect()
 }
 
+/// The grounded data of the fine-grained stage, split into training and held-out parts.
+#[derive(Debug, Default)]
+pub struct GroundingSplits {
+    /// MDETR records trained on (files whose name contains `train`).
+    pub train: Vec<GroundingRecord>,
+    /// COCO-format detection datasets trained on (their images become GLIP prompts).
+    pub detection_train: Vec<DetectionDataset>,
+    /// Held-out MDETR records (the `test` files, else the `val` files).
+    pub held_out: Vec<GroundingRecord>,
+    /// The held-out detection file and its dataset (`instances_test.json`, else
+    /// `instances_val.json`), for COCO mAP.
+    pub detection_held_out: Option<(PathBuf, DetectionDataset)>,
+}
+
+/// Whether a file belongs to the training part (its name contains `train`).
+fn is_training_file(file: &Path) -> bool {
+    file.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.contains("train"))
+}
+
+/// The held-out files among `files`: those naming `test`, else those naming `val`.
+fn held_out_files(files: &[PathBuf]) -> Vec<PathBuf> {
+    let named = |word: &str| -> Vec<PathBuf> {
+        files
+            .iter()
+            .filter(|f| {
+                !is_training_file(f)
+                    && f.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.contains(word))
+            })
+            .cloned()
+            .collect()
+    };
+    let test = named("test");
+    if test.is_empty() {
+        named("val")
+    } else {
+        test
+    }
+}
+
+impl GroundingSplits {
+    /// Reads the fine-grained stage's data: from a folder, `mdetr_annotations/final_*.json`
+    /// and `annotations/instances_*.json` (either may be absent, not both); from files given
+    /// one by one, MDETR files are those named `final_*` (their published names) and every
+    /// other file is COCO-format detection (COCO, Objects365, LVIS). Files whose name contains
+    /// `train` are trained on; the others are held out (`test` before `val`).
+    pub fn read(source: &DataSource, problems: &mut Problems) -> Result<Self, DataError> {
+        let (mdetr, detection, mdetr_images, detection_images): (
+            Vec<PathBuf>,
+            Vec<PathBuf>,
+            Box<dyn Fn(&Path) -> PathBuf>,
+            Box<dyn Fn(&Path) -> PathBuf>,
+        ) = match source.given() {
+            Some(files) => {
+                let (mdetr, detection): (Vec<PathBuf>, Vec<PathBuf>) =
+                    files.iter().cloned().partition(|f| {
+                        f.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with("final_"))
+                    });
+                let a = source.clone();
+                let b = source.clone();
+                (
+                    mdetr,
+                    detection,
+                    Box::new(move |f| a.image_root(f)),
+                    Box::new(move |f| b.image_root(f)),
+                )
+            }
+            None => {
+                let dir = source.dir()?.to_path_buf();
+                let sub = dir.join("mdetr_annotations");
+                let mdetr_dir = if sub.is_dir() { sub } else { dir.clone() };
+                let mdetr = files_matching(&mdetr_dir, "final_", ".json")?;
+                let annotations = dir.join("annotations");
+                let detection = if annotations.is_dir() {
+                    files_matching(&annotations, "instances_", ".json")?
+                } else {
+                    Vec::new()
+                };
+                let images = source.folder_images(&dir);
+                let coco_images = images.clone();
+                (
+                    mdetr,
+                    detection,
+                    Box::new(move |_| images.clone()),
+                    Box::new(move |f| {
+                        coco_images.join(infix(f, "instances_", ".json").unwrap_or_default())
+                    }),
+                )
+            }
+        };
+        if mdetr.is_empty() && detection.is_empty() {
+            return Err(missing(
+                "no grounding data: MDETR mdetr_annotations/final_*.json or COCO-format annotations/instances_*.json"
+                    .into(),
+            ));
+        }
+        let mut splits = Self::default();
+        for file in mdetr.iter().filter(|f| is_training_file(f)) {
+            splits
+                .train
+                .extend(read_mdetr(file, &mdetr_images(file), problems)?);
+        }
+        for file in held_out_files(&mdetr) {
+            splits
+                .held_out
+                .extend(read_mdetr(&file, &mdetr_images(&file), problems)?);
+        }
+        for file in detection.iter().filter(|f| is_training_file(f)) {
+            splits.detection_train.push(read_coco_detection(
+                file,
+                &detection_images(file),
+                problems,
+            )?);
+        }
+        if let Some(file) = held_out_files(&detection).into_iter().next() {
+            let dataset = read_coco_detection(&file, &detection_images(&file), problems)?;
+            splits.detection_held_out = Some((file, dataset));
+        }
+        if splits.train.is_empty() && splits.detection_train.iter().all(|d| d.images.is_empty()) {
+            return Err(missing(
+                "no training file among the grounding data (a name containing `train`)".into(),
+            ));
+        }
+        Ok(splits)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,13 +5,18 @@
 use std::path::{Path, PathBuf};
 
 use burn::config::Config;
+use fiber_data::detection_batch::DetectionBatchConfig;
+use fiber_data::grounding::PromptConfig;
 use fiber_data::shapes::ShapesWorldConfig;
 use fiber_fusion::FiberConfig;
+use fiber_heads::grounding::atss::DetectionLossConfig;
+use fiber_heads::grounding::postprocess::PostProcessConfig;
+use fiber_heads::grounding::DetectorConfig;
 use fiber_roberta::RobertaConfig;
 use fiber_swin::SwinConfig;
 
 use crate::error::TrainError;
-use crate::optim::AdamWConfig;
+use crate::optim::{AdamWConfig, LrSchedule};
 
 /// The model: sizes of both backbones and of the fusion.
 #[derive(Config, Debug, PartialEq)]
@@ -89,6 +94,181 @@ pub struct StageConfig {
     /// Checkpoints kept.
     #[config(default = 2)]
     pub keep_checkpoints: usize,
+    /// How the rate and the weight decay change over the steps (default: linear decay).
+    #[config(default = "LrSchedule::new()")]
+    pub schedule: LrSchedule,
+    /// Keep an exponential moving average of the weights with this decay, evaluate it and save
+    /// it with each checkpoint (0.999 in FIBER's fine-grained stage; none elsewhere).
+    #[config(default = "None")]
+    pub ema_decay: Option<f64>,
+    /// Detector stages: learning-rate multiplier of everything under `language_backbone`
+    /// (0.1 in FIBER's fine-grained pre-training: 1e-5 against the base 1e-4).
+    #[config(default = 1.0)]
+    pub text_lr_multiplier: f64,
+    /// Detector stages: learning-rate multiplier of every parameter named `…bias…`, which is
+    /// also not weight-decayed (2 in FIBER's fine-grained stages).
+    #[config(default = 1.0)]
+    pub bias_lr_multiplier: f64,
+    /// Checkpoint-key prefixes of parameters that are not trained (the patch embedding and the
+    /// first Swin stage in FIBER's fine-grained pre-training).
+    #[config(default = "Vec::new()")]
+    pub frozen: Vec<String>,
+}
+
+/// The detector of the fine-grained stage on the run's backbone (docs/model.md §5) and its
+/// data, losses and post-processing. The defaults are the tiny preset's; FIBER-Base's are
+/// [`DetectorSettings::fiber_base`].
+#[derive(Config, Debug, PartialEq)]
+pub struct DetectorSettings {
+    /// Width of the FPN levels and the DyHead tower (256 in FIBER).
+    #[config(default = 32)]
+    pub channels: usize,
+    /// DyConv blocks (6 in FIBER-B).
+    #[config(default = 2)]
+    pub num_dyhead_blocks: usize,
+    /// GroupNorm groups (16 in FIBER).
+    #[config(default = 4)]
+    pub group_norm_groups: usize,
+    /// Anchor side as a multiple of the level stride (8 in FIBER; 4 in the tiny preset, whose
+    /// 64-px images hold 16–24 px objects).
+    #[config(default = 4)]
+    pub anchor_stride_multiple: usize,
+    /// DropBlock on P3 and P4 in training (GLIP's default, on in FIBER).
+    #[config(default = true)]
+    pub drop_block: bool,
+    /// Training shorter sides, drawn uniformly (480–800 in FIBER).
+    #[config(default = "vec![64]")]
+    pub shorter_sides: Vec<usize>,
+    /// Longest longer side (1333).
+    #[config(default = 1333)]
+    pub max_longer: usize,
+    /// Horizontal flip probability in training (captions naming a side are never flipped).
+    #[config(default = 0.5)]
+    pub flip_probability: f64,
+    /// Shorter side at evaluation (800 in FIBER).
+    #[config(default = 64)]
+    pub eval_shorter_side: usize,
+    /// Token positions of a prompt, `<s>` and `</s>` included (256 in FIBER; the tiny text
+    /// model has 38 positions).
+    #[config(default = 32)]
+    pub max_text_len: usize,
+    /// Most negative class names in a detection training prompt (85 in FIBER).
+    #[config(default = 8)]
+    pub random_sample_negative: usize,
+    /// Class names per evaluation prompt: more classes are evaluated in several prompts, as
+    /// the original evaluates LVIS in chunks.
+    #[config(default = 8)]
+    pub classes_per_prompt: usize,
+    /// Assignment and loss settings.
+    #[config(default = "DetectionLossConfig::new()")]
+    pub loss: DetectionLossConfig,
+    /// Post-processing of detection evaluation and `detect`.
+    #[config(default = "PostProcessConfig::new()")]
+    pub postprocess: PostProcessConfig,
+    /// Post-processing of phrase grounding (the original's Flickr30K / RefExp settings: no
+    /// score threshold, 100 boxes).
+    #[config(default = "PostProcessConfig::new().with_score_threshold(0.0)")]
+    pub grounding_postprocess: PostProcessConfig,
+    /// Post-processing of referring expressions (the original's RefExp settings: no score
+    /// threshold, 3000 candidates per level).
+    #[config(
+        default = "PostProcessConfig::new().with_score_threshold(0.0).with_pre_nms_top_n(3000)"
+    )]
+    pub refexp_postprocess: PostProcessConfig,
+    /// Images per forward pass in evaluation.
+    #[config(default = 16)]
+    pub eval_batch_size: usize,
+}
+
+impl DetectorSettings {
+    /// FIBER-Base's detector and data settings (docs/model.md §5).
+    pub fn fiber_base() -> Self {
+        Self::new()
+            .with_channels(256)
+            .with_num_dyhead_blocks(6)
+            .with_group_norm_groups(16)
+            .with_anchor_stride_multiple(8)
+            .with_shorter_sides(vec![480, 560, 640, 720, 800])
+            .with_eval_shorter_side(800)
+            .with_max_text_len(256)
+            .with_random_sample_negative(85)
+            .with_classes_per_prompt(80)
+            .with_eval_batch_size(1)
+    }
+
+    /// The detector on backbone `fiber` (the detection variant of the coarse backbone).
+    pub fn detector_config(&self, fiber: &FiberConfig) -> DetectorConfig {
+        let mut config = DetectorConfig::for_coarse_backbone(fiber);
+        config.channels = self.channels;
+        config.num_dyhead_blocks = self.num_dyhead_blocks;
+        config.group_norm_groups = self.group_norm_groups;
+        config.anchor_stride_multiple = self.anchor_stride_multiple;
+        config.drop_block = self.drop_block;
+        config
+    }
+
+    /// The training batch.
+    pub fn train_batch(&self) -> DetectionBatchConfig {
+        DetectionBatchConfig {
+            shorter_sides: self.shorter_sides.clone(),
+            max_longer: self.max_longer,
+            flip_probability: self.flip_probability,
+            size_divisor: 32,
+            max_text_len: self.max_text_len,
+        }
+    }
+
+    /// The evaluation batch: one shorter side, no flip.
+    pub fn eval_batch(&self) -> DetectionBatchConfig {
+        DetectionBatchConfig {
+            shorter_sides: vec![self.eval_shorter_side],
+            flip_probability: 0.0,
+            ..self.train_batch()
+        }
+    }
+
+    /// How detection annotations become training prompts.
+    pub fn prompts(&self) -> PromptConfig {
+        PromptConfig {
+            random_sample_negative: self.random_sample_negative,
+            max_tokens: self.max_text_len,
+            ..PromptConfig::default()
+        }
+    }
+}
+
+/// FIBER's fine-grained pre-training optimisation (docs/model.md §5.5) at `steps`, batch
+/// `batch` × `accumulation`, base rate `lr`: warm-up, ×0.1 at 67 % and 89 % with the
+/// weight-decay schedule, the text side at a tenth of the rate, biases ×2 without decay,
+/// clipping at 1.0, an EMA of the weights, the patch embedding and the first Swin stage frozen.
+pub fn fine_stage(
+    steps: u64,
+    batch: usize,
+    accumulation: usize,
+    lr: f64,
+    warmup_ratio: f64,
+    ema_decay: f64,
+) -> StageConfig {
+    StageConfig::new(steps, batch, lr)
+        .with_accumulation(accumulation)
+        .with_warmup_ratio(warmup_ratio)
+        .with_schedule(
+            LrSchedule::new()
+                .with_milestones(vec![0.67, 0.89])
+                .with_weight_decay_ratio(Some(0.667)),
+        )
+        .with_ema_decay(Some(ema_decay))
+        .with_text_lr_multiplier(0.1)
+        .with_bias_lr_multiplier(2.0)
+        .with_frozen(vec![
+            "fusion_backbone.backbone.body.patch_embed.".into(),
+            "fusion_backbone.backbone.body.layers.0.".into(),
+        ])
+        .with_optimizer(
+            AdamWConfig::new()
+                .with_beta2(0.999)
+                .with_max_grad_norm(Some(1.0)),
+        )
 }
 
 /// Evaluation settings.
@@ -194,6 +374,14 @@ pub struct RunConfig {
     /// ITM retrieval fine-tuning (`--stage retrieval-itm`).
     #[config(default = "StageConfig::new(100, 32, 2e-4).with_cross_modal_lr_multiplier(1.0)")]
     pub retrieval_itm: StageConfig,
+    /// Fine-grained pre-training of the detector (`--stage fine`; in the main job after the
+    /// coarse stage). The tiny preset keeps an EMA at 0.99 instead of 0.999: over its few
+    /// hundred steps a 0.999 average would stay close to the initial weights.
+    #[config(default = "fine_stage(300, 8, 1, 1e-3, 0.05, 0.99)")]
+    pub fine: StageConfig,
+    /// The detector, its data, losses and post-processing.
+    #[config(default = "DetectorSettings::new()")]
+    pub detector: DetectorSettings,
     /// Evaluation.
     #[config(default = "EvalConfig::new()")]
     pub eval: EvalConfig,
@@ -209,6 +397,11 @@ impl RunConfig {
     /// Seed of the NLVR2 classifier's initialisation.
     pub fn nlvr2_head_seed(&self) -> u64 {
         self.seed.wrapping_add(2)
+    }
+
+    /// Seed of the detector's new modules (stage norms, FPN, DyHead, head).
+    pub fn detector_init_seed(&self) -> u64 {
+        self.seed.wrapping_add(3)
     }
 
     /// Seed of the masking in the masked-token evaluation.
@@ -268,6 +461,12 @@ impl RunConfig {
             // COCO Karpathy train, batch 1024, 10 epochs.
             .with_retrieval_itc(finetune(5_540, 8, 128, 2e-5).with_head_lr_multiplier(5.0))
             .with_retrieval_itm(finetune(5_540, 8, 128, 2e-5).with_head_lr_multiplier(5.0))
+            // 800K iterations of 64 images, 2,000 warm-up iterations.
+            .with_fine(
+                fine_stage(800_000, 1, 64, 1e-4, 2000.0 / 800_000.0, 0.999)
+                    .with_checkpoint_every(5000),
+            )
+            .with_detector(DetectorSettings::fiber_base())
     }
 
     /// Reads a TOML file; a missing key takes its default, an unknown key or a wrong type is an

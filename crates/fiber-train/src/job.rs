@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::tensor::backend::AutodiffBackend;
-use fiber_data::layout::VqaFolder;
+use fiber_data::layout::{GroundingSplits, VqaFolder};
 use fiber_data::Problems;
 use fiber_heads::FiberModel;
 
@@ -20,7 +20,7 @@ use crate::error::TrainError;
 use crate::init::InitSource;
 use crate::input::{CaptionSplits, StageData};
 use crate::tasks::{
-    run_alone, CaptionStage, JobTask, Nlvr2Stage, PretrainStage, RetrievalItcStage,
+    run_alone, CaptionStage, FineStage, JobTask, Nlvr2Stage, PretrainStage, RetrievalItcStage,
     RetrievalItmStage, VqaStage,
 };
 use crate::workspace::Workspace;
@@ -57,6 +57,7 @@ pub fn run_job<B: AutodiffBackend>(
                     run_alone::<B, RetrievalItmStage>(&mut ws, model, &mut report, device)
                 }
                 Stage::Caption => run_alone::<B, CaptionStage>(&mut ws, model, &mut report, device),
+                Stage::Fine => run_alone::<B, FineStage>(&mut ws, model, &mut report, device),
             }?;
             report.seconds = start.elapsed().as_secs_f64();
         }
@@ -86,15 +87,18 @@ fn main_job<B: AutodiffBackend>(
     let mut problems = Problems::default();
     let captions = CaptionSplits::read(&source, &mut problems)?;
     let questions = <VqaFolder as StageData>::read(&source, &mut problems)?;
+    let grounded = <GroundingSplits as StageData>::read(&source, &mut problems)?;
     ws.warn(&problems, CaptionSplits::READS)?;
     let pretrained = PretrainStage::train(ws, model, &captions, device)?;
     let vqa = VqaStage::train(ws, pretrained.clone(), &questions, device)?;
     let captioner = CaptionStage::train(ws, pretrained.clone(), &captions, device)?;
+    let detector = FineStage::train(ws, pretrained.clone(), &grounded, device)?;
     let train_seconds = start.elapsed().as_secs_f64();
     let eval_start = Instant::now();
     PretrainStage::evaluate(ws, &pretrained, &captions, report, device)?;
     VqaStage::evaluate(ws, &vqa, &questions, report, device)?;
     CaptionStage::evaluate(ws, &captioner, &captions, report, device)?;
+    FineStage::evaluate(ws, &detector, &grounded, report, device)?;
     report.eval_seconds = eval_start.elapsed().as_secs_f64();
     report.seconds = train_seconds + report.eval_seconds;
     Ok(())

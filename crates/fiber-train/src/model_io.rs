@@ -26,6 +26,12 @@ macro_rules! visit_weights_of {
 
 visit_weights_of!(FiberModel, VqaModel, Nlvr2Model);
 
+impl<B: Backend> VisitWeights<B> for fiber_heads::grounding::GroundingDetector<B> {
+    fn visit_weights_with<V: WeightVisitor<B>>(&mut self, v: &mut V) {
+        self.visit_weights(v);
+    }
+}
+
 /// The model's weights as safetensors bytes.
 pub fn model_bytes<B: Backend, M: VisitWeights<B> + Clone>(
     model: &M,

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::eval::{CaptionReport, MlmReport, Nlvr2Report, RetrievalReport, VqaReport};
+use crate::eval::{
+    CaptionReport, DetectionReport, GroundingReport, MlmReport, Nlvr2Report, RetrievalReport,
+    VqaReport,
+};
 use crate::stages::Stage;
 
 /// Per-stage step counts and seconds.
@@ -40,6 +43,12 @@ pub struct Report {
     /// NLVR2 on the held-out statements.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nlvr2: Option<Nlvr2Report>,
+    /// COCO box mAP of the detector on the held-out detection file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detection: Option<DetectionReport>,
+    /// Phrase-grounding recall of the detector on the held-out captions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grounding: Option<GroundingReport>,
     /// The stage run alone (`None`: the main job).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
@@ -71,6 +80,8 @@ impl Report {
             captioning: None,
             mlm: None,
             nlvr2: None,
+            detection: None,
+            grounding: None,
             stage: None,
             init: None,
             steps: 0,
@@ -135,6 +146,18 @@ pub fn summary_table(report: &Report) -> String {
         out.push_str(&format!(
             "| MLM | accuracy | {:.3} | {:.3} (most frequent token) |\n",
             m.accuracy, m.most_frequent_token_baseline
+        ));
+    }
+    if let Some(d) = &report.detection {
+        out.push_str(&format!(
+            "| detection | AP / AP50 | {:.3} / {:.3} | {:.3} / {:.3} (prior boxes) |\n",
+            d.stats.ap, d.stats.ap50, d.baseline.ap, d.baseline.ap50
+        ));
+    }
+    if let Some(g) = &report.grounding {
+        out.push_str(&format!(
+            "| grounding | R@1 / R@5 / R@10 | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} (random boxes) |\n",
+            g.recall.r1, g.recall.r5, g.recall.r10, g.chance.r1, g.chance.r5, g.chance.r10
         ));
     }
     out.push_str(&format!(

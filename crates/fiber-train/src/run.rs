@@ -7,6 +7,7 @@ use burn::prelude::*;
 use fiber_data::image::PixelImage;
 use fiber_data::vqa::AnswerVocab;
 use fiber_fusion::FiberConfig;
+use fiber_heads::grounding::GroundingDetector;
 use fiber_heads::{DecodeConfig, FiberModel, Nlvr2Model, VqaModel};
 use fiber_roberta::RobertaTokenizer;
 
@@ -55,6 +56,39 @@ impl RunFolder {
         Ok(fiber_core::TensorStore::from_safetensors_bytes(
             &CheckpointDir::read(&folder, "model.safetensors")?,
         )?)
+    }
+
+    /// The grounding detector of the fine-grained stage: its weight average when the stage
+    /// kept one (`ema.safetensors`), else its weights.
+    pub fn detector<B: Backend>(
+        &self,
+        device: &B::Device,
+    ) -> Result<GroundingDetector<B>, TrainError> {
+        let stage = Stage::Fine.folder();
+        let checkpoints = CheckpointDir::new(self.dir.join(stage).join("checkpoints"), 1);
+        let (_, folder) = checkpoints
+            .latest()?
+            .ok_or_else(|| TrainError::NoCheckpoint {
+                run: self.dir.clone(),
+                stage: stage.to_string(),
+            })?;
+        let file = if folder.join("ema.safetensors").exists() {
+            "ema.safetensors"
+        } else {
+            "model.safetensors"
+        };
+        let config = self.config.detector.detector_config(&self.fiber_config());
+        let mut model = GroundingDetector::new(&config, device)?;
+        load_model(
+            &mut model,
+            fiber_core::TensorStore::from_safetensors_bytes(&CheckpointDir::read(&folder, file)?)?,
+        )?;
+        Ok(model)
+    }
+
+    /// The run's detector evaluation settings and tokenizer.
+    pub fn detector_evaluator(&self) -> crate::eval::DetectorEvaluator<'_> {
+        crate::eval::DetectorEvaluator::new(&self.config, &self.tokenizer)
     }
 
     /// The model of stage `stage` (`pretrain` or `caption`).

@@ -2,7 +2,7 @@
 //! final checkpoint of the stage that trained it.
 
 use burn::prelude::*;
-use fiber_data::layout::{DataSource, VqaFolder};
+use fiber_data::layout::{DataSource, GroundingSplits, VqaFolder};
 use fiber_data::{DataError, Problems};
 
 use crate::error::TrainError;
@@ -25,6 +25,12 @@ pub enum EvalTask {
     Mlm,
     /// NLVR2 accuracy (NLVR2 model).
     Nlvr2,
+    /// COCO box mAP of the fine-grained detector on the held-out detection file.
+    Detection,
+    /// Phrase-grounding Recall@1/5/10 of the detector on the held-out MDETR captions.
+    Grounding,
+    /// Referring-expression top-1 accuracy of the detector on the held-out MDETR records.
+    Refexp,
 }
 
 fn json<T: serde::Serialize>(report: T) -> serde_json::Value {
@@ -56,6 +62,40 @@ pub fn evaluate_saved<B: Backend>(
             }
             let (model, vocab) = run.vqa_model::<B>(device)?;
             json(evaluator.vqa(&model, &vocab, &folder.held_out, device)?)
+        }
+        EvalTask::Detection | EvalTask::Grounding | EvalTask::Refexp => {
+            let data = GroundingSplits::read(source, &mut problems)?;
+            let model = run.detector::<B>(device)?;
+            let evaluator = run.detector_evaluator();
+            match task {
+                EvalTask::Detection => {
+                    let (file, dataset) = data.detection_held_out.as_ref().ok_or_else(|| {
+                        DataError::Missing(
+                            "a held-out COCO detection file (a name without `train`: instances_test.json or instances_val.json)".into(),
+                        )
+                    })?;
+                    let dir = run.dir.join(Stage::Fine.folder());
+                    json(evaluator.detection(
+                        &model,
+                        file,
+                        dataset,
+                        &data.detection_train,
+                        &dir,
+                        device,
+                    )?)
+                }
+                _ if data.held_out.is_empty() => {
+                    return Err(DataError::Missing(
+                        "held-out MDETR records (a final_*.json file without `train` in its name)"
+                            .into(),
+                    )
+                    .into())
+                }
+                EvalTask::Grounding => {
+                    json(evaluator.grounding(&model, &data.held_out, &data.train, device)?)
+                }
+                _ => json(evaluator.refexp(&model, &data.held_out, device)?),
+            }
         }
         EvalTask::Retrieval | EvalTask::Mlm | EvalTask::Caption => {
             let data = CaptionSplits::read(source, &mut problems)?;

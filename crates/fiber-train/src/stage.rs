@@ -22,7 +22,7 @@ use crate::config::StageConfig;
 use crate::error::TrainError;
 use crate::log::MetricsLog;
 use crate::model_io::{load_model, model_bytes, VisitWeights};
-use crate::optim::{linear_schedule, AdamW, ParamGroups};
+use crate::optim::{AdamW, Freeze, ParamGroups, WeightAverage};
 use crate::step::{apply_update, StepAccumulator, StepLoss};
 
 /// A training task: how a batch becomes a loss, and any state it keeps between steps.
@@ -34,6 +34,16 @@ pub trait StageTask<B: AutodiffBackend> {
 
     /// Starts the loader at `position`.
     fn loader(&self, position: LoaderPosition) -> Result<Loader<Self::Batch>, TrainError>;
+    /// Which parameters decay, how each one's rate is scaled and which are frozen (default:
+    /// FIBER's coarse groups with the stage's multipliers).
+    fn param_groups(&self, config: &StageConfig) -> ParamGroups {
+        ParamGroups::fiber_with(
+            config.head_lr_multiplier,
+            config.fusion_lr_multiplier,
+            config.cross_modal_lr_multiplier,
+            config.temperature_lr_multiplier,
+        )
+    }
     /// The model as a step starts (e.g. with the temperature clamped).
     fn before_step(&mut self, model: Self::Model) -> Self::Model {
         model
@@ -92,6 +102,25 @@ pub struct StageOutcome<M> {
     pub seconds: f64,
     /// Whether the stage was already complete (loaded from its final checkpoint).
     pub reused: bool,
+    /// The moving average of the weights as a model, when the stage keeps one.
+    pub average: Option<M>,
+}
+
+impl<M> StageOutcome<M> {
+    /// The model to evaluate and use: the moving average when there is one, else the model.
+    pub fn into_evaluated(self) -> M {
+        self.average.unwrap_or(self.model)
+    }
+}
+
+/// `model` with the averaged weights of `average` in place of its own.
+fn averaged<B: AutodiffBackend, M: VisitWeights<B> + Clone>(
+    model: &M,
+    average: &WeightAverage<B::InnerBackend>,
+) -> M {
+    let mut copy = model.clone();
+    copy.visit_weights_with(&mut average.apply());
+    copy
 }
 
 impl StageRunner<'_> {
@@ -108,15 +137,9 @@ impl StageRunner<'_> {
         device: &B::Device,
     ) -> Result<StageOutcome<T::Model>, TrainError> {
         let config = self.config;
-        let mut optimizer = AdamW::<B::InnerBackend>::new(
-            config.optimizer.clone(),
-            ParamGroups::fiber_with(
-                config.head_lr_multiplier,
-                config.fusion_lr_multiplier,
-                config.cross_modal_lr_multiplier,
-                config.temperature_lr_multiplier,
-            ),
-        );
+        let groups = task.param_groups(config);
+        let mut average = config.ema_decay.map(WeightAverage::<B::InnerBackend>::new);
+        let mut optimizer = AdamW::<B::InnerBackend>::new(config.optimizer.clone(), groups);
         let mut state = TrainerState {
             step: 0,
             position: LoaderPosition::default(),
@@ -143,6 +166,17 @@ impl StageRunner<'_> {
                     &folder,
                     "task.safetensors",
                 )?)?)?;
+                if let Some(average) = average.as_mut() {
+                    let mut saved = model.clone();
+                    load_model(
+                        &mut saved,
+                        TensorStore::from_safetensors_bytes(&CheckpointDir::read(
+                            &folder,
+                            "ema.safetensors",
+                        )?)?,
+                    )?;
+                    saved.visit_weights_with(&mut average.update());
+                }
                 state = serde_json::from_slice(&CheckpointDir::read(&folder, "trainer.json")?)
                     .map_err(|e| TrainError::TrainerState {
                         folder: folder.clone(),
@@ -157,8 +191,17 @@ impl StageRunner<'_> {
                 log.truncate_stage(self.name, step)?;
             }
         }
+        let mut freeze = Freeze {
+            groups: optimizer.groups(),
+            frozen: 0,
+        };
+        model.visit_weights_with(&mut freeze);
+        if let Some(average) = average.as_mut().filter(|a| a.is_empty()) {
+            model.visit_weights_with(&mut average.update());
+        }
         if state.step >= config.steps {
             return Ok(StageOutcome {
+                average: average.as_ref().map(|a| averaged::<B, _>(&model, a)),
                 model,
                 steps: state.step,
                 skipped: Vec::new(),
@@ -212,7 +255,9 @@ impl StageRunner<'_> {
                     self.name
                 )));
             }
-            let lr = linear_schedule(step, config.steps, warmup, config.lr);
+            let lr = config.schedule.lr(step, config.steps, warmup, config.lr);
+            optimizer
+                .set_weight_decay_factor(config.schedule.weight_decay_factor(step, config.steps));
             let info = apply_update(&mut optimizer, &mut model, lr, gradients, scalars.grad_norm)
                 .map_err(|e| match e {
                 TrainError::NonFinite(m) => {
@@ -230,6 +275,9 @@ impl StageRunner<'_> {
                     )
                 });
             }
+            if let Some(average) = average.as_mut() {
+                model.visit_weights_with(&mut average.update());
+            }
             task.after_step();
             state.step += 1;
             done_here += 1;
@@ -246,7 +294,7 @@ impl StageRunner<'_> {
             progress.set_position(state.step);
             progress.set_message(format!("loss {loss:.4}"));
             if state.step % config.checkpoint_every == 0 || state.step == config.steps {
-                let files = vec![
+                let mut files = vec![
                     ("model.safetensors", model_bytes(&model)?),
                     (
                         "optimizer.safetensors",
@@ -258,6 +306,12 @@ impl StageRunner<'_> {
                         serde_json::to_vec_pretty(&state).expect("the trainer state serialises"),
                     ),
                 ];
+                if let Some(average) = average.as_ref() {
+                    files.push((
+                        "ema.safetensors",
+                        model_bytes(&averaged::<B, _>(&model, average))?,
+                    ));
+                }
                 checkpoints.save(state.step, &files)?;
             }
             if self.stop_after.is_some_and(|n| done_here >= n) {
@@ -267,6 +321,7 @@ impl StageRunner<'_> {
         }
         progress.finish_and_clear();
         Ok(StageOutcome {
+            average: average.as_ref().map(|a| averaged::<B, _>(&model, a)),
             model,
             steps: state.step,
             skipped,

@@ -19,17 +19,20 @@ pub enum Stage {
     RetrievalItm,
     /// Captioning fine-tuning (MLE).
     Caption,
+    /// Fine-grained pre-training of the grounding detector.
+    Fine,
 }
 
 impl Stage {
     /// Every stage, in the order of the names.
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Stage::Coarse,
         Stage::Vqa,
         Stage::Nlvr2,
         Stage::RetrievalItc,
         Stage::RetrievalItm,
         Stage::Caption,
+        Stage::Fine,
     ];
 
     /// The name on the command line.
@@ -41,6 +44,7 @@ impl Stage {
             Stage::RetrievalItc => "retrieval-itc",
             Stage::RetrievalItm => "retrieval-itm",
             Stage::Caption => "caption",
+            Stage::Fine => "fine",
         }
     }
 
@@ -77,6 +81,7 @@ impl Stage {
             Stage::RetrievalItc => &config.retrieval_itc,
             Stage::RetrievalItm => &config.retrieval_itm,
             Stage::Caption => &config.caption,
+            Stage::Fine => &config.fine,
         }
     }
 }

@@ -184,7 +184,8 @@ impl Workspace<'_> {
         Ok(())
     }
 
-    /// Runs one stage's training loop and records its summary.
+    /// Runs one stage's training loop and records its summary; returns the model to evaluate
+    /// (the moving average of the weights when the stage keeps one).
     pub fn train<B: AutodiffBackend, T: StageTask<B>>(
         &mut self,
         stage: Stage,
@@ -206,7 +207,7 @@ impl Workspace<'_> {
                 reused: outcome.reused,
             },
         );
-        Ok(outcome.model)
+        Ok(outcome.into_evaluated())
     }
 
     fn stage_runner<'s>(&self, name: &'s str, stage: &'s StageConfig) -> StageRunner<'s> {

@@ -22,12 +22,14 @@ use crate::error::TrainError;
 
 pub mod caption;
 pub mod detection;
+pub mod grounding;
 pub mod mlm;
 pub mod nlvr2;
 pub mod retrieval;
 pub mod vqa;
 
 pub use caption::{decode_config, evaluate_captions, generate_caption_text, CaptionReport};
+pub use grounding::{DetectionReport, DetectorEvaluator, GroundingReport, RecallAtK};
 pub use mlm::{evaluate_mlm, most_frequent_token, MlmReport};
 pub use nlvr2::{evaluate_nlvr2, Nlvr2Report};
 pub use retrieval::{evaluate_retrieval, Recalls, RetrievalReport};

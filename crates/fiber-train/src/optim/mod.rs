@@ -26,13 +26,15 @@ use burn::tensor::{DType, Element, FloatDType};
 use fiber_core::weights::{Layout, WeightVisitor};
 use fiber_core::{StoredTensor, TensorStore};
 
+pub mod ema;
 pub mod gradients;
 pub mod groups;
 pub mod schedule;
 
+pub use ema::WeightAverage;
 pub use gradients::{GradientCollector, KeyedGradients};
-pub use groups::ParamGroups;
-pub use schedule::linear_schedule;
+pub use groups::{Freeze, ParamGroups};
+pub use schedule::{linear_schedule, LrSchedule};
 
 use crate::error::TrainError;
 use crate::loss_scale::{DynamicLossScale, INIT_SCALE};
@@ -79,6 +81,7 @@ pub struct AdamW<B: Backend> {
     master: Option<FloatDType>,
     masters: BTreeMap<String, Tensor<B, 1>>,
     loss_scale: Option<DynamicLossScale>,
+    weight_decay_factor: f64,
 }
 
 /// f32 master weights where `B` computes in half precision (f16, bf16); none otherwise.
@@ -134,6 +137,7 @@ impl<B: Backend> AdamW<B> {
             master,
             masters: BTreeMap::new(),
             loss_scale,
+            weight_decay_factor: 1.0,
         }
     }
 
@@ -173,6 +177,12 @@ impl<B: Backend> AdamW<B> {
         self.master
     }
 
+    /// Multiplies the configured weight decay by `factor` from the next step on (a weight-decay
+    /// schedule; 1 by default).
+    pub fn set_weight_decay_factor(&mut self, factor: f64) {
+        self.weight_decay_factor = factor;
+    }
+
     /// Steps taken so far.
     pub fn steps(&self) -> u64 {
         self.step
@@ -189,6 +199,7 @@ impl<B: Backend> AdamW<B> {
     /// other scalars before [`AdamW::begin_prepared_step`].
     pub fn prepare(&self, gradients: KeyedGradients<B>) -> PreparedGradients<B> {
         let mut gradients = gradients;
+        gradients.grads.retain(|key, _| !self.groups.is_frozen(key));
         if let Some(dtype) = self.master {
             for g in gradients.grads.values_mut() {
                 *g = g.clone().cast(dtype);
@@ -426,8 +437,9 @@ impl<B: Backend> AdamWUpdate<'_, B> {
         let step_size = lr * (1.0 - beta2.powi(t)).sqrt() / (1.0 - beta1.powi(t));
         let denom = v.clone().sqrt().add_scalar(c.eps);
         let mut updated = value - (m.clone() / denom).mul_scalar(step_size);
-        if self.optimizer.groups.decays(key) && c.weight_decay > 0.0 {
-            updated = updated.clone() - updated.mul_scalar(lr * c.weight_decay);
+        let weight_decay = c.weight_decay * self.optimizer.weight_decay_factor;
+        if self.optimizer.groups.decays(key) && weight_decay > 0.0 {
+            updated = updated.clone() - updated.mul_scalar(lr * weight_decay);
         }
         self.optimizer.moments.insert(key.to_string(), (m, v));
         self.info.updated += 1;

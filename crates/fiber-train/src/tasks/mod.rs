@@ -16,6 +16,7 @@ use crate::stages::Stage;
 use crate::workspace::Workspace;
 
 pub mod caption;
+pub mod fine;
 pub mod nlvr2;
 pub mod pretrain;
 pub mod queue;
@@ -23,6 +24,7 @@ pub mod retrieval;
 pub mod vqa;
 
 pub use caption::{CaptionStage, CaptionTask};
+pub use fine::{DetectionInput, FineStage, FineTask, GroundingSample};
 pub use nlvr2::{Nlvr2Stage, Nlvr2Task};
 pub use pretrain::{PretrainStage, PretrainTask};
 pub use retrieval::{RetrievalItcStage, RetrievalItmStage, RetrievalObjective, RetrievalTask};

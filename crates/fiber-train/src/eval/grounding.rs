@@ -1,0 +1,700 @@
+//! Evaluation of the grounding detector (docs/model.md §5.6): detection with class-name
+//! prompts scored by COCO box mAP, and phrase grounding scored by Recall@1/5/10 with the MDETR
+//! protocol; each with a baseline measured the same way. Also the detection and grounding of
+//! single images that the inference commands use.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use fiber_data::detection_batch::DetectionBatch;
+use fiber_data::grounding::{
+    evaluation_prompt, token_map, CharSpan, DetectionDataset, GroundedBox, GroundingRecord,
+    PromptConfig,
+};
+use fiber_data::image::{load_rgb, normalize, pad_batch, Normalization, PixelImage};
+use fiber_data::transforms::{detection_resize, BoxXyxy};
+use fiber_heads::grounding::box_coder::BoxCoderConfig;
+use fiber_heads::grounding::postprocess::{postprocess, Detection, PostProcessConfig};
+use fiber_heads::grounding::GroundingDetector;
+use fiber_roberta::RobertaTokenizer;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::config::{DetectorSettings, RunConfig};
+use crate::error::TrainError;
+use crate::eval::detection::CocoBoxStats;
+
+/// Pixels `[n, 3, H, W]`, ids and mask `[n, L]` of a collated detection batch.
+pub fn detection_tensors<B: Backend>(
+    batch: &DetectionBatch,
+    device: &B::Device,
+) -> (Tensor<B, 4>, Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+    let n = batch.image_sizes.len();
+    let (h, w) = batch.padded_size;
+    let pixels = Tensor::from_data(
+        TensorData::new(batch.pixel_values.clone(), [n, 3, h, w]),
+        device,
+    );
+    let ids = Tensor::from_data(
+        TensorData::new(batch.input_ids.clone(), [n, batch.len]),
+        device,
+    );
+    let mask = Tensor::from_data(
+        TensorData::new(batch.attention_mask.clone(), [n, batch.len]),
+        device,
+    );
+    (pixels, ids, mask)
+}
+
+/// A prompt as the detector reads it: token ids (`<s>` … `</s>`) and, for each of its
+/// phrases (class names), the token positions that name it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedPrompt {
+    /// Token ids.
+    pub input_ids: Vec<i64>,
+    /// Each phrase's token positions (empty where the prompt's length cut the phrase off).
+    pub phrases: Vec<Vec<usize>>,
+}
+
+/// An image prepared for the detector, with the scale back to its own pixels.
+struct EvalImage {
+    pixels: PixelImage,
+    /// `(height, width)` of the original image.
+    original: (usize, usize),
+}
+
+impl EvalImage {
+    /// A box in the resized image's pixels, in the original image's pixels.
+    fn to_original(&self, b: [f32; 4]) -> BoxXyxy {
+        let sx = self.original.1 as f32 / self.pixels.width as f32;
+        let sy = self.original.0 as f32 / self.pixels.height as f32;
+        [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]
+    }
+}
+
+/// A detection in the original image's pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ImageDetection {
+    /// `(x0, y0, x1, y1)`.
+    pub bbox: BoxXyxy,
+    /// `sqrt(class score · sigmoid(centerness))`.
+    pub score: f32,
+    /// Index of the class (or phrase) in the list given.
+    pub class: usize,
+}
+
+/// The COCO statistics of the detector on a held-out detection file, next to a baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectionReport {
+    /// The twelve COCOeval statistics of the detector.
+    #[serde(flatten)]
+    pub stats: CocoBoxStats,
+    /// The same statistics of the prior-box baseline: on every image, one box per class at
+    /// the training boxes' mean centre and size, scored by the class's training frequency.
+    pub baseline: CocoBoxStats,
+    /// Images evaluated.
+    pub images: usize,
+    /// Class names per prompt (the classes are evaluated in prompts of this many).
+    pub classes_per_prompt: usize,
+    /// The detections written in COCO results format.
+    pub detections_file: PathBuf,
+}
+
+/// Recall@1/5/10 of phrase grounding.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RecallAtK {
+    /// A phrase's best box hits one of its boxes.
+    #[serde(rename = "r@1")]
+    pub r1: f64,
+    /// One of its 5 best boxes hits.
+    #[serde(rename = "r@5")]
+    pub r5: f64,
+    /// One of its 10 best boxes hits.
+    #[serde(rename = "r@10")]
+    pub r10: f64,
+}
+
+/// Phrase grounding on held-out captions with the MDETR protocol: a phrase is found at k when
+/// one of its k best boxes has IoU ≥ 0.5 with one of its ground-truth boxes (boxes named by the
+/// same spans form one phrase; no box merging, MDETR's "separate" ground truth).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GroundingReport {
+    /// The detector's recalls.
+    #[serde(flatten)]
+    pub recall: RecallAtK,
+    /// The recalls of random boxes (uniform centres, sizes of training boxes), the chance level.
+    pub chance: RecallAtK,
+    /// Phrases evaluated (phrases cut off by the prompt length count as misses).
+    pub phrases: usize,
+}
+
+/// Plain IoU of two `(x0, y0, x1, y1)` boxes (as MDETR's evaluation computes it).
+pub fn box_iou(a: BoxXyxy, b: BoxXyxy) -> f32 {
+    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = w * h;
+    let area = |r: BoxXyxy| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
+    let union = area(a) + area(b) - inter;
+    if union > 0.0 {
+        inter / union
+    } else {
+        0.0
+    }
+}
+
+/// Recall@1/5/10 over phrases, from each phrase's ranked boxes and its ground-truth boxes.
+pub fn recall_at_k(phrases: &[(Vec<BoxXyxy>, Vec<BoxXyxy>)]) -> RecallAtK {
+    let found = |k: usize| {
+        let hits = phrases
+            .iter()
+            .filter(|(ranked, truth)| {
+                ranked
+                    .iter()
+                    .take(k)
+                    .any(|p| truth.iter().any(|t| box_iou(*p, *t) >= 0.5))
+            })
+            .count();
+        hits as f64 / phrases.len().max(1) as f64
+    };
+    RecallAtK {
+        r1: found(1),
+        r5: found(5),
+        r10: found(10),
+    }
+}
+
+/// The phrases of a grounding record: its boxes grouped by the spans that name them.
+pub fn record_phrases(record: &GroundingRecord) -> Vec<(Vec<CharSpan>, Vec<BoxXyxy>)> {
+    let mut phrases: Vec<(Vec<CharSpan>, Vec<BoxXyxy>)> = Vec::new();
+    for b in &record.boxes {
+        let mut spans = b.spans.clone();
+        spans.sort_unstable();
+        match phrases.iter_mut().find(|(s, _)| *s == spans) {
+            Some((_, boxes)) => boxes.push(b.xyxy),
+            None => phrases.push((spans, vec![b.xyxy])),
+        }
+    }
+    phrases
+}
+
+/// The detector's evaluation and inference settings with the run's tokenizer.
+pub struct DetectorEvaluator<'a> {
+    /// Sizes, prompts and post-processing.
+    pub settings: &'a DetectorSettings,
+    /// The run's tokenizer.
+    pub tokenizer: &'a RobertaTokenizer,
+    /// The detector's box coding.
+    pub coder: BoxCoderConfig,
+    /// Seed of the chance baselines.
+    pub seed: u64,
+}
+
+impl<'a> DetectorEvaluator<'a> {
+    /// The evaluator of a run.
+    pub fn new(config: &'a RunConfig, tokenizer: &'a RobertaTokenizer) -> Self {
+        Self {
+            settings: &config.detector,
+            tokenizer,
+            coder: config
+                .detector
+                .detector_config(&config.model.fiber)
+                .box_coder,
+            seed: config.seed,
+        }
+    }
+
+    /// Encodes `text` with phrases at `phrases` (character spans each) within the prompt
+    /// length.
+    pub fn encode(
+        &self,
+        text: &str,
+        phrases: &[Vec<CharSpan>],
+    ) -> Result<EncodedPrompt, TrainError> {
+        if text.trim().is_empty() {
+            return Err(TrainError::Setting("the prompt is empty".into()));
+        }
+        let tokens = self.tokenizer.encode_with_char_offsets(text)?;
+        let len = (tokens.len() + 2).min(self.settings.max_text_len);
+        let special = self.tokenizer.special();
+        let mut input_ids = vec![special.bos as i64];
+        input_ids.extend(tokens[..len - 2].iter().map(|(id, _)| *id as i64));
+        input_ids.push(special.eos as i64);
+        let boxes: Vec<GroundedBox> = phrases
+            .iter()
+            .map(|spans| GroundedBox {
+                xyxy: [0.0; 4],
+                spans: spans.clone(),
+                category: None,
+            })
+            .collect();
+        let phrases = token_map(&boxes, &tokens, len)
+            .into_iter()
+            .map(|row| (0..len).filter(|&t| row[t]).collect())
+            .collect();
+        Ok(EncodedPrompt { input_ids, phrases })
+    }
+
+    /// The class-name prompts of `categories`, joined as the original's evaluation prompts:
+    /// each takes the next classes in order, at most `classes_per_prompt` and as many as fit
+    /// the prompt length; each with the index of its first class.
+    pub fn class_prompts(
+        &self,
+        categories: &[String],
+    ) -> Result<Vec<(usize, EncodedPrompt)>, TrainError> {
+        let per = self.settings.classes_per_prompt.max(1);
+        let config = PromptConfig {
+            max_tokens: self.settings.max_text_len,
+            shuffle: false,
+            ..PromptConfig::default()
+        };
+        let count = |text: &str| {
+            self.tokenizer
+                .encode_with_char_offsets(text)
+                .map(|t| t.len())
+                .unwrap_or(usize::MAX)
+        };
+        let mut prompts = Vec::new();
+        let mut first = 0;
+        while first < categories.len() {
+            let mut n = per.min(categories.len() - first);
+            let (text, spans) = loop {
+                let (text, spans) =
+                    evaluation_prompt(&categories[first..first + n], &config, &count);
+                if spans.iter().all(Option::is_some) {
+                    break (text, spans);
+                }
+                if n == 1 {
+                    return Err(TrainError::Setting(format!(
+                        "the class name `{}` does not fit a prompt of {} tokens",
+                        categories[first], self.settings.max_text_len
+                    )));
+                }
+                n -= 1;
+            };
+            let spans: Vec<Vec<CharSpan>> = spans.into_iter().flatten().map(|s| vec![s]).collect();
+            prompts.push((first, self.encode(&text, &spans)?));
+            first += n;
+        }
+        Ok(prompts)
+    }
+
+    /// Reads and prepares images as evaluation does (shorter side `eval_shorter_side`, the
+    /// detection normalisation), in parallel.
+    fn prepare(&self, paths: &[PathBuf]) -> Result<Vec<EvalImage>, TrainError> {
+        let batch = self.settings.eval_batch();
+        paths
+            .par_iter()
+            .map(|path| {
+                let image = load_rgb(path)?;
+                let (resized, _) =
+                    detection_resize(&image, &[], batch.shorter_sides[0], batch.max_longer)?;
+                Ok(EvalImage {
+                    pixels: normalize(&resized, &Normalization::DETECTION_BGR255),
+                    original: (image.height, image.width),
+                })
+            })
+            .collect()
+    }
+
+    /// Detections of `images` (one batch) for one prompt, in original pixels.
+    fn detect_batch<B: Backend>(
+        &self,
+        model: &GroundingDetector<B>,
+        images: &[EvalImage],
+        prompt: &EncodedPrompt,
+        config: &PostProcessConfig,
+        device: &B::Device,
+    ) -> Result<Vec<Vec<ImageDetection>>, TrainError> {
+        let pixels: Vec<PixelImage> = images.iter().map(|i| i.pixels.clone()).collect();
+        let (values, (h, w)) = pad_batch(&pixels, 32)?;
+        let n = images.len();
+        let len = prompt.input_ids.len();
+        let ids: Vec<i64> = (0..n).flat_map(|_| prompt.input_ids.clone()).collect();
+        let output = model.forward(
+            Tensor::from_data(TensorData::new(values, [n, 3, h, w]), device),
+            Tensor::from_data(TensorData::new(ids, [n, len]), device),
+            Tensor::ones([n, len], device),
+        );
+        // Phrases the prompt cut off have no tokens and get no box.
+        let scored: Vec<usize> = (0..prompt.phrases.len())
+            .filter(|&p| !prompt.phrases[p].is_empty())
+            .collect();
+        if scored.is_empty() {
+            return Ok(vec![Vec::new(); n]);
+        }
+        let classes: Vec<Vec<usize>> = scored.iter().map(|&p| prompt.phrases[p].clone()).collect();
+        let sizes: Vec<(usize, usize)> = images
+            .iter()
+            .map(|i| (i.pixels.height, i.pixels.width))
+            .collect();
+        let detections = postprocess(&output, &classes, &sizes, config, &self.coder);
+        Ok(detections
+            .into_iter()
+            .zip(images)
+            .map(|(found, image)| {
+                found
+                    .into_iter()
+                    .map(|Detection { bbox, score, class }| ImageDetection {
+                        bbox: image.to_original(bbox),
+                        score,
+                        class: scored[class],
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Detections of each image for every class of `categories` (evaluated in prompts of
+    /// `classes_per_prompt` names), best first, at most `postprocess.detections_per_image`
+    /// each (ties with the last kept).
+    pub fn detect<B: Backend>(
+        &self,
+        model: &GroundingDetector<B>,
+        paths: &[PathBuf],
+        categories: &[String],
+        device: &B::Device,
+    ) -> Result<Vec<Vec<ImageDetection>>, TrainError> {
+        let prompts = self.class_prompts(categories)?;
+        let config = &self.settings.postprocess;
+        let mut all: Vec<Vec<ImageDetection>> = vec![Vec::new(); paths.len()];
+        let per_batch = self.settings.eval_batch_size.max(1);
+        for (start, chunk) in paths.chunks(per_batch).enumerate() {
+            let images = self.prepare(chunk)?;
+            for (first, prompt) in &prompts {
+                let found = self.detect_batch(model, &images, prompt, config, device)?;
+                for (i, detections) in found.into_iter().enumerate() {
+                    all[start * per_batch + i].extend(detections.into_iter().map(|mut d| {
+                        d.class += first;
+                        d
+                    }));
+                }
+            }
+        }
+        for detections in &mut all {
+            keep_best(detections, config.detections_per_image);
+        }
+        Ok(all)
+    }
+
+    /// The boxes of each phrase of `caption` (character spans each) on one image, best first,
+    /// post-processed with `config` (`grounding_postprocess` or `refexp_postprocess`).
+    pub fn ground<B: Backend>(
+        &self,
+        model: &GroundingDetector<B>,
+        path: &Path,
+        caption: &str,
+        phrases: &[Vec<CharSpan>],
+        config: &PostProcessConfig,
+        device: &B::Device,
+    ) -> Result<Vec<Vec<ImageDetection>>, TrainError> {
+        let prompt = self.encode(caption, phrases)?;
+        let images = self.prepare(&[path.to_path_buf()])?;
+        let found = self
+            .detect_batch(model, &images, &prompt, config, device)?
+            .remove(0);
+        let mut by_phrase: Vec<Vec<ImageDetection>> = vec![Vec::new(); phrases.len()];
+        for d in found {
+            by_phrase[d.class].push(d);
+        }
+        for boxes in &mut by_phrase {
+            boxes.sort_by(|a, b| b.score.total_cmp(&a.score));
+        }
+        Ok(by_phrase)
+    }
+
+    /// COCO box mAP of the detector on the images of `dataset` (read from `gt_file`), with the
+    /// prior-box baseline from the training datasets; both results files are written to `dir`.
+    pub fn detection<B: Backend>(
+        &self,
+        model: &GroundingDetector<B>,
+        gt_file: &Path,
+        dataset: &DetectionDataset,
+        train: &[DetectionDataset],
+        dir: &Path,
+        device: &B::Device,
+    ) -> Result<DetectionReport, TrainError> {
+        let paths: Vec<PathBuf> = dataset.images.iter().map(|i| i.path.clone()).collect();
+        let detections = self.detect(model, &paths, &dataset.categories, device)?;
+        let results: Vec<serde_json::Value> = dataset
+            .images
+            .iter()
+            .zip(&detections)
+            .flat_map(|(image, found)| {
+                found.iter().map(move |d| {
+                    coco_result(image.id, dataset.category_ids[d.class], d.bbox, d.score)
+                })
+            })
+            .collect();
+        let detections_file = dir.join("detections_test.json");
+        let stats = score_results(gt_file, &detections_file, &results)?;
+        let baseline = prior_box_results(dataset, train);
+        let baseline_file = dir.join("baseline_detections_test.json");
+        let baseline = score_results(gt_file, &baseline_file, &baseline)?;
+        Ok(DetectionReport {
+            stats,
+            baseline,
+            images: dataset.images.len(),
+            classes_per_prompt: self.settings.classes_per_prompt,
+            detections_file,
+        })
+    }
+
+    /// Phrase-grounding recall of the detector on `records`, with the chance level of random
+    /// boxes sized as the boxes of `train`.
+    pub fn grounding<B: Backend>(
+        &self,
+        model: &GroundingDetector<B>,
+        records: &[GroundingRecord],
+        train: &[GroundingRecord],
+        device: &B::Device,
+    ) -> Result<GroundingReport, TrainError> {
+        let mut ranked: Vec<(Vec<BoxXyxy>, Vec<BoxXyxy>)> = Vec::new();
+        let mut random: Vec<(Vec<BoxXyxy>, Vec<BoxXyxy>)> = Vec::new();
+        let sizes: Vec<(f32, f32)> = train
+            .iter()
+            .flat_map(|r| {
+                r.boxes.iter().map(move |b| {
+                    (
+                        (b.xyxy[2] - b.xyxy[0]) / r.width as f32,
+                        (b.xyxy[3] - b.xyxy[1]) / r.height as f32,
+                    )
+                })
+            })
+            .collect();
+        let mut rng = StdRng::seed_from_u64(self.seed ^ 0x6A0D);
+        for record in records {
+            let phrases = record_phrases(record);
+            let spans: Vec<Vec<CharSpan>> = phrases.iter().map(|(s, _)| s.clone()).collect();
+            let found = self.ground(
+                model,
+                &record.path,
+                &record.caption,
+                &spans,
+                &self.settings.grounding_postprocess,
+                device,
+            )?;
+            for ((_, truth), boxes) in phrases.into_iter().zip(found) {
+                ranked.push((boxes.iter().map(|d| d.bbox).collect(), truth.clone()));
+                let guesses = (0..10)
+                    .map(|_| random_box(&sizes, record.width, record.height, &mut rng))
+                    .collect();
+                random.push((guesses, truth));
+            }
+        }
+        Ok(GroundingReport {
+            recall: recall_at_k(&ranked),
+            chance: recall_at_k(&random),
+            phrases: ranked.len(),
+        })
+    }
+}
+
+impl DetectorEvaluator<'_> {
+    /// Referring-expression accuracy (RefCOCO/+/g in MDETR's format): each record's first
+    /// phrase is the expression; it counts as found when the best box has IoU ≥ 0.5 with one
+    /// of its boxes (post-processed with `refexp_postprocess`).
+    pub fn refexp<B: Backend>(
+        &self,
+        model: &GroundingDetector<B>,
+        records: &[GroundingRecord],
+        device: &B::Device,
+    ) -> Result<RefexpReport, TrainError> {
+        let mut ranked = Vec::new();
+        for record in records {
+            let Some((spans, truth)) = record_phrases(record).into_iter().next() else {
+                continue;
+            };
+            let found = self.ground(
+                model,
+                &record.path,
+                &record.caption,
+                &[spans],
+                &self.settings.refexp_postprocess,
+                device,
+            )?;
+            ranked.push((found[0].iter().map(|d| d.bbox).collect(), truth));
+        }
+        Ok(RefexpReport {
+            accuracy: recall_at_k(&ranked).r1,
+            expressions: ranked.len(),
+        })
+    }
+}
+
+/// Top-1 accuracy on referring expressions.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RefexpReport {
+    /// Share of expressions whose best box has IoU ≥ 0.5 with their box.
+    pub accuracy: f64,
+    /// Expressions evaluated (records with at least one box).
+    pub expressions: usize,
+}
+
+/// Keeps every detection scoring at least the `n`-th best score, best first.
+fn keep_best(detections: &mut Vec<ImageDetection>, n: usize) {
+    detections.sort_by(|a, b| b.score.total_cmp(&a.score));
+    if detections.len() > n && n > 0 {
+        let cut = detections[n - 1].score;
+        detections.retain(|d| d.score >= cut);
+    }
+}
+
+/// One detection in COCO results format (`bbox` as `[x, y, w, h]`).
+pub fn coco_result(image_id: u64, category_id: u64, b: BoxXyxy, score: f32) -> serde_json::Value {
+    json!({
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+        "score": score,
+    })
+}
+
+/// Writes `results` to `file` and scores them against `gt_file`.
+fn score_results(
+    gt_file: &Path,
+    file: &Path,
+    results: &[serde_json::Value],
+) -> Result<CocoBoxStats, TrainError> {
+    fiber_core::json::write_json_atomically(&results, file)?;
+    CocoBoxStats::evaluate_files(gt_file, file)
+}
+
+/// The prior-box baseline: on every image of `dataset`, one box per class at the mean centre
+/// and size (relative to the image) of the training boxes, scored by the class's share of them.
+fn prior_box_results(
+    dataset: &DetectionDataset,
+    train: &[DetectionDataset],
+) -> Vec<serde_json::Value> {
+    let mut sum = [0.0f64; 4];
+    let mut count = 0usize;
+    let mut per_class = vec![0usize; dataset.categories.len()];
+    for data in train {
+        for image in &data.images {
+            for (b, &label) in image.boxes.iter().zip(&image.labels) {
+                let (w, h) = (image.width as f64, image.height as f64);
+                let rel = [
+                    (b[0] + b[2]) as f64 / 2.0 / w,
+                    (b[1] + b[3]) as f64 / 2.0 / h,
+                    (b[2] - b[0]) as f64 / w,
+                    (b[3] - b[1]) as f64 / h,
+                ];
+                for (s, r) in sum.iter_mut().zip(rel) {
+                    *s += r;
+                }
+                count += 1;
+                // Classes are matched by name: the training file may number them otherwise.
+                if let Some(c) = dataset
+                    .categories
+                    .iter()
+                    .position(|n| *n == data.categories[label])
+                {
+                    per_class[c] += 1;
+                }
+            }
+        }
+    }
+    let mean = sum.map(|s| s / count.max(1) as f64);
+    dataset
+        .images
+        .iter()
+        .flat_map(|image| {
+            let (w, h) = (image.width as f64, image.height as f64);
+            let b = [
+                ((mean[0] - mean[2] / 2.0) * w) as f32,
+                ((mean[1] - mean[3] / 2.0) * h) as f32,
+                ((mean[0] + mean[2] / 2.0) * w) as f32,
+                ((mean[1] + mean[3] / 2.0) * h) as f32,
+            ];
+            let per_class = &per_class;
+            dataset
+                .category_ids
+                .iter()
+                .enumerate()
+                .map(move |(c, &id)| {
+                    let score = (per_class[c] as f32 + 1.0) / (count as f32 + 1.0);
+                    coco_result(image.id, id, b, score)
+                })
+        })
+        .collect()
+}
+
+/// A box of a random training size (relative to the image) at a uniform centre.
+fn random_box(sizes: &[(f32, f32)], width: usize, height: usize, rng: &mut StdRng) -> BoxXyxy {
+    let (w, h) = if sizes.is_empty() {
+        (0.25, 0.25)
+    } else {
+        sizes[rng.random_range(0..sizes.len())]
+    };
+    let (cx, cy): (f32, f32) = (rng.random(), rng.random());
+    let (w, h) = (w * width as f32, h * height as f32);
+    let (cx, cy) = (cx * width as f32, cy * height as f32);
+    [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_phrase_is_found_at_k_when_one_of_its_k_best_boxes_overlaps_one_of_its_boxes() {
+        let truth = vec![[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]];
+        let miss = [50.0, 50.0, 60.0, 60.0];
+        let phrases = vec![
+            // Best box on the second ground-truth box: found at 1.
+            (vec![[21.0, 21.0, 30.0, 30.0]], truth.clone()),
+            // Found at 5 only.
+            (vec![miss, miss, miss, [0.0, 0.0, 9.0, 10.0]], truth.clone()),
+            // IoU 0.25 only: never found; and no boxes at all.
+            (vec![[0.0, 0.0, 5.0, 5.0]], truth.clone()),
+            (vec![], truth),
+        ];
+        let r = recall_at_k(&phrases);
+        assert_eq!((r.r1, r.r5, r.r10), (0.25, 0.5, 0.5));
+        assert!((box_iou([0.0, 0.0, 10.0, 10.0], [5.0, 0.0, 15.0, 10.0]) - 1.0 / 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn boxes_named_by_the_same_spans_form_one_phrase() {
+        let b = |x: f32, spans: Vec<CharSpan>| GroundedBox {
+            xyxy: [x, 0.0, x + 1.0, 1.0],
+            spans,
+            category: None,
+        };
+        let record = GroundingRecord {
+            id: 1,
+            path: PathBuf::from("a.jpg"),
+            height: 10,
+            width: 10,
+            caption: "two dogs and a cat".into(),
+            boxes: vec![
+                b(0.0, vec![(0, 8)]),
+                b(2.0, vec![(0, 8)]),
+                b(4.0, vec![(15, 18)]),
+            ],
+        };
+        let phrases = record_phrases(&record);
+        assert_eq!(phrases.len(), 2);
+        assert_eq!(phrases[0].1.len(), 2);
+        assert_eq!(phrases[1].0, vec![(15, 18)]);
+    }
+
+    #[test]
+    fn the_best_detections_are_kept_with_their_ties() {
+        let d = |score| ImageDetection {
+            bbox: [0.0; 4],
+            score,
+            class: 0,
+        };
+        let mut all = vec![d(0.1), d(0.9), d(0.5), d(0.5), d(0.2)];
+        keep_best(&mut all, 3);
+        let scores: Vec<f32> = all.iter().map(|d| d.score).collect();
+        assert_eq!(scores, vec![0.9, 0.5, 0.5]);
+        let mut tie = vec![d(0.5), d(0.9), d(0.5), d(0.5)];
+        keep_best(&mut tie, 2);
+        assert_eq!(tie.len(), 4);
+    }
+}
