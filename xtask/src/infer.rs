@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, ValueEnum};
+use fiber_train::detect::{detect_objects, ground_caption, parse_classes, run_classes};
 use fiber_train::infer::{answer_question, caption_images, retrieve_images};
 use fiber_train::job::{evaluate_saved, EvalTask};
 use fiber_train::run::RunFolder;
@@ -114,6 +115,50 @@ pub struct CaptionArgs {
     pub images: Vec<PathBuf>,
 }
 
+/// Arguments of `detect`.
+#[derive(Args, Debug, Clone)]
+pub struct DetectArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The images.
+    #[arg(long, num_args = 1.., required = true)]
+    pub image: Vec<PathBuf>,
+    /// The class names, separated by full stops (default: those the run's detector was
+    /// trained on).
+    #[arg(long)]
+    pub classes: Option<String>,
+    /// Keep detections scoring at least this.
+    #[arg(long, default_value_t = 0.3)]
+    pub threshold: f32,
+    /// Where `<image>.json` (COCO results) and `<image>.png` (annotated) go (default:
+    /// `<run>/detect`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Arguments of `ground`.
+#[derive(Args, Debug, Clone)]
+pub struct GroundArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The image.
+    #[arg(long)]
+    pub image: PathBuf,
+    /// The caption.
+    #[arg(long)]
+    pub caption: String,
+    /// A phrase of the caption to ground (repeatable; default: the caption's phrases, split
+    /// at prepositions, conjunctions and punctuation).
+    #[arg(long)]
+    pub phrase: Vec<String>,
+    /// Boxes listed per phrase.
+    #[arg(long, default_value_t = 3)]
+    pub top: usize,
+    /// Where `<image>.json` and `<image>.png` go (default: `<run>/ground`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
 /// What an inference command asks for.
 #[derive(Clone)]
 enum Request {
@@ -121,6 +166,8 @@ enum Request {
     Retrieve(RetrieveArgs),
     Vqa(VqaArgs),
     Caption(CaptionArgs),
+    Detect(DetectArgs),
+    Ground(GroundArgs),
 }
 
 struct InferJob(Request);
@@ -170,6 +217,64 @@ impl BackendJob for InferJob {
                     }
                 }
                 Ok(out)
+            }
+            Request::Detect(args) => {
+                let run = RunFolder::open(&args.run.run)?;
+                let model = run.detector::<I<B>>(&device)?;
+                let classes = match &args.classes {
+                    Some(text) => parse_classes(text),
+                    None => run_classes(&run)?.ok_or_else(|| {
+                        TrainError::Setting(
+                            "the run kept no class names: pass --classes \"person. bicycle. dog\""
+                                .into(),
+                        )
+                    })?,
+                };
+                let out = args.out.clone().unwrap_or_else(|| run.dir.join("detect"));
+                let written = detect_objects(
+                    &run,
+                    &model,
+                    &args.image,
+                    &classes,
+                    args.threshold,
+                    &out,
+                    &device,
+                )?;
+                let mut text = String::new();
+                for w in &written {
+                    text.push_str(&format!(
+                        "{}: {} detections → {}, {}\n",
+                        w.image.display(),
+                        w.detections.len(),
+                        w.json.display(),
+                        w.png.display()
+                    ));
+                    for d in &w.detections {
+                        text.push_str(&format!(
+                            "  {} {:.3} {}\n",
+                            d["category"].as_str().unwrap_or(""),
+                            d["score"].as_f64().unwrap_or(0.0),
+                            d["bbox"]
+                        ));
+                    }
+                }
+                Ok(text.trim_end().to_string())
+            }
+            Request::Ground(args) => {
+                let run = RunFolder::open(&args.run.run)?;
+                let model = run.detector::<I<B>>(&device)?;
+                let out = args.out.clone().unwrap_or_else(|| run.dir.join("ground"));
+                let written = ground_caption(
+                    &run,
+                    &model,
+                    &args.image,
+                    &args.caption,
+                    &args.phrase,
+                    args.top,
+                    &out,
+                    &device,
+                )?;
+                Ok(serde_json::to_string_pretty(&written).expect("the output serialises"))
             }
             Request::Vqa(args) => {
                 let run = RunFolder::open(&args.run.run)?;
@@ -230,6 +335,16 @@ pub fn eval(args: EvalArgs) -> Result<()> {
 /// Runs `retrieve`.
 pub fn retrieve(args: RetrieveArgs) -> Result<()> {
     run_request(args.run.backend, Request::Retrieve(args))
+}
+
+/// Runs `detect`.
+pub fn detect(args: DetectArgs) -> Result<()> {
+    run_request(args.run.backend, Request::Detect(args))
+}
+
+/// Runs `ground`.
+pub fn ground(args: GroundArgs) -> Result<()> {
+    run_request(args.run.backend, Request::Ground(args))
 }
 
 /// Runs `vqa`.

@@ -45,7 +45,8 @@ pub enum Command {
     TrainTokenizer(tokenizer::TrainTokenizerArgs),
     /// Train FIBER (the main job): pre-train, fine-tune and evaluate on the built-in data.
     Train(train::TrainArgs),
-    /// Evaluate a trained run on its data's test split (retrieval, VQA, captioning, MLM).
+    /// Evaluate a trained run on its data's test split (retrieval, VQA, captioning, MLM, NLVR2,
+    /// detection, grounding, referring expressions).
     Eval(infer::EvalArgs),
     /// Rank images for texts with a trained run (ITC, then ITM re-ranking).
     Retrieve(infer::RetrieveArgs),
@@ -53,6 +54,10 @@ pub enum Command {
     Vqa(infer::VqaArgs),
     /// Caption images with a trained run.
     Caption(infer::CaptionArgs),
+    /// Detect named classes on images with a run's grounding detector (COCO results + PNG).
+    Detect(infer::DetectArgs),
+    /// Ground each phrase of a caption on an image with a run's detector (JSON + PNG).
+    Ground(infer::GroundArgs),
 }
 
 /// Parses `args` (program name first) and runs the command.
@@ -84,5 +89,7 @@ where
         Command::Retrieve(args) => infer::retrieve(args),
         Command::Vqa(args) => infer::vqa(args),
         Command::Caption(args) => infer::caption(args),
+        Command::Detect(args) => infer::detect(args),
+        Command::Ground(args) => infer::ground(args),
     }
 }

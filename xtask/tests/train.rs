@@ -45,6 +45,9 @@ batch_size = 4
 checkpoint_every = 2
 [detector]
 eval_batch_size = 8
+# A detector trained for 6 steps scores every class below the default 0.05.
+[detector.postprocess]
+score_threshold = 0.0
 [eval]
 retrieval_candidates = 16
 itm_rerank_k = 4
@@ -466,6 +469,58 @@ fn the_fine_stage_stopped_and_resumed_matches_a_straight_run_with_its_weight_ave
     );
     let eval: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(eval["r@1"], report["grounding"]["r@1"]);
+    // `detect` and `ground` on one of the world's images write results and annotated PNGs.
+    let image = tmp.path().join("world/test/COCO_test_000000000105.jpg");
+    assert!(image.exists(), "{}", image.display());
+    let run_dir = straight.join("small");
+    let text = succeed(
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["detect", "--threshold", "0", "--run"])
+            .arg(&run_dir)
+            .arg("--image")
+            .arg(&image),
+    );
+    assert!(text.contains("detections"), "{text}");
+    let results = read_json(&run_dir.join("detect/COCO_test_000000000105.json"));
+    let results = results.as_array().unwrap();
+    assert!(!results.is_empty() && results.len() <= 100);
+    for r in results {
+        assert!(r["category"].is_string() && r["bbox"].as_array().unwrap().len() == 4);
+        assert!(r["score"].as_f64().unwrap() >= 0.0);
+    }
+    let png =
+        fiber_data::image::load_rgb(run_dir.join("detect/COCO_test_000000000105.png")).unwrap();
+    assert!(png.width >= 384, "enlarged for legible labels");
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["detect", "--classes", " . ", "--run"])
+        .arg(&run_dir)
+        .arg("--image")
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no class names"));
+    let text = succeed(
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args([
+                "ground",
+                "--caption",
+                "a red circle and a blue square",
+                "--run",
+            ])
+            .arg(&run_dir)
+            .arg("--image")
+            .arg(&image),
+    );
+    let grounded: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let phrases = grounded["phrases"].as_array().unwrap();
+    assert_eq!(phrases.len(), 2, "{text}");
+    assert_eq!(phrases[0]["phrase"], "red circle");
+    assert_eq!(phrases[1]["phrase"], "blue square");
+    assert!(phrases
+        .iter()
+        .all(|p| p["boxes"].as_array().unwrap().len() == 3));
+    assert!(run_dir.join("ground/COCO_test_000000000105.png").exists());
     let resumed = read_json(&stopped.join("small/fine/report.json"));
     let (x, y) = (
         report["grounding"]["r@1"].as_f64().unwrap(),

@@ -4,6 +4,7 @@
 //! datasets (Karpathy, COCO captions), VQAv2, NLVR2, MDETR grounding and COCO detection (turned
 //! into GLIP-style prompts), problem reporting and parallel image checks.
 
+pub mod annotate;
 pub mod captions;
 pub mod check;
 pub mod detection_batch;

@@ -12,6 +12,7 @@
 pub mod benchmark;
 pub mod checkpoint;
 pub mod config;
+pub mod detect;
 pub mod error;
 pub mod eval;
 pub mod infer;

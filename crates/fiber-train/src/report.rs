@@ -156,8 +156,9 @@ pub fn summary_table(report: &Report) -> String {
     }
     if let Some(g) = &report.grounding {
         out.push_str(&format!(
-            "| grounding | R@1 / R@5 / R@10 | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} (random boxes) |\n",
-            g.recall.r1, g.recall.r5, g.recall.r10, g.chance.r1, g.chance.r5, g.chance.r10
+            "| grounding | R@1 / R@5 / R@10 | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} (random boxes); {:.3} / {:.3} / {:.3} (any object) |\n",
+            g.recall.r1, g.recall.r5, g.recall.r10, g.chance.r1, g.chance.r5, g.chance.r10,
+            g.any_object.r1, g.any_object.r5, g.any_object.r10
         ));
     }
     out.push_str(&format!(

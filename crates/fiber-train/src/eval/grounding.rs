@@ -19,6 +19,7 @@ use fiber_heads::grounding::postprocess::{postprocess, Detection, PostProcessCon
 use fiber_heads::grounding::GroundingDetector;
 use fiber_roberta::RobertaTokenizer;
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -128,6 +129,9 @@ pub struct GroundingReport {
     pub recall: RecallAtK,
     /// The recalls of random boxes (uniform centres, sizes of training boxes), the chance level.
     pub chance: RecallAtK,
+    /// The recalls of a perfect object detector that cannot tell phrases apart: each phrase
+    /// ranks the ground-truth boxes of all the caption's phrases in random order.
+    pub any_object: RecallAtK,
     /// Phrases evaluated (phrases cut off by the prompt length count as misses).
     pub phrases: usize,
 }
@@ -184,7 +188,7 @@ pub fn record_phrases(record: &GroundingRecord) -> Vec<(Vec<CharSpan>, Vec<BoxXy
 /// The detector's evaluation and inference settings with the run's tokenizer.
 pub struct DetectorEvaluator<'a> {
     /// Sizes, prompts and post-processing.
-    pub settings: &'a DetectorSettings,
+    pub settings: DetectorSettings,
     /// The run's tokenizer.
     pub tokenizer: &'a RobertaTokenizer,
     /// The detector's box coding.
@@ -197,7 +201,7 @@ impl<'a> DetectorEvaluator<'a> {
     /// The evaluator of a run.
     pub fn new(config: &'a RunConfig, tokenizer: &'a RobertaTokenizer) -> Self {
         Self {
-            settings: &config.detector,
+            settings: config.detector.clone(),
             tokenizer,
             coder: config
                 .detector
@@ -465,9 +469,16 @@ impl<'a> DetectorEvaluator<'a> {
                 })
             })
             .collect();
+        let mut objects: Vec<(Vec<BoxXyxy>, Vec<BoxXyxy>)> = Vec::new();
         let mut rng = StdRng::seed_from_u64(self.seed ^ 0x6A0D);
         for record in records {
             let phrases = record_phrases(record);
+            let all: Vec<BoxXyxy> = record.boxes.iter().map(|b| b.xyxy).collect();
+            for (_, truth) in &phrases {
+                let mut shuffled = all.clone();
+                shuffled.shuffle(&mut rng);
+                objects.push((shuffled, truth.clone()));
+            }
             let spans: Vec<Vec<CharSpan>> = phrases.iter().map(|(s, _)| s.clone()).collect();
             let found = self.ground(
                 model,
@@ -488,6 +499,7 @@ impl<'a> DetectorEvaluator<'a> {
         Ok(GroundingReport {
             recall: recall_at_k(&ranked),
             chance: recall_at_k(&random),
+            any_object: recall_at_k(&objects),
             phrases: ranked.len(),
         })
     }

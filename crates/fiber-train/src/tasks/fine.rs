@@ -253,6 +253,14 @@ impl JobTask for FineStage {
             dropped_boxes: 0,
             device: device.clone(),
         };
+        // The class names `detect` prompts with by default.
+        if let Some(dataset) = data.detection_train.first() {
+            let path = ws
+                .run_dir
+                .join(Self::STAGE.folder())
+                .join("categories.json");
+            fiber_core::json::write_json_atomically(&dataset.categories, &path)?;
+        }
         let model = ws.train(Self::STAGE, &mut task, detector, device)?;
         if task.dropped_boxes > 0 {
             println!(
