@@ -81,3 +81,44 @@ fn bad_settings_are_refused_with_the_reason() {
     let e = err(&["--text-len", "100"]);
     assert!(e.contains("text length 100"), "{e}");
 }
+
+#[test]
+fn the_fine_grained_training_step_is_timed_on_the_tiny_detector() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("detect.json");
+    run(&[
+        "--model",
+        "fiber-detect-train",
+        "--preset",
+        "tiny",
+        "--detect-size",
+        "64x64",
+        "--batch",
+        "2",
+        "--warmup",
+        "1",
+        "--reps",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+    ])
+    .unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["batch"], 2);
+    assert_eq!(report["runs_ms"].as_array().unwrap().len(), 2);
+    assert!(report["median_ms"].as_f64().unwrap() > 0.0);
+    assert!(report["loss"].as_f64().unwrap().is_finite());
+    assert!(report["parameters"].as_u64().unwrap() > 500_000);
+    // The PyTorch reference has FIBER-Base's sizes only.
+    let e = run(&[
+        "--model",
+        "fiber-detect-train",
+        "--preset",
+        "tiny",
+        "--reference",
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--preset base"), "{e}");
+}

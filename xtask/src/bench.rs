@@ -20,8 +20,10 @@ use fiber_heads::grounding::{DetectorConfig, GroundingDetector};
 use fiber_roberta::{RobertaConfig, RobertaModel};
 use fiber_swin::{SwinConfig, SwinModel};
 use fiber_train::benchmark::{run_benchmark, BenchConfig, BenchOutcome, Measurement};
+use fiber_train::config::RunConfig;
 use fiber_train::{
     check_backend, run_on, run_on_with, BackendJob, BackendKind, Checkpointing, Precision,
+    TrainError,
 };
 use serde_json::{json, Value};
 
@@ -43,6 +45,11 @@ pub enum BenchModel {
     /// `--detect-size` image (padded up to multiples of 32, as the original pads) and a
     /// 256-token prompt (GLIP's query length).
     FiberDetectBase,
+    /// The fine-grained training step (`--preset tiny|base`): detector forward on one
+    /// `--detect-size` input per image with a full-length prompt, ATSS targets for fixed boxes,
+    /// the three losses, backward and AdamW with the stage's groups and frozen keys;
+    /// `--reference` (base) times `bench/detector.py --train` alongside.
+    FiberDetectTrain,
     /// The data pipeline alone: decoding, transforms and collation through the prefetching
     /// loader, in images/s (`--data`, `--transform`, `--image-size`).
     Data,
@@ -188,6 +195,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "--reps and --batch must be positive"
     );
     match args.model {
+        Some(BenchModel::FiberDetectTrain) => run_detector_step(args),
         Some(model) => run_component(args, model),
         None => run_suite(args),
     }
@@ -560,6 +568,129 @@ fn run_component(args: BenchArgs, model: BenchModel) -> Result<()> {
     Ok(())
 }
 
+/// The fine-grained stage's detector, optimisation and prompt length of `--preset`.
+fn detector_step_settings(
+    preset: BenchPreset,
+) -> (DetectorConfig, fiber_train::config::StageConfig, usize) {
+    let run = match preset {
+        BenchPreset::Tiny => RunConfig::tiny(),
+        BenchPreset::Base => RunConfig::fiber_base(),
+    };
+    let mut detector = match preset {
+        BenchPreset::Tiny => run.detector.detector_config(&run.model.fiber),
+        BenchPreset::Base => DetectorConfig::fiber_base(),
+    };
+    // The reference has no DropBlock; its cost is a few element-wise operations.
+    detector.drop_block = false;
+    (detector, run.fine.clone(), run.detector.max_text_len)
+}
+
+struct DetectorStepJob {
+    args: BenchArgs,
+    batch: usize,
+}
+
+impl BackendJob for DetectorStepJob {
+    type Output = Result<fiber_train::benchmark::detector::DetectorStepTiming, TrainError>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let (config, stage, len) = detector_step_settings(self.args.preset);
+        let (h, w) = self.args.detect_size;
+        fiber_train::benchmark::detector::detector_step_timing::<B>(
+            &config,
+            &stage,
+            (pad32(h), pad32(w)),
+            self.batch,
+            self.args.text_len.unwrap_or(len),
+            self.args.warmup,
+            self.args.reps,
+            &device,
+        )
+    }
+}
+
+/// `--model fiber-detect-train`: the fine-grained training step, with the PyTorch reference
+/// first when asked (so that the two never hold a model at once).
+fn run_detector_step(args: BenchArgs) -> Result<()> {
+    let batch = args.batch.unwrap_or(1);
+    let (h, w) = args.detect_size;
+    let (ph, pw) = (pad32(h), pad32(w));
+    let reference = if args.reference {
+        anyhow::ensure!(
+            args.preset == BenchPreset::Base,
+            "the PyTorch reference of the fine-grained step has FIBER-Base's sizes: add --preset base"
+        );
+        let out =
+            std::env::temp_dir().join(format!("fiber-detect-ref-{}.json", std::process::id()));
+        let status = Command::new(&args.python)
+            .arg("bench/detector.py")
+            .arg("--train")
+            .args(["--detect-size", &format!("{h}x{w}")])
+            .args(["--batch", &batch.to_string()])
+            .args(["--warmup", &args.warmup.to_string()])
+            .args(["--reps", &args.reps.to_string()])
+            .arg("--json")
+            .arg(&out)
+            .status()
+            .with_context(|| format!("running {} bench/detector.py", args.python))?;
+        anyhow::ensure!(status.success(), "bench/detector.py --train failed");
+        let text = std::fs::read_to_string(&out)?;
+        let _ = std::fs::remove_file(&out);
+        Some(serde_json::from_str::<Value>(&text)?)
+    } else {
+        None
+    };
+    let timing = run_on(
+        args.backend,
+        DetectorStepJob {
+            args: args.clone(),
+            batch,
+        },
+    )??;
+    let runs = Timing {
+        runs_ms: timing.runs_ms.clone(),
+    };
+    let median = runs.median();
+    let name = format!(
+        "FiberDetectTrain {:?} ({h}×{w} padded to {ph}×{pw})",
+        args.preset
+    );
+    println!(
+        "{} parameters; last step's loss {:.4}",
+        timing.parameters, timing.loss
+    );
+    println!("| model | backend | batch | median ms | min ms | max ms | items/s |");
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {name} | {} | {batch} | {median:.1} | {:.1} | {:.1} | {:.3} |",
+        args.backend,
+        runs.runs_ms[0],
+        runs.runs_ms[runs.runs_ms.len() - 1],
+        batch as f64 * 1000.0 / median
+    );
+    let mut result = json!({
+        "model": name, "backend": args.backend.to_string(), "batch": batch, "warmup": args.warmup,
+        "reps": args.reps, "median_ms": median, "runs_ms": runs.runs_ms,
+        "parameters": timing.parameters, "loss": timing.loss,
+    });
+    if let Some(reference) = reference {
+        let theirs = reference["median_ms"].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "| FiberDetectTrain (PyTorch {}) | torch cpu | {batch} | {theirs:.1} | {:.1} | {:.1} | {:.3} |",
+            reference["torch"].as_str().unwrap_or("?"),
+            reference["min_ms"].as_f64().unwrap_or(f64::NAN),
+            reference["max_ms"].as_f64().unwrap_or(f64::NAN),
+            batch as f64 * 1000.0 / theirs
+        );
+        println!("speed against PyTorch: {:.2}×", theirs / median);
+        result["pytorch"] = reference;
+    }
+    if let Some(path) = &args.json {
+        write_json(path, &result)?;
+    }
+    Ok(())
+}
+
 struct BenchJob {
     args: BenchArgs,
     model: BenchModel,
@@ -645,6 +776,7 @@ impl BackendJob for BenchJob {
                 })
             }
             BenchModel::Data => unreachable!("the data pipeline runs without a backend"),
+            BenchModel::FiberDetectTrain => unreachable!("timed by run_detector_step"),
             BenchModel::RobertaBase => {
                 let config = RobertaConfig::roberta_base();
                 let model = RobertaModel::<B>::new(&config, true, &device).valid();

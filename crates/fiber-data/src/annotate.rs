@@ -70,7 +70,7 @@ fn write_text(image: &mut RgbImage, text: &str, x: i64, y: i64, scale: i64, colo
 
 /// A copy of `image` (enlarged to a shorter side of at least [`MIN_ANNOTATED_SIDE`]) with each
 /// box outlined and its label written on a band of its colour above it (inside the box when
-/// there is no room above).
+/// there is no room above; moved left where it would leave the image).
 pub fn annotate(image: &RgbImage, boxes: &[BoxLabel]) -> RgbImage {
     let shorter = image.width().min(image.height()).max(1);
     let factor = (MIN_ANNOTATED_SIDE as f32 / shorter as f32).max(1.0);
@@ -95,11 +95,13 @@ pub fn annotate(image: &RgbImage, boxes: &[BoxLabel]) -> RgbImage {
         let height = 8 * scale + 2;
         let top = if y0 >= height { y0 - height } else { y0 };
         let width = b.label.chars().count() as i64 * 8 * scale + 2;
-        fill(&mut out, x0, top, x0 + width, top + height, b.colour);
+        // Labels that would run off the right edge are moved left (not past the left edge).
+        let left = x0.min(out.width() as i64 - width).max(0);
+        fill(&mut out, left, top, left + width, top + height, b.colour);
         let luminance =
             0.299 * b.colour[0] as f32 + 0.587 * b.colour[1] as f32 + 0.114 * b.colour[2] as f32;
         let ink = if luminance > 140.0 { [0; 3] } else { [255; 3] };
-        write_text(&mut out, &b.label, x0 + 1, top + 1, scale, ink);
+        write_text(&mut out, &b.label, left + 1, top + 1, scale, ink);
     }
     out
 }

@@ -130,8 +130,10 @@ pub fn read_records(path: &Path) -> Result<Vec<StepRecord>, TrainError> {
         .collect())
 }
 
-/// The loss curves of every stage as an SVG document (one panel per stage, log-scaled losses).
+/// The loss curves of every stage as an SVG document: one panel per stage with the total and
+/// each named part (e.g. `itc`, `itm`, `mlm`; `grounding`, `giou`, `centerness`), log-scaled.
 pub fn loss_svg(records: &[StepRecord]) -> String {
+    const COLOURS: [&str; 5] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd"];
     let mut stages: Vec<&str> = Vec::new();
     for r in records {
         if !stages.contains(&r.stage.as_str()) {
@@ -140,39 +142,77 @@ pub fn loss_svg(records: &[StepRecord]) -> String {
     }
     let (panel_w, panel_h, margin) = (360.0, 220.0, 40.0);
     let width = stages.len().max(1) as f64 * (panel_w + margin) + margin;
-    let height = panel_h + 2.0 * margin;
+    let height = panel_h + 2.0 * margin + 14.0;
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
     );
     for (i, stage) in stages.iter().enumerate() {
-        let points: Vec<(f64, f64)> = records
+        let of_stage: Vec<&StepRecord> = records.iter().filter(|r| r.stage == *stage).collect();
+        // The total first, then each named part, each as (name, points in log10).
+        let mut names: Vec<&str> = vec!["loss"];
+        for r in &of_stage {
+            for name in r.parts.keys() {
+                if !names.contains(&name.as_str()) {
+                    names.push(name);
+                }
+            }
+        }
+        let series: Vec<(&str, Vec<(f64, f64)>)> = names
             .iter()
-            .filter(|r| r.stage == *stage && r.loss > 0.0)
-            .map(|r| (r.step as f64, r.loss.log10()))
+            .map(|&name| {
+                let points = of_stage
+                    .iter()
+                    .filter_map(|r| {
+                        let value = if name == "loss" {
+                            Some(r.loss)
+                        } else {
+                            r.parts.get(name).copied()
+                        };
+                        value
+                            .filter(|v| *v > 0.0)
+                            .map(|v| (r.step as f64, v.log10()))
+                    })
+                    .collect();
+                (name, points)
+            })
             .collect();
         let x0 = margin + i as f64 * (panel_w + margin);
         let y0 = margin;
         svg.push_str(&format!("<rect x=\"{x0}\" y=\"{y0}\" width=\"{panel_w}\" height=\"{panel_h}\" fill=\"none\" stroke=\"#888\"/>\n"));
-        svg.push_str(&format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{stage}: loss (log scale) by step</text>\n", x0 + panel_w / 2.0, y0 - 8.0));
-        if points.is_empty() {
+        svg.push_str(&format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{stage}: losses (log scale) by step</text>\n", x0 + panel_w / 2.0, y0 - 8.0));
+        let all: Vec<(f64, f64)> = series.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+        if all.is_empty() {
             continue;
         }
-        let (min_x, max_x) = points
+        let (min_x, max_x) = all
             .iter()
             .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
-        let (min_y, max_y) = points
+        let (min_y, max_y) = all
             .iter()
             .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
         let sx = |x: f64| x0 + (x - min_x) / (max_x - min_x).max(1e-9) * panel_w;
         let sy = |y: f64| y0 + panel_h - (y - min_y) / (max_y - min_y).max(1e-9) * panel_h;
-        let path: Vec<String> = points
-            .iter()
-            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
-            .collect();
-        svg.push_str(&format!(
-            "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.2\" points=\"{}\"/>\n",
-            path.join(" ")
-        ));
+        let mut legend_x = x0;
+        for (k, (name, points)) in series.iter().enumerate() {
+            if points.is_empty() {
+                continue;
+            }
+            let colour = COLOURS[k % COLOURS.len()];
+            let path: Vec<String> = points
+                .iter()
+                .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+                .collect();
+            let width = if k == 0 { 1.6 } else { 1.0 };
+            svg.push_str(&format!(
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"{width}\" points=\"{}\"/>\n",
+                path.join(" ")
+            ));
+            svg.push_str(&format!(
+                "<text x=\"{legend_x}\" y=\"{}\" fill=\"{colour}\">{name}</text>\n",
+                y0 + panel_h + 28.0
+            ));
+            legend_x += 8.0 * name.len() as f64 + 14.0;
+        }
         svg.push_str(&format!(
             "<text x=\"{}\" y=\"{}\">{:.3}</text>\n",
             x0 + 2.0,
@@ -238,6 +278,13 @@ mod tests {
         assert_eq!(records[3].grad_norm, None);
         let svg = loss_svg(&records);
         assert!(svg.starts_with("<svg") && svg.contains("pretrain") && svg.contains("polyline"));
+        // The named parts are drawn with the total, each with its legend entry.
+        assert!(svg.contains(">itc</text>") && svg.contains(">loss</text>"));
+        assert_eq!(
+            svg.matches("<polyline").count(),
+            3,
+            "pretrain loss and itc, vqa loss"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

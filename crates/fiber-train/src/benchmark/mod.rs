@@ -19,6 +19,7 @@ use crate::optim::{AdamW, AdamWConfig, ParamGroups};
 use crate::step::{apply_update, StepAccumulator, StepLoss};
 use crate::tasks::pretrain::loss_parts;
 
+pub mod detector;
 pub mod settings;
 
 use settings::median;
