@@ -225,6 +225,21 @@ fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// `cargo xtask eval --task TASK --run RUN`'s JSON.
+fn eval_run(task: &str, run: &Path) -> serde_json::Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["eval", "--task", task, "--run"])
+        .arg(run)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 fn succeed(command: &mut Command) -> String {
     let output = command.output().unwrap();
     let text = format!(
@@ -277,17 +292,7 @@ fn each_stage_runs_alone_from_the_runs_pretraining_or_from_init() {
         assert_eq!(report["stages"][name]["steps"], steps, "{name}");
     }
     // The NLVR2 model evaluates again from the run folder.
-    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["eval", "--task", "nlvr2", "--run"])
-        .arg(runs.join("small"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let eval: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let eval = eval_run("nlvr2", &runs.join("small"));
     assert_eq!(
         eval["accuracy"],
         read_json(&runs.join("small/nlvr2/report.json"))["nlvr2"]["accuracy"]
@@ -457,17 +462,7 @@ fn the_fine_stage_stopped_and_resumed_matches_a_straight_run_with_its_weight_ave
     }
     assert!(report["grounding"]["phrases"].as_u64().unwrap() > 0);
     // The detector evaluates again from the run folder (its weight average).
-    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["eval", "--task", "grounding", "--run"])
-        .arg(straight.join("small"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let eval: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let eval = eval_run("grounding", &straight.join("small"));
     assert_eq!(eval["r@1"], report["grounding"]["r@1"]);
     // `detect` and `ground` on one of the world's images write results and annotated PNGs.
     let image = tmp.path().join("world/test/COCO_test_000000000105.jpg");

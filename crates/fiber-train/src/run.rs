@@ -44,8 +44,8 @@ impl RunFolder {
         self.config.model.fiber.clone()
     }
 
-    /// The weights of a stage's latest checkpoint.
-    pub(crate) fn stage_store(&self, stage: &str) -> Result<fiber_core::TensorStore, TrainError> {
+    /// The folder of a stage's latest checkpoint.
+    fn stage_checkpoint(&self, stage: &str) -> Result<PathBuf, TrainError> {
         let checkpoints = CheckpointDir::new(self.dir.join(stage).join("checkpoints"), 1);
         let (_, folder) = checkpoints
             .latest()?
@@ -53,6 +53,12 @@ impl RunFolder {
                 run: self.dir.clone(),
                 stage: stage.to_string(),
             })?;
+        Ok(folder)
+    }
+
+    /// The weights of a stage's latest checkpoint.
+    pub(crate) fn stage_store(&self, stage: &str) -> Result<fiber_core::TensorStore, TrainError> {
+        let folder = self.stage_checkpoint(stage)?;
         Ok(fiber_core::TensorStore::from_safetensors_bytes(
             &CheckpointDir::read(&folder, "model.safetensors")?,
         )?)
@@ -64,14 +70,7 @@ impl RunFolder {
         &self,
         device: &B::Device,
     ) -> Result<GroundingDetector<B>, TrainError> {
-        let stage = Stage::Fine.folder();
-        let checkpoints = CheckpointDir::new(self.dir.join(stage).join("checkpoints"), 1);
-        let (_, folder) = checkpoints
-            .latest()?
-            .ok_or_else(|| TrainError::NoCheckpoint {
-                run: self.dir.clone(),
-                stage: stage.to_string(),
-            })?;
+        let folder = self.stage_checkpoint(Stage::Fine.folder())?;
         let file = if folder.join("ema.safetensors").exists() {
             "ema.safetensors"
         } else {
