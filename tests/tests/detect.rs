@@ -285,7 +285,7 @@ fn incomplete_or_misshaped_ground_truth_is_refused_by_name() {
 }
 
 #[test]
-fn eval_scores_a_coco_results_file_and_asks_for_one_without_it() {
+fn eval_scores_a_coco_results_file_and_otherwise_evaluates_a_run() {
     let coco = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/coco_eval");
     xtask::run([
         "xtask",
@@ -298,9 +298,24 @@ fn eval_scores_a_coco_results_file_and_asks_for_one_without_it() {
         s(&coco.join("detections.json")),
     ])
     .unwrap();
-    let err = xtask::run(["xtask", "eval", "--task", "detection"]).unwrap_err();
+    // Without files it evaluates a run's detector; a folder that is not a run is named.
+    let missing = temp("not-a-run");
+    let err =
+        xtask::run(["xtask", "eval", "--task", "detection", "--run", s(&missing)]).unwrap_err();
+    assert!(format!("{err:#}").contains("config.toml"), "{err:#}");
+    let err = xtask::run([
+        "xtask",
+        "eval",
+        "--task",
+        "grounding",
+        "--gt",
+        s(&coco.join("instances.json")),
+        "--detections",
+        s(&coco.join("detections.json")),
+    ])
+    .unwrap_err();
     assert!(
-        format!("{err:#}").contains("--gt INSTANCES.json"),
+        format!("{err:#}").contains("belong to --task detection"),
         "{err:#}"
     );
 }
