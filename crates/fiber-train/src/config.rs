@@ -165,8 +165,9 @@ pub struct DetectorSettings {
     /// Post-processing of detection evaluation and `detect`.
     #[config(default = "PostProcessConfig::new()")]
     pub postprocess: PostProcessConfig,
-    /// Post-processing of phrase grounding (the original's Flickr30K / RefExp settings: no
-    /// score threshold, 100 boxes).
+    /// Post-processing of phrase grounding: no score threshold (as the original's RefExp
+    /// setting), so that every phrase gets ranked boxes, and 100 boxes per image
+    /// (docs/deviations.md: the original's Flickr30K evaluation keeps 100 per phrase).
     #[config(default = "PostProcessConfig::new().with_score_threshold(0.0)")]
     pub grounding_postprocess: PostProcessConfig,
     /// Post-processing of referring expressions (the original's RefExp settings: no score
