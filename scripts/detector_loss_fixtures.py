@@ -12,6 +12,9 @@ docs/model.md §5.3 (not from the Rust code):
 - Losses: sigmoid focal loss (alpha 0.25, gamma 2) over (anchor, valid token) / max(#pos, 1);
   GIoU (plain widths) of decoded positives weighted by centerness targets / their sum;
   centerness BCE-with-logits sum / max(#pos, 1).
+- Gradients: the gradient of grounding + 2 * giou + centerness with respect to every parameter
+  of the detector on the "batch2" case (`gradients_batch2.safetensors`, original keys), which
+  is what a training step follows.
 
     pip install torch torchvision safetensors
     python3 scripts/detector_fixtures.py   # first, if fixtures/detector/tiny is missing
@@ -169,6 +172,23 @@ def token_map(L, *spans):
     return rows
 
 
+def write_gradients(sd, tiny, out_dir, case):
+    """The total loss's gradient for every float parameter of the detector."""
+    source, images = case
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in sd.items() if v.is_floating_point()}
+    model = {**sd, **params}
+    inputs = load_file(os.path.join(tiny, f"input_{source}.safetensors"))
+    L = inputs["input_ids"].shape[1]
+    out, _ = ref.detector(model, inputs["pixel_values"], inputs["input_ids"], inputs["attention_mask"])
+    grounding, giou, centerness, _ = losses(out, inputs["attention_mask"], images, L)
+    total = grounding + 2.0 * giou + centerness
+    total.backward()
+    grads = {f"grad.{k}": p.grad.float().contiguous() for k, p in params.items() if p.grad is not None}
+    grads["loss.total"] = total.detach().reshape(1).float()
+    save_file(grads, os.path.join(out_dir, f"gradients_{source}.safetensors"))
+    print("gradients of", len(grads) - 1, "parameters; total loss", round(total.item(), 6))
+
+
 def main():
     tiny = os.path.join(ref.ROOT, "detector", "tiny")
     out_dir = os.path.join(ref.ROOT, "detector", "loss")
@@ -200,6 +220,7 @@ def main():
             save_file({k: v.float().contiguous() for k, v in expected.items()},
                       os.path.join(out_dir, f"expected_{name}.safetensors"))
             print(name, {k: round(v.item(), 6) for k, v in expected.items()})
+    write_gradients(sd, tiny, out_dir, cases["batch2"])
     print("detector loss fixtures written under", os.path.normpath(out_dir))
 
 

@@ -557,3 +557,137 @@ fn postprocessing_gives_the_reference_detections() {
         }
     }
 }
+
+/// Compares each visited parameter's gradient with the fixture's `grad.{key}` (original layout).
+struct GradientParity<'a> {
+    grads: &'a <A as burn::tensor::backend::AutodiffBackend>::Gradients,
+    expected: &'a TensorStore,
+    worst: Vec<(String, f32, f32)>,
+    missing: Vec<String>,
+}
+
+impl WeightVisitor<A> for GradientParity<'_> {
+    fn visit<const D: usize>(
+        &mut self,
+        key: &str,
+        param: &mut Param<Tensor<A, D>>,
+        layout: Layout,
+    ) {
+        let Some(expected) = self.expected.get(&format!("grad.{key}")) else {
+            // The reference has no gradient for parameters the loss does not reach (the
+            // unused class convolution); neither may ours.
+            let ours = param.val().grad(self.grads);
+            if ours.is_some_and(|g| g.abs().max().into_scalar().elem::<f32>() > 0.0) {
+                self.missing.push(key.to_string());
+            }
+            return;
+        };
+        let expected = expected.as_f32().unwrap();
+        let actual = param
+            .val()
+            .grad(self.grads)
+            .map(|g| {
+                let g = match layout {
+                    Layout::Same => g.reshape([-1]),
+                    Layout::Transposed => g.reshape([0, -1]).transpose().reshape([-1]),
+                };
+                g.into_data().to_vec::<f32>().unwrap()
+            })
+            .unwrap_or_else(|| vec![0.0; expected.len()]);
+        assert_eq!(actual.len(), expected.len(), "{key}: gradient size");
+        let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = actual
+            .iter()
+            .zip(expected)
+            .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
+        self.worst.push((key.to_string(), err, scale));
+    }
+}
+
+#[test]
+fn the_training_losses_gradient_matches_pytorch_for_every_parameter() {
+    use fiber_heads::grounding::atss::{DetectionLossConfig, DetectionTargets, ImageTargets};
+    use fiber_heads::grounding::loss::detection_losses;
+
+    let losses_dir = dir().join("../loss");
+    let input = TensorStore::read_safetensors(losses_dir.join("input_batch2.safetensors")).unwrap();
+    let expected =
+        TensorStore::read_safetensors(losses_dir.join("gradients_batch2.safetensors")).unwrap();
+    let mut config = DetectorConfig::load_json(dir().join("config.json")).unwrap();
+    // The reference runs the tower without DropBlock's random squares.
+    config.drop_block = false;
+    let mut model = GroundingDetector::<A>::new(&config, &Default::default()).unwrap();
+    let weights =
+        read_detector_store(&dir().join("fiber_detector_tiny.pth"), WeightCopy::Model).unwrap();
+    model.load_store(weights).unwrap();
+
+    let mask = int::<A>(&input, "attention_mask");
+    let output = model.forward(
+        float(&input, "pixel_values"),
+        int(&input, "input_ids"),
+        mask.clone(),
+    );
+    let shape = &input.get("positive_map").unwrap().shape;
+    let (batch, max_boxes, len) = (shape[0], shape[1], shape[2]);
+    let images = ImageTargets::from_padded(
+        input.get("gt_boxes").unwrap().as_f32().unwrap(),
+        input.get("gt_valid").unwrap().as_i64().unwrap(),
+        input.get("positive_map").unwrap().as_f32().unwrap(),
+        batch,
+        max_boxes,
+        len,
+    );
+    let loss_config = DetectionLossConfig::new();
+    let targets = DetectionTargets::build(
+        &output.anchors,
+        &images,
+        len,
+        &loss_config,
+        &config.box_coder,
+    )
+    .unwrap();
+    let losses = detection_losses(
+        &output,
+        mask,
+        &targets,
+        targets.local_normalisers(),
+        &loss_config,
+        &config.box_coder,
+    );
+    let total = losses.total(&loss_config);
+    let value: f32 = total.clone().into_scalar().elem();
+    let want = expected.get("loss.total").unwrap().as_f32().unwrap()[0];
+    assert!(
+        (value - want).abs() <= TOLERANCE,
+        "total loss {value} vs {want}"
+    );
+
+    let grads = total.backward();
+    let mut parity = GradientParity {
+        grads: &grads,
+        expected: &expected,
+        worst: Vec::new(),
+        missing: Vec::new(),
+    };
+    model.visit_weights(&mut parity);
+    assert!(
+        parity.missing.is_empty(),
+        "no reference gradient: {:?}",
+        parity.missing
+    );
+    assert!(
+        parity.worst.len() > 150,
+        "only {} parameters",
+        parity.worst.len()
+    );
+    parity.worst.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (key, err, scale) in parity.worst.iter().take(12) {
+        eprintln!("{key}: max abs error {err:.3e} (largest gradient {scale:.3e})");
+    }
+    let bad: Vec<_> = parity
+        .worst
+        .iter()
+        .filter(|(_, err, _)| *err > TOLERANCE)
+        .collect();
+    assert!(bad.is_empty(), "gradients off: {bad:?}");
+}
