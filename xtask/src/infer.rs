@@ -131,7 +131,7 @@ pub struct DetectArgs {
     #[arg(long, default_value_t = 0.3)]
     pub threshold: f32,
     /// Where `<image>.json` (COCO results) and `<image>.png` (annotated) go (default:
-    /// `<run>/detect`).
+    /// `<run>/detections`).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -154,7 +154,7 @@ pub struct GroundArgs {
     /// Boxes listed per phrase.
     #[arg(long, default_value_t = 3)]
     pub top: usize,
-    /// Where `<image>.json` and `<image>.png` go (default: `<run>/ground`).
+    /// Where `<image>.json` and `<image>.png` go (default: `<run>/groundings`).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -220,7 +220,7 @@ impl BackendJob for InferJob {
             }
             Request::Detect(args) => {
                 let run = RunFolder::open(&args.run.run)?;
-                let model = run.detector::<I<B>>(&device)?;
+                let (model, _) = run.detector_for::<I<B>>(Stage::Detect, &device)?;
                 let classes = match &args.classes {
                     Some(text) => parse_classes(text),
                     None => run_classes(&run)?.ok_or_else(|| {
@@ -230,7 +230,10 @@ impl BackendJob for InferJob {
                         )
                     })?,
                 };
-                let out = args.out.clone().unwrap_or_else(|| run.dir.join("detect"));
+                let out = args
+                    .out
+                    .clone()
+                    .unwrap_or_else(|| run.dir.join("detections"));
                 let written = detect_objects(
                     &run,
                     &model,
@@ -262,8 +265,11 @@ impl BackendJob for InferJob {
             }
             Request::Ground(args) => {
                 let run = RunFolder::open(&args.run.run)?;
-                let model = run.detector::<I<B>>(&device)?;
-                let out = args.out.clone().unwrap_or_else(|| run.dir.join("ground"));
+                let (model, _) = run.detector_for::<I<B>>(Stage::Ground, &device)?;
+                let out = args
+                    .out
+                    .clone()
+                    .unwrap_or_else(|| run.dir.join("groundings"));
                 let written = ground_caption(
                     &run,
                     &model,

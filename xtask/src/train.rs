@@ -23,11 +23,14 @@ pub struct TrainArgs {
     /// (the original FIBER-Base values); a file's own `preset` key takes precedence.
     #[arg(long, value_enum, default_value = "tiny")]
     pub preset: Preset,
-    /// Run one stage alone: coarse, vqa, nlvr2, retrieval-itc, retrieval-itm or caption. A
-    /// fine-tuning stage starts from `--init`, or from this run's pre-training.
+    /// Run one stage alone: coarse, vqa, nlvr2, retrieval-itc, retrieval-itm, caption, fine,
+    /// detect or ground. A fine-tuning stage starts from `--init`, or from this run's
+    /// pre-training; `detect` and `ground` fine-tune a grounding detector, by default this
+    /// run's fine-grained stage.
     #[arg(long)]
     pub stage: Option<Stage>,
-    /// The model to start from: a run folder (`runs/<name>`, its pre-training) or one of its
+    /// The model to start from: a run folder (`runs/<name>`, its pre-training; for `detect`
+    /// and `ground` its fine-grained stage when it has one) or one of its
     /// stage folders, a checkpoint folder (`…/checkpoints/step-N`), a FIBER checkpoint (original
     /// file or converted folder), or twice, for a HuggingFace RoBERTa and a Swin folder.
     #[arg(long, num_args = 1)]

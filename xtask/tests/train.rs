@@ -43,6 +43,14 @@ batch_size = 4
 steps = 6
 batch_size = 4
 checkpoint_every = 2
+[detect]
+steps = 3
+batch_size = 4
+checkpoint_every = 2
+[ground]
+steps = 3
+batch_size = 4
+checkpoint_every = 2
 [detector]
 eval_batch_size = 8
 # The tiny preset runs no DyConv block; one keeps the tower in the training tests.
@@ -267,6 +275,11 @@ fn each_stage_runs_alone_from_the_runs_pretraining_or_from_init() {
     let output = xtask(&config, &runs, &["--stage", "vqa"]).output().unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("run --stage coarse first"));
+    let output = xtask(&config, &runs, &["--stage", "detect"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("run --stage fine first"));
 
     stage("coarse", &[]);
     let coarse = read_json(&runs.join("small/pretrain/report.json"));
@@ -282,6 +295,9 @@ fn each_stage_runs_alone_from_the_runs_pretraining_or_from_init() {
         ("retrieval-itm", "/retrieval/itm/ir@1", 3),
         ("caption", "/captioning/cider", 4),
         ("fine", "/detection/ap50", 6),
+        // From the coarse stage folder named: a detector is built on it.
+        ("detect", "/detection/ap50", 3),
+        ("ground", "/grounding/r@1", 3),
     ];
     let pretrain = runs.join("small/pretrain");
     for (name, metric, steps) in sections {
@@ -290,6 +306,9 @@ fn each_stage_runs_alone_from_the_runs_pretraining_or_from_init() {
         let text = stage(name, if name == "nlvr2" { &[] } else { &init });
         let report = read_json(&runs.join(format!("small/{name}/report.json")));
         assert_eq!(report["stage"], name, "{text}");
+        if name == "detect" || name == "ground" {
+            assert!(text.contains("is a coarse model"), "{text}");
+        }
         assert!(report.pointer(metric).unwrap().is_f64(), "{name}: {report}");
         assert_eq!(report["stages"][name]["steps"], steps, "{name}");
     }
@@ -478,7 +497,7 @@ fn the_fine_stage_stopped_and_resumed_matches_a_straight_run_with_its_weight_ave
             .arg(&image),
     );
     assert!(text.contains("detections"), "{text}");
-    let results = read_json(&run_dir.join("detect/COCO_test_000000000105.json"));
+    let results = read_json(&run_dir.join("detections/COCO_test_000000000105.json"));
     let results = results.as_array().unwrap();
     assert!(!results.is_empty() && results.len() <= 100);
     for r in results {
@@ -486,7 +505,7 @@ fn the_fine_stage_stopped_and_resumed_matches_a_straight_run_with_its_weight_ave
         assert!(r["score"].as_f64().unwrap() >= 0.0);
     }
     let png =
-        fiber_data::image::load_rgb(run_dir.join("detect/COCO_test_000000000105.png")).unwrap();
+        fiber_data::image::load_rgb(run_dir.join("detections/COCO_test_000000000105.png")).unwrap();
     assert!(png.width >= 384, "enlarged for legible labels");
     let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["detect", "--classes", " . ", "--run"])
@@ -517,7 +536,41 @@ fn the_fine_stage_stopped_and_resumed_matches_a_straight_run_with_its_weight_ave
     assert!(phrases
         .iter()
         .all(|p| p["boxes"].as_array().unwrap().len() == 3));
-    assert!(run_dir.join("ground/COCO_test_000000000105.png").exists());
+    assert!(run_dir
+        .join("groundings/COCO_test_000000000105.png")
+        .exists());
+    // Downstream fine-tuning starts from the run's fine-grained detector (its weight average);
+    // evaluation and the commands then use the fine-tuned detector of each task.
+    for (stage, task, metric) in [
+        ("detect", "detection", "ap50"),
+        ("ground", "grounding", "r@1"),
+    ] {
+        let text = succeed(&mut xtask(&config, &straight, &["--stage", stage]));
+        assert!(
+            text.contains("the detector of") && text.contains("fine/checkpoints/step-000006"),
+            "{text}"
+        );
+        let report = read_json(&run_dir.join(format!("{stage}/report.json")));
+        assert_eq!(report["stages"][stage]["steps"], 3);
+        let section = if task == "detection" {
+            "detection"
+        } else {
+            "grounding"
+        };
+        let eval = eval_run(task, &run_dir);
+        assert_eq!(eval["stage"], stage);
+        assert_eq!(eval[metric], report[section][metric], "{eval}");
+        let tuned = fiber_core::TensorStore::read_safetensors(
+            run_dir.join(format!("{stage}/checkpoints/step-000003/ema.safetensors")),
+        )
+        .unwrap();
+        let moved = fiber_core::compare::max_abs_diff(
+            tuned.get(key).unwrap().as_f32().unwrap(),
+            ea.get(key).unwrap().as_f32().unwrap(),
+        );
+        assert!(moved > 0.0, "{stage} trained the detector");
+    }
+    assert!(run_dir.join("detect/categories.json").exists());
     let resumed = read_json(&stopped.join("small/fine/report.json"));
     let (x, y) = (
         report["grounding"]["r@1"].as_f64().unwrap(),

@@ -113,6 +113,10 @@ pub struct StageConfig {
     /// first Swin stage in FIBER's fine-grained pre-training).
     #[config(default = "Vec::new()")]
     pub frozen: Vec<String>,
+    /// Detector stages: flip training images horizontally with the detector's
+    /// `flip_probability` (off in FIBER's referring-expression fine-tuning).
+    #[config(default = true)]
+    pub flip: bool,
 }
 
 /// The detector of the fine-grained stage on the run's backbone (docs/model.md §5) and its
@@ -210,6 +214,17 @@ impl DetectorSettings {
         config
     }
 
+    /// Takes the detector's sizes (channels, DyConv blocks, groups, anchors, DropBlock) from
+    /// `trained`, the settings of the run whose detector is fine-tuned; the data, loss and
+    /// post-processing settings stay.
+    pub fn adopt_architecture(&mut self, trained: &DetectorSettings) {
+        self.channels = trained.channels;
+        self.num_dyhead_blocks = trained.num_dyhead_blocks;
+        self.group_norm_groups = trained.group_norm_groups;
+        self.anchor_stride_multiple = trained.anchor_stride_multiple;
+        self.drop_block = trained.drop_block;
+    }
+
     /// The training batch.
     pub fn train_batch(&self) -> DetectionBatchConfig {
         DetectionBatchConfig {
@@ -271,6 +286,33 @@ pub fn fine_stage(
             AdamWConfig::new()
                 .with_beta2(0.999)
                 .with_max_grad_norm(Some(1.0)),
+        )
+}
+
+/// FIBER's downstream fine-tuning of a grounding detector (docs/model.md §5.5; GLIP's COCO and
+/// RefCOCO configurations) at `steps`, batch `batch` × `accumulation`, rate `lr` for every
+/// parameter (text side included): warm-up, ×0.1 at 67 % and 89 %, biases ×2 without decay,
+/// weight decay 1e-4, no gradient clipping, an EMA of the weights, nothing frozen.
+pub fn downstream_detector_stage(
+    steps: u64,
+    batch: usize,
+    accumulation: usize,
+    lr: f64,
+    warmup_ratio: f64,
+    ema_decay: f64,
+) -> StageConfig {
+    StageConfig::new(steps, batch, lr)
+        .with_accumulation(accumulation)
+        .with_warmup_ratio(warmup_ratio)
+        .with_schedule(LrSchedule::new().with_milestones(vec![0.67, 0.89]))
+        .with_ema_decay(Some(ema_decay))
+        .with_text_lr_multiplier(1.0)
+        .with_bias_lr_multiplier(2.0)
+        .with_optimizer(
+            AdamWConfig::new()
+                .with_beta2(0.999)
+                .with_weight_decay(1e-4)
+                .with_max_grad_norm(None),
         )
 }
 
@@ -382,6 +424,14 @@ pub struct RunConfig {
     /// steps a 0.999 average would stay close to the initial weights.
     #[config(default = "fine_stage(1000, 8, 1, 1e-3, 0.05, 0.99)")]
     pub fine: StageConfig,
+    /// Detection fine-tuning of the fine stage's detector (`--stage detect`) on the detection
+    /// files' class-name prompts, at a tenth of the fine stage's rate as in FIBER.
+    #[config(default = "downstream_detector_stage(300, 8, 1, 1e-4, 0.05, 0.99)")]
+    pub detect: StageConfig,
+    /// Phrase-grounding fine-tuning of the fine stage's detector (`--stage ground`) on the
+    /// MDETR captions, without flipping (FIBER's RefCOCO setting).
+    #[config(default = "downstream_detector_stage(300, 8, 1, 1e-4, 0.05, 0.99).with_flip(false)")]
+    pub ground: StageConfig,
     /// The detector, its data, losses and post-processing.
     #[config(default = "DetectorSettings::new()")]
     pub detector: DetectorSettings,
@@ -467,6 +517,17 @@ impl RunConfig {
             // 800K iterations of 64 images, 2,000 warm-up iterations.
             .with_fine(
                 fine_stage(800_000, 1, 64, 1e-4, 2000.0 / 800_000.0, 0.999)
+                    .with_checkpoint_every(5000),
+            )
+            // COCO train2017 ≈ 118K images, batch 32, 24 epochs.
+            .with_detect(
+                downstream_detector_stage(88_650, 1, 32, 1e-5, 0.01, 0.999)
+                    .with_checkpoint_every(5000),
+            )
+            // RefCOCO train ≈ 120K expressions, batch 16, 20 epochs, no flip.
+            .with_ground(
+                downstream_detector_stage(150_780, 1, 16, 1e-5, 0.01, 0.999)
+                    .with_flip(false)
                     .with_checkpoint_every(5000),
             )
             .with_detector(DetectorSettings::fiber_base())

@@ -93,13 +93,16 @@ pub fn caption_phrases(caption: &str) -> Vec<(String, CharSpan)> {
     phrases
 }
 
-/// The class names a run's detector was trained on (`fine/categories.json`), if it kept them.
+/// The class names a run's detector was trained on (`detect/categories.json` when the run
+/// fine-tuned for detection, else `fine/categories.json`), if it kept them.
 pub fn run_classes(run: &RunFolder) -> Result<Option<Vec<String>>, TrainError> {
-    let path = run.dir.join(Stage::Fine.folder()).join("categories.json");
-    if !path.exists() {
-        return Ok(None);
+    for stage in [Stage::Detect, Stage::Fine] {
+        let path = run.dir.join(stage.folder()).join("categories.json");
+        if path.exists() {
+            return Ok(Some(fiber_core::json::read_json(&path)?));
+        }
     }
-    Ok(Some(fiber_core::json::read_json(&path)?))
+    Ok(None)
 }
 
 /// What `detect` wrote for one image.

@@ -36,6 +36,15 @@ pub enum TrainError {
         /// The run folder.
         run: std::path::PathBuf,
     },
+    /// A downstream detector stage run alone found neither `--init` nor the run's fine-grained
+    /// stage.
+    #[error("--stage {stage} fine-tunes a grounding detector: pass --init (a run or checkpoint holding one, or a coarse model to build one on), or run --stage fine first ({run} has no fine-grained checkpoint)")]
+    NoFineStage {
+        /// The stage.
+        stage: String,
+        /// The run folder.
+        run: std::path::PathBuf,
+    },
     /// What `--init` (or `--tokenizer`) points at cannot start this run.
     #[error("{0}")]
     Init(String),

@@ -10,15 +10,16 @@ use fiber_core::weights::{LoadReport, WeightCollector, WeightLoader};
 use fiber_core::TensorStore;
 use fiber_fusion::weights::{has_caption_adapters, FiberCheckpoint};
 use fiber_fusion::{FiberBackbone, FiberConfig};
-use fiber_heads::grounding::weights::CoarseTransfer;
+use fiber_heads::grounding::weights::{CoarseTransfer, DetectorCheckpoint};
 use fiber_heads::grounding::{DetectorConfig, GroundingDetector};
 use fiber_heads::FiberModel;
 use fiber_roberta::{RobertaConfig, RobertaTokenizer};
 use fiber_swin::SwinConfig;
 
 use crate::checkpoint::CheckpointDir;
+use crate::config::DetectorSettings;
 use crate::error::TrainError;
-use crate::model_io::VisitWeights;
+use crate::model_io::{load_model, VisitWeights};
 use crate::run::RunFolder;
 use crate::stages::Stage;
 
@@ -32,6 +33,10 @@ pub enum InitSource {
         dir: PathBuf,
         /// The stage folder (`pretrain`, `vqa`, …).
         stage: String,
+        /// Whether the stage folder was named (`runs/<name>/<stage>`) rather than the run's
+        /// default meant (`runs/<name>`: the pre-training, or for a downstream detector stage
+        /// the fine-grained stage).
+        named: bool,
     },
     /// One checkpoint folder of ours (`runs/<name>/<stage>/checkpoints/step-NNNNNN`).
     Checkpoint {
@@ -135,6 +140,7 @@ impl InitSource {
                 return Ok(Self::Run {
                     dir: path.to_path_buf(),
                     stage: Stage::Coarse.folder().into(),
+                    named: false,
                 });
             }
             if let Some(run) = path.parent().filter(|p| is_run(p)) {
@@ -145,6 +151,7 @@ impl InitSource {
                 return Ok(Self::Run {
                     dir: run.to_path_buf(),
                     stage: stage.to_string(),
+                    named: true,
                 });
             }
             if path.join("model.safetensors").exists()
@@ -175,7 +182,7 @@ impl InitSource {
     /// One line saying where the model starts.
     pub fn describe(&self) -> String {
         match self {
-            Self::Run { dir, stage } => format!("stage `{stage}` of run {}", dir.display()),
+            Self::Run { dir, stage, .. } => format!("stage `{stage}` of run {}", dir.display()),
             Self::Checkpoint { folder, .. } => format!("checkpoint {}", folder.display()),
             Self::Fiber(path) => format!("FIBER checkpoint {}", path.display()),
             Self::HuggingFace { roberta, swin } => format!(
@@ -198,7 +205,7 @@ impl InitSource {
             .map(RobertaTokenizer::from_dir_or_file)
             .transpose()?;
         let (model, config, tokenizer, notes) = match self {
-            Self::Run { dir, stage } => {
+            Self::Run { dir, stage, .. } => {
                 let run = RunFolder::open(dir)?;
                 let store = run.stage_store(stage)?;
                 let (model, notes) = our_model(&run, store, device)?;
@@ -310,7 +317,7 @@ impl InitSource {
             .map(RobertaTokenizer::from_dir_or_file)
             .transpose()?;
         let (store, config, own_tokenizer) = match self {
-            Self::Run { dir, stage } => {
+            Self::Run { dir, stage, .. } => {
                 let run = RunFolder::open(dir)?;
                 (
                     run.stage_store(stage)?,
@@ -379,6 +386,130 @@ impl InitSource {
             transfer,
         })
     }
+}
+
+/// The detector a downstream stage (`--stage detect` / `ground`) fine-tunes, with what it was
+/// built with.
+pub struct DownstreamStart<B: Backend> {
+    /// The detector.
+    pub model: GroundingDetector<B>,
+    /// Its backbone configuration.
+    pub fiber: FiberConfig,
+    /// The detector settings of the run that trained it (`None` when it was built here from a
+    /// coarse model with the run's own settings).
+    pub settings: Option<DetectorSettings>,
+    /// Its tokenizer.
+    pub tokenizer: RobertaTokenizer,
+    /// What was loaded, for the log.
+    pub notes: Vec<String>,
+}
+
+impl InitSource {
+    /// Where a downstream stage of run `dir` starts by default: its fine-grained stage.
+    pub fn fine_stage_of(dir: &Path) -> Self {
+        Self::Run {
+            dir: dir.to_path_buf(),
+            stage: Stage::Fine.folder().into(),
+            named: true,
+        }
+    }
+
+    /// The detector a downstream stage starts from. A run folder given whole means its
+    /// fine-grained stage when it has one. A stage or checkpoint of ours that holds a detector
+    /// is loaded as it is (its weight average when it kept one), with the sizes of the run that
+    /// trained it; any other source is a coarse model, and the detector is built on it by the
+    /// suffix rule (docs/model.md §6.4) with `settings`, its new modules seeded with `seed`.
+    pub fn downstream_detector<B: Backend>(
+        &self,
+        settings: &DetectorSettings,
+        tokenizer: Option<&Path>,
+        num_fuse_block: usize,
+        seed: u64,
+        device: &B::Device,
+    ) -> Result<DownstreamStart<B>, TrainError> {
+        let explicit = tokenizer
+            .map(RobertaTokenizer::from_dir_or_file)
+            .transpose()?;
+        let source = match self {
+            Self::Run {
+                dir, named: false, ..
+            } => {
+                let fine =
+                    CheckpointDir::new(dir.join(Stage::Fine.folder()).join("checkpoints"), 1);
+                if fine.latest()?.is_some() {
+                    Self::fine_stage_of(dir)
+                } else {
+                    self.clone()
+                }
+            }
+            other => other.clone(),
+        };
+        let ours = match &source {
+            Self::Run { dir, stage, .. } => {
+                let run = RunFolder::open(dir)?;
+                let folder = run.stage_checkpoint(stage)?;
+                Some((run, folder))
+            }
+            Self::Checkpoint { run, folder } => Some((RunFolder::open(run)?, folder.clone())),
+            _ => None,
+        };
+        if let Some((run, folder)) = ours {
+            let (store, copy) = detector_weights(&folder)?;
+            if DetectorCheckpoint::is_detector_store(&store) {
+                let config = run.config.detector.detector_config(&run.fiber_config());
+                let mut model = GroundingDetector::new(&config, device)?;
+                load_model(&mut model, store)?;
+                return Ok(DownstreamStart {
+                    model,
+                    fiber: run.fiber_config(),
+                    settings: Some(run.config.detector.clone()),
+                    tokenizer: explicit.unwrap_or(run.tokenizer),
+                    notes: vec![format!("the detector of {} ({copy})", folder.display())],
+                });
+            }
+        }
+        let (store, coarse, own) = source.coarse_weights(tokenizer, None, num_fuse_block)?;
+        let tokenizer = own.ok_or_else(|| {
+            TrainError::Init(format!(
+                "{} carries no tokenizer: pass --tokenizer with a RoBERTa folder",
+                source.describe()
+            ))
+        })?;
+        let config = settings.detector_config(&coarse);
+        B::seed(device, seed);
+        let mut model = GroundingDetector::new(&config, device)?;
+        let transfer = model.init_from_coarse(store);
+        if transfer.transferred.is_empty() {
+            return Err(TrainError::Init(format!(
+                "{} holds neither a detector nor a coarse FIBER model of these sizes",
+                source.describe()
+            )));
+        }
+        let mut notes = vec![format!(
+            "{} is a coarse model: the detector is built on it",
+            source.describe()
+        )];
+        notes.extend(transfer.summary());
+        Ok(DownstreamStart {
+            model,
+            fiber: coarse,
+            settings: None,
+            tokenizer,
+            notes,
+        })
+    }
+}
+
+/// A detector checkpoint folder's weights: its moving average when it kept one, else its
+/// weights; with the file read.
+pub(crate) fn detector_weights(folder: &Path) -> Result<(TensorStore, &'static str), TrainError> {
+    let file = if folder.join("ema.safetensors").exists() {
+        "ema.safetensors"
+    } else {
+        "model.safetensors"
+    };
+    let store = TensorStore::from_safetensors_bytes(&CheckpointDir::read(folder, file)?)?;
+    Ok((store, file))
 }
 
 /// The weights of one of our checkpoint folders.

@@ -10,7 +10,6 @@
 
 use std::time::Instant;
 
-use burn::module::Module;
 use burn::tensor::backend::AutodiffBackend;
 use fiber_data::layout::{GroundingSplits, VqaFolder};
 use fiber_data::Problems;
@@ -20,10 +19,10 @@ use crate::error::TrainError;
 use crate::init::InitSource;
 use crate::input::{CaptionSplits, StageData};
 use crate::tasks::{
-    run_alone, CaptionStage, FineStage, JobTask, Nlvr2Stage, PretrainStage, RetrievalItcStage,
-    RetrievalItmStage, VqaStage,
+    run_alone, CaptionStage, DetectStage, FineStage, GroundStage, JobTask, Nlvr2Stage,
+    PretrainStage, RetrievalItcStage, RetrievalItmStage, VqaStage,
 };
-use crate::workspace::Workspace;
+use crate::workspace::{FromStart, Workspace};
 
 pub use crate::report::{report_path, summary_table, Report, StageSummary};
 pub use crate::saved::{evaluate_saved, EvalTask};
@@ -44,7 +43,10 @@ pub fn run_job<B: AutodiffBackend>(
     );
     let mut report = Report::new(options.backend.clone(), parameters);
     match options.stage {
-        None => main_job(&mut ws, model, &mut report, start, device)?,
+        None => {
+            let model = FiberModel::from_start(model, Stage::Coarse)?;
+            main_job(&mut ws, model, &mut report, start, device)?
+        }
         Some(stage) => {
             report.eval_seconds = match stage {
                 Stage::Coarse => run_alone::<B, PretrainStage>(&mut ws, model, &mut report, device),
@@ -58,6 +60,8 @@ pub fn run_job<B: AutodiffBackend>(
                 }
                 Stage::Caption => run_alone::<B, CaptionStage>(&mut ws, model, &mut report, device),
                 Stage::Fine => run_alone::<B, FineStage>(&mut ws, model, &mut report, device),
+                Stage::Detect => run_alone::<B, DetectStage>(&mut ws, model, &mut report, device),
+                Stage::Ground => run_alone::<B, GroundStage>(&mut ws, model, &mut report, device),
             }?;
             report.seconds = start.elapsed().as_secs_f64();
         }

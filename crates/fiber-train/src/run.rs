@@ -45,7 +45,7 @@ impl RunFolder {
     }
 
     /// The folder of a stage's latest checkpoint.
-    fn stage_checkpoint(&self, stage: &str) -> Result<PathBuf, TrainError> {
+    pub(crate) fn stage_checkpoint(&self, stage: &str) -> Result<PathBuf, TrainError> {
         let checkpoints = CheckpointDir::new(self.dir.join(stage).join("checkpoints"), 1);
         let (_, folder) = checkpoints
             .latest()?
@@ -64,25 +64,35 @@ impl RunFolder {
         )?)
     }
 
-    /// The grounding detector of the fine-grained stage: its weight average when the stage
-    /// kept one (`ema.safetensors`), else its weights.
-    pub fn detector<B: Backend>(
+    /// The grounding detector of detector stage `stage` (`fine`, `detect` or `ground`): its
+    /// weight average when the stage kept one (`ema.safetensors`), else its weights.
+    pub fn detector_of<B: Backend>(
         &self,
+        stage: Stage,
         device: &B::Device,
     ) -> Result<GroundingDetector<B>, TrainError> {
-        let folder = self.stage_checkpoint(Stage::Fine.folder())?;
-        let file = if folder.join("ema.safetensors").exists() {
-            "ema.safetensors"
-        } else {
-            "model.safetensors"
-        };
+        let folder = self.stage_checkpoint(stage.folder())?;
+        let (store, _) = crate::init::detector_weights(&folder)?;
         let config = self.config.detector.detector_config(&self.fiber_config());
         let mut model = GroundingDetector::new(&config, device)?;
-        load_model(
-            &mut model,
-            fiber_core::TensorStore::from_safetensors_bytes(&CheckpointDir::read(&folder, file)?)?,
-        )?;
+        load_model(&mut model, store)?;
         Ok(model)
+    }
+
+    /// The detector for `task` (`Stage::Detect` or `Stage::Ground`): that stage's when the run
+    /// has fine-tuned one, else the fine-grained stage's; with the stage it came from.
+    pub fn detector_for<B: Backend>(
+        &self,
+        task: Stage,
+        device: &B::Device,
+    ) -> Result<(GroundingDetector<B>, Stage), TrainError> {
+        let checkpoints = CheckpointDir::new(self.dir.join(task.folder()).join("checkpoints"), 1);
+        let stage = if checkpoints.latest()?.is_some() {
+            task
+        } else {
+            Stage::Fine
+        };
+        Ok((self.detector_of(stage, device)?, stage))
     }
 
     /// The run's detector evaluation settings and tokenizer.

@@ -39,7 +39,9 @@ fn json<T: serde::Serialize>(report: T) -> serde_json::Value {
 
 /// Evaluates a saved run on its data's held-out split; the result as JSON. `stage` names the
 /// stage folder whose model is evaluated for retrieval, MLM and captioning (default: `pretrain`,
-/// and `caption` for captioning).
+/// and `caption` for captioning). Detection evaluates the `detect` stage's detector when the
+/// run has one, grounding and referring expressions the `ground` stage's, else the fine-grained
+/// stage's; the result names it under `stage`.
 pub fn evaluate_saved<B: Backend>(
     run: &RunFolder,
     source: &DataSource,
@@ -65,16 +67,23 @@ pub fn evaluate_saved<B: Backend>(
         }
         EvalTask::Detection | EvalTask::Grounding | EvalTask::Refexp => {
             let data = GroundingSplits::read(source, &mut problems)?;
-            let model = run.detector::<B>(device)?;
+            let (model, trained_by) = run.detector_for::<B>(
+                if task == EvalTask::Detection {
+                    Stage::Detect
+                } else {
+                    Stage::Ground
+                },
+                device,
+            )?;
             let evaluator = run.detector_evaluator();
-            match task {
+            let mut result = match task {
                 EvalTask::Detection => {
                     let (file, dataset) = data.detection_held_out.as_ref().ok_or_else(|| {
                         DataError::Missing(
                             "a held-out COCO detection file (a name without `train`: instances_test.json or instances_val.json)".into(),
                         )
                     })?;
-                    let dir = run.dir.join(Stage::Fine.folder());
+                    let dir = run.dir.join(trained_by.folder());
                     json(evaluator.detection(
                         &model,
                         file,
@@ -95,7 +104,9 @@ pub fn evaluate_saved<B: Backend>(
                     json(evaluator.grounding(&model, &data.held_out, &data.train, device)?)
                 }
                 _ => json(evaluator.refexp(&model, &data.held_out, device)?),
-            }
+            };
+            result["stage"] = trained_by.name().into();
+            result
         }
         EvalTask::Retrieval | EvalTask::Mlm | EvalTask::Caption => {
             let data = CaptionSplits::read(source, &mut problems)?;

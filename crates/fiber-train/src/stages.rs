@@ -21,11 +21,15 @@ pub enum Stage {
     Caption,
     /// Fine-grained pre-training of the grounding detector.
     Fine,
+    /// Detection fine-tuning of a grounding detector (class-name prompts of the detection files).
+    Detect,
+    /// Phrase-grounding fine-tuning of a grounding detector (the MDETR captions).
+    Ground,
 }
 
 impl Stage {
     /// Every stage, in the order of the names.
-    pub const ALL: [Stage; 7] = [
+    pub const ALL: [Stage; 9] = [
         Stage::Coarse,
         Stage::Vqa,
         Stage::Nlvr2,
@@ -33,6 +37,8 @@ impl Stage {
         Stage::RetrievalItm,
         Stage::Caption,
         Stage::Fine,
+        Stage::Detect,
+        Stage::Ground,
     ];
 
     /// The name on the command line.
@@ -45,6 +51,8 @@ impl Stage {
             Stage::RetrievalItm => "retrieval-itm",
             Stage::Caption => "caption",
             Stage::Fine => "fine",
+            Stage::Detect => "detect",
+            Stage::Ground => "ground",
         }
     }
 
@@ -54,6 +62,11 @@ impl Stage {
             Stage::Coarse => "pretrain",
             other => other.name(),
         }
+    }
+
+    /// Whether the stage fine-tunes a grounding detector (rather than a FIBER model).
+    pub fn starts_from_detector(self) -> bool {
+        matches!(self, Stage::Detect | Stage::Ground)
     }
 }
 
@@ -82,6 +95,8 @@ impl Stage {
             Stage::RetrievalItm => &config.retrieval_itm,
             Stage::Caption => &config.caption,
             Stage::Fine => &config.fine,
+            Stage::Detect => &config.detect,
+            Stage::Ground => &config.ground,
         }
     }
 }

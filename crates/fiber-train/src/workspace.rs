@@ -5,10 +5,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use burn::module::Module;
+use burn::prelude::Backend;
 use burn::tensor::backend::AutodiffBackend;
 use fiber_data::loader::{ImageTransform, LoaderConfig, TextCollate};
 use fiber_data::shapes::write_shapes_world;
 use fiber_data::Problems;
+use fiber_heads::grounding::GroundingDetector;
 use fiber_heads::FiberModel;
 use fiber_roberta::RobertaTokenizer;
 
@@ -22,6 +25,54 @@ use crate::log::{loss_svg, MetricsLog};
 use crate::report::StageSummary;
 use crate::stage::{StageRunner, StageTask};
 use crate::stages::Stage;
+
+/// The model a stage starts from.
+pub enum StartModel<B: Backend> {
+    /// A FIBER model (the coarse stage, its fine-tuning stages and fine-grained pre-training).
+    Fiber(FiberModel<B>),
+    /// A grounding detector (the downstream detection and grounding stages).
+    Detector(GroundingDetector<B>),
+}
+
+impl<B: Backend> StartModel<B> {
+    /// Its parameter count.
+    pub fn num_params(&self) -> usize {
+        match self {
+            Self::Fiber(model) => model.num_params(),
+            Self::Detector(model) => model.num_params(),
+        }
+    }
+}
+
+/// A model a stage can start from.
+pub trait FromStart<B: Backend>: Sized {
+    /// The model of `start`, or an error when `stage` cannot start from that kind.
+    fn from_start(start: StartModel<B>, stage: Stage) -> Result<Self, TrainError>;
+}
+
+impl<B: Backend> FromStart<B> for FiberModel<B> {
+    fn from_start(start: StartModel<B>, stage: Stage) -> Result<Self, TrainError> {
+        match start {
+            StartModel::Fiber(model) => Ok(model),
+            StartModel::Detector(_) => Err(TrainError::Setting(format!(
+                "stage {} starts from a FIBER model, not a detector",
+                stage.name()
+            ))),
+        }
+    }
+}
+
+impl<B: Backend> FromStart<B> for GroundingDetector<B> {
+    fn from_start(start: StartModel<B>, stage: Stage) -> Result<Self, TrainError> {
+        match start {
+            StartModel::Detector(model) => Ok(model),
+            StartModel::Fiber(_) => Err(TrainError::Setting(format!(
+                "stage {} starts from a grounding detector, not a FIBER model",
+                stage.name()
+            ))),
+        }
+    }
+}
 
 /// How the job runs.
 #[derive(Debug, Clone)]
@@ -233,7 +284,7 @@ impl<'a> Workspace<'a> {
     pub fn open<B: AutodiffBackend>(
         options: &'a JobOptions,
         device: &B::Device,
-    ) -> Result<(Self, FiberModel<B>, String), TrainError> {
+    ) -> Result<(Self, StartModel<B>, String), TrainError> {
         let mut config = options.config.clone();
         if config.data_dir.as_os_str().is_empty() && config.annotations.is_empty() {
             return Err(TrainError::Setting(
@@ -275,6 +326,12 @@ impl<'a> Workspace<'a> {
             world.counts.statements
         );
         }
+        if let Some(stage) = options.stage.filter(|s| s.starts_from_detector()) {
+            let (detector, tokenizer, origin) =
+                downstream_start::<B>(options, stage, &run_dir, &mut config, device)?;
+            return Self::finish_open(options, config, run_dir, tokenizer)
+                .map(|ws| (ws, StartModel::Detector(detector), origin));
+        }
         // Where the model starts: --init, else (for a fine-tuning stage) this run's pre-training.
         let init = match (&options.init, options.stage) {
             (Some(init), _) => Some(init.clone()),
@@ -292,6 +349,7 @@ impl<'a> Workspace<'a> {
                 Some(InitSource::Run {
                     dir: run_dir.clone(),
                     stage: Stage::Coarse.folder().into(),
+                    named: false,
                 })
             }
         };
@@ -322,21 +380,72 @@ impl<'a> Workspace<'a> {
                 (model, tokenizer, "a new model".to_string())
             }
         };
+        Self::finish_open(options, config, run_dir, tokenizer)
+            .map(|ws| (ws, StartModel::Fiber(model), origin))
+    }
+
+    /// Writes the run's tokenizer and configuration and opens its metrics log.
+    fn finish_open(
+        options: &'a JobOptions,
+        config: RunConfig,
+        run_dir: PathBuf,
+        tokenizer: RobertaTokenizer,
+    ) -> Result<Self, TrainError> {
         tokenizer.save(run_dir.join("tokenizer.json"))?;
         std::fs::write(run_dir.join("config.toml"), config.to_toml()).map_err(io(&run_dir))?;
         let log = MetricsLog::open(&run_dir.join("metrics.jsonl"))?;
-        Ok((
-            Workspace {
-                options,
-                config,
-                run_dir,
-                tokenizer,
-                log,
-                stages: Default::default(),
-                skipped: 0,
-            },
-            model,
-            origin,
-        ))
+        Ok(Workspace {
+            options,
+            config,
+            run_dir,
+            tokenizer,
+            log,
+            stages: Default::default(),
+            skipped: 0,
+        })
     }
+}
+
+/// The detector a downstream stage starts from: `--init`, else the run's fine-grained stage.
+/// The backbone's sizes and the detector's architecture come from the source; the stage's data
+/// and post-processing settings stay the run's.
+fn downstream_start<B: AutodiffBackend>(
+    options: &JobOptions,
+    stage: Stage,
+    run_dir: &Path,
+    config: &mut RunConfig,
+    device: &B::Device,
+) -> Result<(GroundingDetector<B>, RobertaTokenizer, String), TrainError> {
+    let init = match &options.init {
+        Some(init) => init.clone(),
+        None => {
+            let fine =
+                CheckpointDir::new(run_dir.join(Stage::Fine.folder()).join("checkpoints"), 1);
+            if fine.latest()?.is_none() {
+                return Err(TrainError::NoFineStage {
+                    stage: stage.name().to_string(),
+                    run: run_dir.to_path_buf(),
+                });
+            }
+            InitSource::fine_stage_of(run_dir)
+        }
+    };
+    let start = init.downstream_detector::<B>(
+        &config.detector,
+        options.tokenizer.as_deref(),
+        config.model.fiber.num_fuse_block,
+        config.detector_init_seed(),
+        device,
+    )?;
+    for note in &start.notes {
+        println!("init: {note}");
+    }
+    if start.fiber != config.model.fiber {
+        println!("the model's configuration comes from {}", init.describe());
+    }
+    config.model.fiber = start.fiber;
+    if let Some(settings) = start.settings {
+        config.detector.adopt_architecture(&settings);
+    }
+    Ok((start.model, start.tokenizer, init.describe()))
 }

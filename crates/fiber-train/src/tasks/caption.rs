@@ -53,6 +53,7 @@ pub struct CaptionStage;
 impl JobTask for CaptionStage {
     const STAGE: Stage = Stage::Caption;
     type Data = CaptionSplits;
+    type Start<B: AutodiffBackend> = FiberModel<B>;
     type Trained<B: AutodiffBackend> = FiberModel<B>;
 
     fn train<B: AutodiffBackend>(

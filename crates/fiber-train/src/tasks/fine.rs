@@ -63,7 +63,19 @@ pub enum GroundingSample {
 impl GroundingSample {
     /// Every training sample of `splits`: the captions, then each detection image.
     pub fn training(splits: &GroundingSplits) -> Vec<Self> {
-        let mut samples: Vec<Self> = splits.train.iter().cloned().map(Self::Caption).collect();
+        let mut samples = Self::captions(splits);
+        samples.extend(Self::detections(splits));
+        samples
+    }
+
+    /// The training captions of `splits`.
+    pub fn captions(splits: &GroundingSplits) -> Vec<Self> {
+        splits.train.iter().cloned().map(Self::Caption).collect()
+    }
+
+    /// Each training detection image of `splits`, with its dataset's class names.
+    pub fn detections(splits: &GroundingSplits) -> Vec<Self> {
+        let mut samples = Vec::new();
         for dataset in &splits.detection_train {
             let categories = Arc::new(dataset.categories.clone());
             samples.extend(dataset.images.iter().map(|image| Self::Detection {
@@ -201,6 +213,52 @@ impl<B: AutodiffBackend> StageTask<B> for FineTask<B> {
     }
 }
 
+/// Trains `detector` in detector stage `stage` on `samples` with the run's detector settings
+/// (no flipping when the stage turns it off); keeps the class names of the first training
+/// detection file of `data` for `detect`.
+pub fn train_detector<B: AutodiffBackend>(
+    ws: &mut Workspace<'_>,
+    stage: Stage,
+    samples: Vec<GroundingSample>,
+    data: &GroundingSplits,
+    detector: GroundingDetector<B>,
+    device: &B::Device,
+) -> Result<GroundingDetector<B>, TrainError> {
+    let settings = ws.config.detector.clone();
+    let mut batch = settings.train_batch();
+    if !stage.config(&ws.config).flip {
+        batch.flip_probability = 0.0;
+    }
+    let input = DetectionInput {
+        samples: Arc::new(samples),
+        tokenizer: ws.tokenizer.clone(),
+        batch,
+        prompts: settings.prompts(),
+        loader: ws.loader_config(stage),
+    };
+    let mut task = FineTask::<B> {
+        input,
+        loss: settings.loss.clone(),
+        coder: settings.detector_config(&ws.config.model.fiber).box_coder,
+        dropped_boxes: 0,
+        device: device.clone(),
+    };
+    if let Some(dataset) = data.detection_train.first() {
+        let path = ws.run_dir.join(stage.folder()).join("categories.json");
+        fiber_core::json::write_json_atomically(&dataset.categories, &path)?;
+    }
+    let model = ws.train(stage, &mut task, detector, device)?;
+    if task.dropped_boxes > 0 {
+        println!(
+            "{}: {} boxes dropped because their phrase fell beyond the prompt's {} tokens",
+            stage.name(),
+            task.dropped_boxes,
+            settings.max_text_len
+        );
+    }
+    Ok(model)
+}
+
 /// The detector on the run's backbone, its backbone taken from the coarse model `fiber` by the
 /// original's suffix rule (docs/model.md §6.4); prints what transferred.
 pub fn detector_from_coarse<B: Backend>(
@@ -229,6 +287,7 @@ pub struct FineStage;
 impl JobTask for FineStage {
     const STAGE: Stage = Stage::Fine;
     type Data = GroundingSplits;
+    type Start<B: AutodiffBackend> = FiberModel<B>;
     type Trained<B: AutodiffBackend> = GroundingDetector<B>;
 
     fn train<B: AutodiffBackend>(
@@ -238,37 +297,14 @@ impl JobTask for FineStage {
         device: &B::Device,
     ) -> Result<GroundingDetector<B>, TrainError> {
         let detector = detector_from_coarse(ws, fiber, device)?;
-        let settings = ws.config.detector.clone();
-        let input = DetectionInput {
-            samples: Arc::new(GroundingSample::training(data)),
-            tokenizer: ws.tokenizer.clone(),
-            batch: settings.train_batch(),
-            prompts: settings.prompts(),
-            loader: ws.loader_config(Self::STAGE),
-        };
-        let mut task = FineTask::<B> {
-            input,
-            loss: settings.loss.clone(),
-            coder: settings.detector_config(&ws.config.model.fiber).box_coder,
-            dropped_boxes: 0,
-            device: device.clone(),
-        };
-        // The class names `detect` prompts with by default.
-        if let Some(dataset) = data.detection_train.first() {
-            let path = ws
-                .run_dir
-                .join(Self::STAGE.folder())
-                .join("categories.json");
-            fiber_core::json::write_json_atomically(&dataset.categories, &path)?;
-        }
-        let model = ws.train(Self::STAGE, &mut task, detector, device)?;
-        if task.dropped_boxes > 0 {
-            println!(
-                "fine: {} boxes dropped because their phrase fell beyond the prompt's {} tokens",
-                task.dropped_boxes, settings.max_text_len
-            );
-        }
-        Ok(model)
+        train_detector(
+            ws,
+            Self::STAGE,
+            GroundingSample::training(data),
+            data,
+            detector,
+            device,
+        )
     }
 
     fn evaluate<B: AutodiffBackend>(
@@ -278,9 +314,25 @@ impl JobTask for FineStage {
         report: &mut Report,
         device: &B::Device,
     ) -> Result<(), TrainError> {
+        Self::evaluate_in(ws, Self::STAGE, trained, data, report, device)
+    }
+}
+
+impl FineStage {
+    /// Evaluates the detector trained by detector stage `stage` into the report: COCO box mAP
+    /// on the held-out detection file (its results written to the stage's folder) and
+    /// phrase-grounding recall on the held-out captions.
+    pub fn evaluate_in<B: AutodiffBackend>(
+        ws: &Workspace<'_>,
+        stage: Stage,
+        trained: &GroundingDetector<B>,
+        data: &GroundingSplits,
+        report: &mut Report,
+        device: &B::Device,
+    ) -> Result<(), TrainError> {
         let model = trained.valid();
         let evaluator = DetectorEvaluator::new(&ws.config, &ws.tokenizer);
-        let dir = ws.run_dir.join(Self::STAGE.folder());
+        let dir = ws.run_dir.join(stage.folder());
         if let Some((file, dataset)) = &data.detection_held_out {
             report.detection = Some(evaluator.detection(
                 &model,

@@ -7,15 +7,15 @@
 
 use burn::tensor::backend::AutodiffBackend;
 use fiber_data::Problems;
-use fiber_heads::FiberModel;
 
 use crate::error::TrainError;
 use crate::input::StageData;
 use crate::report::Report;
 use crate::stages::Stage;
-use crate::workspace::Workspace;
+use crate::workspace::{FromStart, StartModel, Workspace};
 
 pub mod caption;
+pub mod downstream;
 pub mod fine;
 pub mod nlvr2;
 pub mod pretrain;
@@ -24,6 +24,7 @@ pub mod retrieval;
 pub mod vqa;
 
 pub use caption::{CaptionStage, CaptionTask};
+pub use downstream::{DetectStage, GroundStage};
 pub use fine::{DetectionInput, FineStage, FineTask, GroundingSample};
 pub use nlvr2::{Nlvr2Stage, Nlvr2Task};
 pub use pretrain::{PretrainStage, PretrainTask};
@@ -37,13 +38,15 @@ pub trait JobTask {
     const STAGE: Stage;
     /// Training and held-out data read from the data folder.
     type Data: StageData;
+    /// The model the stage trains from.
+    type Start<B: AutodiffBackend>: FromStart<B>;
     /// What training produces (the model, and whatever evaluation needs with it).
     type Trained<B: AutodiffBackend>;
 
-    /// Trains the stage from `fiber` (or resumes it).
+    /// Trains the stage from `start` (or resumes it).
     fn train<B: AutodiffBackend>(
         ws: &mut Workspace<'_>,
-        fiber: FiberModel<B>,
+        start: Self::Start<B>,
         data: &Self::Data,
         device: &B::Device,
     ) -> Result<Self::Trained<B>, TrainError>;
@@ -58,18 +61,23 @@ pub trait JobTask {
     ) -> Result<(), TrainError>;
 }
 
-/// Runs task `T`'s stage alone: reads its data, trains from `fiber` and evaluates; returns the
+/// Runs task `T`'s stage alone: reads its data, trains from `start` and evaluates; returns the
 /// evaluation's wall time in seconds.
 pub fn run_alone<B: AutodiffBackend, T: JobTask>(
     ws: &mut Workspace<'_>,
-    fiber: FiberModel<B>,
+    start: StartModel<B>,
     report: &mut Report,
     device: &B::Device,
 ) -> Result<f64, TrainError> {
     let mut problems = Problems::default();
     let data = T::Data::read(&ws.config.data_source(), &mut problems)?;
     ws.warn(&problems, T::Data::READS)?;
-    let trained = T::train(ws, fiber, &data, device)?;
+    let trained = T::train(
+        ws,
+        T::Start::<B>::from_start(start, T::STAGE)?,
+        &data,
+        device,
+    )?;
     let start = std::time::Instant::now();
     T::evaluate(ws, &trained, &data, report, device)?;
     Ok(start.elapsed().as_secs_f64())

@@ -143,6 +143,7 @@ pub struct Nlvr2Stage;
 impl JobTask for Nlvr2Stage {
     const STAGE: Stage = Stage::Nlvr2;
     type Data = Nlvr2Splits;
+    type Start<B: AutodiffBackend> = FiberModel<B>;
     type Trained<B: AutodiffBackend> = Nlvr2Model<B>;
 
     fn train<B: AutodiffBackend>(

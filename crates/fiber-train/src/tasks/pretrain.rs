@@ -200,6 +200,7 @@ pub struct PretrainStage;
 impl JobTask for PretrainStage {
     const STAGE: Stage = Stage::Coarse;
     type Data = CaptionSplits;
+    type Start<B: AutodiffBackend> = FiberModel<B>;
     type Trained<B: AutodiffBackend> = FiberModel<B>;
 
     fn train<B: AutodiffBackend>(

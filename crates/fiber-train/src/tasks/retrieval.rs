@@ -166,6 +166,7 @@ impl<const ITM: bool> JobTask for RetrievalStage<ITM> {
         Stage::RetrievalItc
     };
     type Data = CaptionSplits;
+    type Start<B: AutodiffBackend> = FiberModel<B>;
     type Trained<B: AutodiffBackend> = FiberModel<B>;
 
     fn train<B: AutodiffBackend>(

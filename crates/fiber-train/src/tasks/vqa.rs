@@ -113,6 +113,7 @@ pub struct VqaStage;
 impl JobTask for VqaStage {
     const STAGE: Stage = Stage::Vqa;
     type Data = VqaFolder;
+    type Start<B: AutodiffBackend> = FiberModel<B>;
     type Trained<B: AutodiffBackend> = TrainedVqa<B>;
 
     fn train<B: AutodiffBackend>(
