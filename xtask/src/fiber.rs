@@ -17,8 +17,8 @@ use fiber_core::backend::{run_on, BackendJob, BackendKind};
 use fiber_core::{LoadReport, TensorStore, WeightCollector};
 use fiber_fusion::weights::{is_head_key, rank_output_warning, write_config, AssumedSetting};
 use fiber_fusion::{FiberBackbone, FiberCheckpoint, FiberConfig};
-use fiber_heads::grounding::atss::{DetectionLossConfig, DetectionTargets, ImageTargets};
-use fiber_heads::grounding::loss::detection_losses;
+use fiber_heads::grounding::atss::{DetectionLossConfig, ImageTargets};
+use fiber_heads::grounding::loss::batch_losses;
 use fiber_heads::grounding::weights::{DetectorCheckpoint, WeightCopy};
 
 use crate::hf_forward::{float_input, int_input, to_stored};
@@ -341,21 +341,9 @@ impl BackendJob for DetectJob {
         let losses = match targets {
             Some(images) => {
                 let config = DetectionLossConfig::new();
-                let targets = DetectionTargets::build(
-                    &output.anchors,
-                    &images,
-                    mask.dims()[1],
-                    &config,
-                    &self.ckpt.config.box_coder,
-                )?;
-                Some(detection_losses(
-                    &output,
-                    mask,
-                    &targets,
-                    targets.local_normalisers(),
-                    &config,
-                    &self.ckpt.config.box_coder,
-                ))
+                let (_, losses) =
+                    batch_losses(&output, mask, &images, &config, &self.ckpt.config.box_coder)?;
+                Some(losses)
             }
             None => None,
         };

@@ -429,8 +429,8 @@ fn a_detector_starts_from_a_coarse_checkpoint_by_the_longest_suffix_rule() {
 #[test]
 fn the_detection_losses_fall_when_the_detector_trains_on_them() {
     use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
-    use fiber_heads::grounding::atss::{DetectionLossConfig, DetectionTargets, ImageTargets};
-    use fiber_heads::grounding::loss::detection_losses;
+    use fiber_heads::grounding::atss::{DetectionLossConfig, ImageTargets};
+    use fiber_heads::grounding::loss::batch_losses;
 
     let losses_dir = dir().join("../loss");
     let input = TensorStore::read_safetensors(losses_dir.join("input_batch2.safetensors")).unwrap();
@@ -473,16 +473,7 @@ fn the_detection_losses_fall_when_the_detector_trains_on_them() {
                 int(&input, "input_ids"),
                 mask.clone(),
             );
-            let targets =
-                DetectionTargets::build(&output.anchors, &images, len, &config, &coder).unwrap();
-            let losses = detection_losses(
-                &output,
-                mask,
-                &targets,
-                targets.local_normalisers(),
-                &config,
-                &coder,
-            );
+            let (targets, losses) = batch_losses(&output, mask, &images, &config, &coder).unwrap();
             // The centerness loss cannot fall below the mean entropy of its soft targets.
             let floor: f32 = targets
                 .centerness_targets
@@ -563,7 +554,10 @@ struct GradientParity<'a> {
     grads: &'a <A as burn::tensor::backend::AutodiffBackend>::Gradients,
     expected: &'a TensorStore,
     worst: Vec<(String, f32, f32)>,
+    /// Parameters with a gradient here but none in the reference.
     missing: Vec<String>,
+    /// Parameters with a reference gradient but none here.
+    ungraded: Vec<String>,
 }
 
 impl WeightVisitor<A> for GradientParity<'_> {
@@ -583,17 +577,16 @@ impl WeightVisitor<A> for GradientParity<'_> {
             return;
         };
         let expected = expected.as_f32().unwrap();
-        let actual = param
-            .val()
-            .grad(self.grads)
-            .map(|g| {
-                let g = match layout {
-                    Layout::Same => g.reshape([-1]),
-                    Layout::Transposed => g.reshape([0, -1]).transpose().reshape([-1]),
-                };
-                g.into_data().to_vec::<f32>().unwrap()
-            })
-            .unwrap_or_else(|| vec![0.0; expected.len()]);
+        let Some(grad) = param.val().grad(self.grads) else {
+            // The reference has a gradient here and we have none.
+            self.ungraded.push(key.to_string());
+            return;
+        };
+        let grad = match layout {
+            Layout::Same => grad.reshape([-1]),
+            Layout::Transposed => grad.reshape([0, -1]).transpose().reshape([-1]),
+        };
+        let actual = grad.into_data().to_vec::<f32>().unwrap();
         assert_eq!(actual.len(), expected.len(), "{key}: gradient size");
         let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
         let err = actual
@@ -606,8 +599,8 @@ impl WeightVisitor<A> for GradientParity<'_> {
 
 #[test]
 fn the_training_losses_gradient_matches_pytorch_for_every_parameter() {
-    use fiber_heads::grounding::atss::{DetectionLossConfig, DetectionTargets, ImageTargets};
-    use fiber_heads::grounding::loss::detection_losses;
+    use fiber_heads::grounding::atss::{DetectionLossConfig, ImageTargets};
+    use fiber_heads::grounding::loss::batch_losses;
 
     let losses_dir = dir().join("../loss");
     let input = TensorStore::read_safetensors(losses_dir.join("input_batch2.safetensors")).unwrap();
@@ -638,22 +631,8 @@ fn the_training_losses_gradient_matches_pytorch_for_every_parameter() {
         len,
     );
     let loss_config = DetectionLossConfig::new();
-    let targets = DetectionTargets::build(
-        &output.anchors,
-        &images,
-        len,
-        &loss_config,
-        &config.box_coder,
-    )
-    .unwrap();
-    let losses = detection_losses(
-        &output,
-        mask,
-        &targets,
-        targets.local_normalisers(),
-        &loss_config,
-        &config.box_coder,
-    );
+    let (_, losses) =
+        batch_losses(&output, mask, &images, &loss_config, &config.box_coder).unwrap();
     let total = losses.total(&loss_config);
     let value: f32 = total.clone().into_scalar().elem();
     let want = expected.get("loss.total").unwrap().as_f32().unwrap()[0];
@@ -668,12 +647,18 @@ fn the_training_losses_gradient_matches_pytorch_for_every_parameter() {
         expected: &expected,
         worst: Vec::new(),
         missing: Vec::new(),
+        ungraded: Vec::new(),
     };
     model.visit_weights(&mut parity);
     assert!(
         parity.missing.is_empty(),
         "no reference gradient: {:?}",
         parity.missing
+    );
+    assert!(
+        parity.ungraded.is_empty(),
+        "no gradient of ours where the reference has one: {:?}",
+        parity.ungraded
     );
     assert!(
         parity.worst.len() > 150,

@@ -5,7 +5,9 @@
 use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid};
 
-use super::atss::{DetectionLossConfig, DetectionTargets, LossNormalisers};
+use fiber_fusion::FusionError;
+
+use super::atss::{DetectionLossConfig, DetectionTargets, ImageTargets, LossNormalisers};
 use super::box_coder::BoxCoderConfig;
 use super::model::DetectorOutput;
 
@@ -82,6 +84,29 @@ fn giou_loss<B: Backend>(pred: Tensor<B, 2>, target: Tensor<B, 2>) -> Tensor<B, 
 fn locations_last<B: Backend>(map: Tensor<B, 4>) -> Tensor<B, 3> {
     let [b, c, h, w] = map.dims();
     map.reshape([b, c, h * w]).swap_dims(1, 2)
+}
+
+/// The training losses of one batch: ATSS targets on the output's anchors for the ground truth
+/// `images` (prompts as long as `attention_mask` `[B, L]`), then the three losses normalised by
+/// this batch's own counts; with the targets.
+pub fn batch_losses<B: Backend>(
+    output: &DetectorOutput<B>,
+    attention_mask: Tensor<B, 2, Int>,
+    images: &[ImageTargets],
+    config: &DetectionLossConfig,
+    coder: &BoxCoderConfig,
+) -> Result<(DetectionTargets, DetectionLosses<B>), FusionError> {
+    let len = attention_mask.dims()[1];
+    let targets = DetectionTargets::build(&output.anchors, images, len, config, coder)?;
+    let losses = detection_losses(
+        output,
+        attention_mask,
+        &targets,
+        targets.local_normalisers(),
+        config,
+        coder,
+    );
+    Ok((targets, losses))
 }
 
 /// The three losses of a batch from the detector's outputs, the token attention mask

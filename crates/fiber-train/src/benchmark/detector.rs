@@ -10,8 +10,8 @@ use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
-use fiber_heads::grounding::atss::{DetectionLossConfig, DetectionTargets, ImageTargets};
-use fiber_heads::grounding::loss::detection_losses;
+use fiber_heads::grounding::atss::{DetectionLossConfig, ImageTargets};
+use fiber_heads::grounding::loss::batch_losses;
 use fiber_heads::grounding::{DetectorConfig, GroundingDetector};
 
 use crate::config::StageConfig;
@@ -94,21 +94,13 @@ pub fn detector_step_timing<B: AutodiffBackend>(
     let mut step = |model: &mut GroundingDetector<B>| -> Result<(f64, f64), TrainError> {
         let start = Instant::now();
         let output = model.forward(pixels.clone(), ids.clone(), mask.clone());
-        let targets = DetectionTargets::build(
-            &output.anchors,
+        let (_, losses) = batch_losses(
+            &output,
+            mask.clone(),
             &images,
-            len,
             &loss_config,
             &config.box_coder,
         )?;
-        let losses = detection_losses(
-            &output,
-            mask.clone(),
-            &targets,
-            targets.local_normalisers(),
-            &loss_config,
-            &config.box_coder,
-        );
         let mut accumulator = StepAccumulator::<B>::default();
         accumulator.add(
             model,

@@ -17,9 +17,9 @@ use fiber_data::image::load_rgb;
 use fiber_data::layout::{DataSource, GroundingSplits};
 use fiber_data::loader::{Loader, LoaderConfig, LoaderPosition};
 use fiber_data::Problems;
-use fiber_heads::grounding::atss::{DetectionLossConfig, DetectionTargets, ImageTargets};
+use fiber_heads::grounding::atss::{DetectionLossConfig, ImageTargets};
 use fiber_heads::grounding::box_coder::BoxCoderConfig;
-use fiber_heads::grounding::loss::detection_losses;
+use fiber_heads::grounding::loss::batch_losses;
 use fiber_heads::grounding::GroundingDetector;
 use fiber_heads::FiberModel;
 use fiber_roberta::RobertaTokenizer;
@@ -191,16 +191,7 @@ impl<B: AutodiffBackend> StageTask<B> for FineTask<B> {
                 positive_map: map.clone(),
             })
             .collect();
-        let targets =
-            DetectionTargets::build(&output.anchors, &images, batch.len, &self.loss, &self.coder)?;
-        let losses = detection_losses(
-            &output,
-            attention_mask,
-            &targets,
-            targets.local_normalisers(),
-            &self.loss,
-            &self.coder,
-        );
+        let (_, losses) = batch_losses(&output, attention_mask, &images, &self.loss, &self.coder)?;
         let parts = vec![
             ("grounding", losses.grounding.clone().inner()),
             ("giou", losses.giou.clone().inner()),
