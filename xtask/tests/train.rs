@@ -43,6 +43,8 @@ batch_size = 4
 steps = 6
 batch_size = 4
 checkpoint_every = 2
+# FIBER's frozen keys (the tiny preset freezes none), to test that they stay.
+frozen = ["fusion_backbone.backbone.body.patch_embed.", "fusion_backbone.backbone.body.layers.0."]
 [detect]
 steps = 3
 batch_size = 4
@@ -53,8 +55,9 @@ batch_size = 4
 checkpoint_every = 2
 [detector]
 eval_batch_size = 8
-# The tiny preset runs no DyConv block; one keeps the tower in the training tests.
+# The tiny preset runs no DyConv block and no DropBlock; the training tests keep both.
 num_dyhead_blocks = 1
+drop_block = true
 # A detector trained for 6 steps scores every class below the default 0.05.
 [detector.postprocess]
 score_threshold = 0.0

@@ -139,8 +139,9 @@ pub struct DetectorSettings {
     /// 64-px images hold 16–24 px objects).
     #[config(default = 4)]
     pub anchor_stride_multiple: usize,
-    /// DropBlock on P3 and P4 in training (GLIP's default, on in FIBER).
-    #[config(default = true)]
+    /// DropBlock on P3 and P4 in training (GLIP's default, on in FIBER; off in the tiny
+    /// preset, whose P3 map is 8 × 8 with objects two cells wide, docs/training.md).
+    #[config(default = false)]
     pub drop_block: bool,
     /// Training shorter sides, drawn uniformly (480–800 in FIBER).
     #[config(default = "vec![64]")]
@@ -193,6 +194,7 @@ impl DetectorSettings {
         Self::new()
             .with_channels(256)
             .with_num_dyhead_blocks(6)
+            .with_drop_block(true)
             .with_group_norm_groups(16)
             .with_anchor_stride_multiple(8)
             .with_shorter_sides(vec![480, 560, 640, 720, 800])
@@ -420,9 +422,13 @@ pub struct RunConfig {
     #[config(default = "StageConfig::new(100, 32, 2e-4).with_cross_modal_lr_multiplier(1.0)")]
     pub retrieval_itm: StageConfig,
     /// Fine-grained pre-training of the detector (`--stage fine`; in the main job after the
-    /// coarse stage). The tiny preset keeps an EMA at 0.99 instead of 0.999: over its thousand
-    /// steps a 0.999 average would stay close to the initial weights.
-    #[config(default = "fine_stage(1000, 8, 1, 1e-3, 0.05, 0.99)")]
+    /// coarse stage). The tiny preset keeps an EMA at 0.99 instead of 0.999 (over its thousand
+    /// steps a 0.999 average would stay close to the initial weights), trains the text side at
+    /// the base rate and freezes nothing: its coarse model, trained for minutes, has not learned
+    /// what tells the classes apart (docs/training.md).
+    #[config(
+        default = "fine_stage(1000, 8, 1, 1e-3, 0.05, 0.99).with_text_lr_multiplier(1.0).with_frozen(Vec::new())"
+    )]
     pub fine: StageConfig,
     /// Detection fine-tuning of the fine stage's detector (`--stage detect`) on the detection
     /// files' class-name prompts, at a tenth of the fine stage's rate as in FIBER.
