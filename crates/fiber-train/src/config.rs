@@ -269,17 +269,13 @@ pub fn fine_stage(
     warmup_ratio: f64,
     ema_decay: f64,
 ) -> StageConfig {
-    StageConfig::new(steps, batch, lr)
-        .with_accumulation(accumulation)
-        .with_warmup_ratio(warmup_ratio)
+    detector_stage(steps, batch, accumulation, lr, warmup_ratio, ema_decay)
         .with_schedule(
             LrSchedule::new()
                 .with_milestones(vec![0.67, 0.89])
                 .with_weight_decay_ratio(Some(0.667)),
         )
-        .with_ema_decay(Some(ema_decay))
         .with_text_lr_multiplier(0.1)
-        .with_bias_lr_multiplier(2.0)
         .with_frozen(vec![
             "fusion_backbone.backbone.body.patch_embed.".into(),
             "fusion_backbone.backbone.body.layers.0.".into(),
@@ -303,19 +299,33 @@ pub fn downstream_detector_stage(
     warmup_ratio: f64,
     ema_decay: f64,
 ) -> StageConfig {
-    StageConfig::new(steps, batch, lr)
-        .with_accumulation(accumulation)
-        .with_warmup_ratio(warmup_ratio)
-        .with_schedule(LrSchedule::new().with_milestones(vec![0.67, 0.89]))
-        .with_ema_decay(Some(ema_decay))
+    detector_stage(steps, batch, accumulation, lr, warmup_ratio, ema_decay)
         .with_text_lr_multiplier(1.0)
-        .with_bias_lr_multiplier(2.0)
         .with_optimizer(
             AdamWConfig::new()
                 .with_beta2(0.999)
                 .with_weight_decay(1e-4)
                 .with_max_grad_norm(None),
         )
+}
+
+/// What every detector stage shares: `steps` of batch `batch` × `accumulation` at rate `lr`,
+/// warm-up over `warmup_ratio` of them, ×0.1 at 67 % and 89 %, biases ×2 without decay, an EMA
+/// of the weights at `ema_decay`.
+fn detector_stage(
+    steps: u64,
+    batch: usize,
+    accumulation: usize,
+    lr: f64,
+    warmup_ratio: f64,
+    ema_decay: f64,
+) -> StageConfig {
+    StageConfig::new(steps, batch, lr)
+        .with_accumulation(accumulation)
+        .with_warmup_ratio(warmup_ratio)
+        .with_schedule(LrSchedule::new().with_milestones(vec![0.67, 0.89]))
+        .with_ema_decay(Some(ema_decay))
+        .with_bias_lr_multiplier(2.0)
 }
 
 /// Evaluation settings.

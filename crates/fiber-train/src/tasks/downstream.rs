@@ -5,6 +5,8 @@
 //! targets and losses under the downstream optimisation (`detect` and `ground` in the
 //! configuration).
 
+use std::marker::PhantomData;
+
 use burn::tensor::backend::AutodiffBackend;
 use fiber_data::layout::GroundingSplits;
 use fiber_heads::grounding::GroundingDetector;
@@ -16,48 +18,51 @@ use crate::tasks::fine::{train_detector, FineStage, GroundingSample};
 use crate::tasks::JobTask;
 use crate::workspace::Workspace;
 
-/// Detection fine-tuning: the training detection images as class-name prompts; evaluated by
-/// COCO box mAP on the held-out detection file and by phrase-grounding recall.
-pub struct DetectStage;
+/// What one downstream detector stage trains on.
+pub trait DownstreamData {
+    /// The stage.
+    const STAGE: Stage;
+    /// The files the stage needs, named in the error when the data has none of them.
+    const MISSING: &'static str;
+    /// The stage's training samples.
+    fn samples(data: &GroundingSplits) -> Vec<GroundingSample>;
+}
 
-impl JobTask for DetectStage {
+/// A downstream fine-tuning stage of the detector trained on `D`'s samples; evaluated as the
+/// fine-grained stage is (COCO box mAP and phrase-grounding recall on the held-out files).
+pub struct Downstream<D>(PhantomData<D>);
+
+/// The training detection images as class-name prompts (`--stage detect`).
+pub struct DetectionPrompts;
+
+impl DownstreamData for DetectionPrompts {
     const STAGE: Stage = Stage::Detect;
-    type Data = GroundingSplits;
-    type Start<B: AutodiffBackend> = GroundingDetector<B>;
-    type Trained<B: AutodiffBackend> = GroundingDetector<B>;
-
-    fn train<B: AutodiffBackend>(
-        ws: &mut Workspace<'_>,
-        detector: GroundingDetector<B>,
-        data: &GroundingSplits,
-        device: &B::Device,
-    ) -> Result<GroundingDetector<B>, TrainError> {
-        let samples = GroundingSample::detections(data);
-        if samples.is_empty() {
-            return Err(TrainError::Setting(
-                "--stage detect trains on COCO-format detection files (annotations/instances_*train*.json); the data has none".into(),
-            ));
-        }
-        train_detector(ws, Self::STAGE, samples, data, detector, device)
-    }
-
-    fn evaluate<B: AutodiffBackend>(
-        ws: &Workspace<'_>,
-        trained: &GroundingDetector<B>,
-        data: &GroundingSplits,
-        report: &mut Report,
-        device: &B::Device,
-    ) -> Result<(), TrainError> {
-        FineStage::evaluate_in(ws, Self::STAGE, trained, data, report, device)
+    const MISSING: &'static str =
+        "--stage detect trains on COCO-format detection files (annotations/instances_*train*.json); the data has none";
+    fn samples(data: &GroundingSplits) -> Vec<GroundingSample> {
+        GroundingSample::detections(data)
     }
 }
 
-/// Phrase-grounding fine-tuning: the training MDETR captions, not flipped by default; evaluated
-/// as the fine-grained stage is.
-pub struct GroundStage;
+/// The training MDETR captions, not flipped by default (`--stage ground`).
+pub struct GroundingCaptions;
 
-impl JobTask for GroundStage {
+impl DownstreamData for GroundingCaptions {
     const STAGE: Stage = Stage::Ground;
+    const MISSING: &'static str =
+        "--stage ground trains on MDETR grounding files (mdetr_annotations/final_*train*.json); the data has none";
+    fn samples(data: &GroundingSplits) -> Vec<GroundingSample> {
+        GroundingSample::captions(data)
+    }
+}
+
+/// Detection fine-tuning (FIBER's COCO and LVIS fine-tuning).
+pub type DetectStage = Downstream<DetectionPrompts>;
+/// Phrase-grounding fine-tuning (FIBER's Flickr30k and RefCOCO fine-tuning).
+pub type GroundStage = Downstream<GroundingCaptions>;
+
+impl<D: DownstreamData> JobTask for Downstream<D> {
+    const STAGE: Stage = D::STAGE;
     type Data = GroundingSplits;
     type Start<B: AutodiffBackend> = GroundingDetector<B>;
     type Trained<B: AutodiffBackend> = GroundingDetector<B>;
@@ -68,11 +73,9 @@ impl JobTask for GroundStage {
         data: &GroundingSplits,
         device: &B::Device,
     ) -> Result<GroundingDetector<B>, TrainError> {
-        let samples = GroundingSample::captions(data);
+        let samples = D::samples(data);
         if samples.is_empty() {
-            return Err(TrainError::Setting(
-                "--stage ground trains on MDETR grounding files (mdetr_annotations/final_*train*.json); the data has none".into(),
-            ));
+            return Err(TrainError::Setting(D::MISSING.into()));
         }
         train_detector(ws, Self::STAGE, samples, data, detector, device)
     }
