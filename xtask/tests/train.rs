@@ -438,7 +438,8 @@ fn the_fine_stage_stopped_and_resumed_matches_a_straight_run_with_its_weight_ave
     }
     // The averaged weights were saved, restored and carried on identically: within 1e-5 but
     // for tensors whose gradient is zero up to rounding (attention key biases), where Adam's
-    // normalised step follows the summation-order noise between processes (up to lr 1e-3).
+    // normalised step follows the summation-order noise between processes (up to the rate,
+    // 1e-4).
     let ema = |runs: &Path| {
         let path = runs.join("small/fine/checkpoints/step-000006/ema.safetensors");
         fiber_core::TensorStore::read_safetensors(&path).unwrap()
