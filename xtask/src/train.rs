@@ -11,6 +11,7 @@ use clap::Args;
 use fiber_train::config::RunConfig;
 use fiber_train::init::InitSource;
 use fiber_train::job::{report_path, run_job, summary_table, JobOptions, Report, Stage};
+use fiber_train::replica::DeviceSpec;
 use fiber_train::{run_on_with, BackendJob, BackendKind, Checkpointing, Precision, TrainError};
 
 /// Arguments of `train`.
@@ -67,6 +68,11 @@ pub struct TrainArgs {
     /// Fail on any unreadable record or image instead of skipping it.
     #[arg(long)]
     pub strict: bool,
+    /// Data-parallel replicas: a count (`2`: devices 0 and 1 of the backend; on the CPU, two
+    /// replicas sharing its cores) or a device list (`cuda:0,cuda:1`). Each stage's
+    /// `batch_size` is per replica: a step sees batch × replicas × accumulation samples.
+    #[arg(long, default_value = "1")]
+    pub devices: DeviceSpec,
     /// Print the full configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -159,6 +165,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             Some(InitSource::parse(&args.init)?)
         },
         tokenizer: args.tokenizer.clone(),
+        devices: args.devices.clone(),
     };
     let report = run_on_with(
         args.backend,

@@ -42,6 +42,27 @@ pub struct LoaderConfig {
     pub drop_last: bool,
     /// Whether an unloadable sample is an error instead of being skipped.
     pub strict: bool,
+    /// Which of the stream's batches this loader produces (all of them by default; one
+    /// replica's share in data-parallel training).
+    pub shard: Shard,
+}
+
+/// One replica's share of a stream of batches: the stream is cut into global batches of
+/// `count` consecutive batches, and replica `rank` takes the `rank`-th batch of each. So `count`
+/// replicas see, step for step, the batches that one loader would give to `count` accumulated
+/// micro-batches, with the same samples and random draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This replica, from 0.
+    pub rank: usize,
+    /// Replicas.
+    pub count: usize,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Self { rank: 0, count: 1 }
+    }
 }
 
 impl LoaderConfig {
@@ -54,6 +75,7 @@ impl LoaderConfig {
             prefetch: 2,
             drop_last: true,
             strict: false,
+            shard: Shard::default(),
         }
     }
 
@@ -74,6 +96,17 @@ pub struct LoaderPosition {
     pub epoch: u64,
     /// Batch within the epoch, from 0.
     pub batch: usize,
+}
+
+impl LoaderPosition {
+    /// The position `batches` batches further on, in epochs of `per_epoch` batches.
+    pub fn advanced(self, batches: usize, per_epoch: usize) -> Self {
+        let flat = self.batch.min(per_epoch) + batches;
+        Self {
+            epoch: self.epoch + (flat / per_epoch) as u64,
+            batch: flat % per_epoch,
+        }
+    }
 }
 
 /// Mixes the parts of a random stream's identity into one seed (splitmix64 steps).
@@ -160,15 +193,16 @@ impl<T: Send + 'static> Loader<T> {
         let (sender, receiver) = sync_channel(config.prefetch.max(1));
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
+        let Shard { rank, count } = config.shard;
+        if count == 0 || rank >= count {
+            return Err(DataError::Invalid(format!(
+                "replica {rank} of {count} is not a shard of the batches"
+            )));
+        }
         let handle = std::thread::spawn(move || {
-            let mut position = start;
+            // This replica's first batch; after each one, skip the other replicas' batches.
+            let mut position = start.advanced(rank, per_epoch);
             while !stopped.load(Ordering::Relaxed) {
-                if position.batch >= per_epoch {
-                    position = LoaderPosition {
-                        epoch: position.epoch + 1,
-                        batch: 0,
-                    };
-                }
                 let order = epoch_order(len, config.seed, position.epoch, config.shuffle);
                 let chunk = &order[position.batch * config.batch_size
                     ..((position.batch + 1) * config.batch_size).min(len)];
@@ -199,15 +233,9 @@ impl<T: Send + 'static> Loader<T> {
                     }
                 }
                 let this = position;
-                position.batch += 1;
-                let next = if position.batch >= per_epoch {
-                    LoaderPosition {
-                        epoch: position.epoch + 1,
-                        batch: 0,
-                    }
-                } else {
-                    position
-                };
+                // Every replica reports the position after the whole global batch.
+                let next = this.advanced(count - rank, per_epoch);
+                position = this.advanced(count, per_epoch);
                 let message = if samples.is_empty() {
                     Err(DataError::Invalid(format!(
                         "every sample of batch {} of epoch {} failed to load: {}",
@@ -431,6 +459,53 @@ mod tests {
             assert_eq!(got.batch, expected.batch);
             assert_eq!(got.position, expected.position);
         }
+    }
+
+    #[test]
+    fn shards_interleave_into_the_unsharded_stream_and_report_the_global_position() {
+        // 10 samples in batches of 3: 3 batches per epoch, so global batches of 2 straddle epochs.
+        let config = LoaderConfig::new(3, 11);
+        let start = LoaderPosition { epoch: 0, batch: 1 };
+        let mut whole = numbers(config.clone(), start, None);
+        let mut shards: Vec<_> = (0..2)
+            .map(|rank| {
+                let shard = Shard { rank, count: 2 };
+                numbers(
+                    LoaderConfig {
+                        shard,
+                        ..config.clone()
+                    },
+                    start,
+                    None,
+                )
+            })
+            .collect();
+        for _ in 0..4 {
+            let first = whole.next_batch().unwrap();
+            let second = whole.next_batch().unwrap();
+            let a = shards[0].next_batch().unwrap();
+            let b = shards[1].next_batch().unwrap();
+            assert_eq!(a.batch, first.batch, "replica 0 takes the first batch");
+            assert_eq!(b.batch, second.batch, "replica 1 takes the second");
+            assert_eq!((a.position, b.position), (first.position, second.position));
+            assert_eq!(
+                a.next, second.next,
+                "both report the position after the pair"
+            );
+            assert_eq!(b.next, second.next);
+        }
+        let bad = Shard { rank: 2, count: 2 };
+        let refused = Loader::<Vec<(usize, u64)>>::spawn(
+            10,
+            LoaderConfig {
+                shard: bad,
+                ..config
+            },
+            start,
+            |_, _| Ok(0u64),
+            |s, _| Ok(s),
+        );
+        assert!(refused.is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use fiber_swin::SwinConfig;
 
 use crate::error::TrainError;
 use crate::optim::{AdamWConfig, LrSchedule};
+use crate::replica::ReplicaConfig;
 
 /// The model: sizes of both backbones and of the fusion.
 #[derive(Config, Debug, PartialEq)]
@@ -454,6 +455,9 @@ pub struct RunConfig {
     /// Evaluation.
     #[config(default = "EvalConfig::new()")]
     pub eval: EvalConfig,
+    /// How data-parallel replicas synchronise (`--devices`).
+    #[config(default = "ReplicaConfig::new()")]
+    pub replicas: ReplicaConfig,
 }
 
 impl RunConfig {

@@ -78,6 +78,9 @@ pub enum TrainError {
     /// The device failed while running or reading back a computation.
     #[error("device: {0}")]
     Device(String),
+    /// A data-parallel replica failed, or waited past its timeout for the others.
+    #[error("replicas: {0}")]
+    Replica(String),
     /// A configuration file is invalid (the file and what is wrong).
     #[error("configuration: {path}: {message}")]
     ConfigFile {

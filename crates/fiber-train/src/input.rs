@@ -10,7 +10,7 @@ use fiber_data::image::{to_tensor, PixelImage};
 use fiber_data::layout::{DataSource, Nlvr2Folder, VqaFolder};
 use fiber_data::loader::{
     collate_image_text, ImageTextBatch, ImageTransform, Loader, LoaderConfig, LoaderPosition,
-    TextCollate,
+    Shard, TextCollate,
 };
 use fiber_data::nlvr2::Nlvr2Record;
 use fiber_data::{CaptionDataset, DataError, Problems};
@@ -72,12 +72,19 @@ pub struct ImageTextInput {
 }
 
 impl ImageTextInput {
-    /// A loader of the samples starting at `position`.
-    pub fn spawn(&self, position: LoaderPosition) -> Result<Loader<ImageTextBatch>, TrainError> {
+    /// A loader of the samples starting at `position`, producing `shard`'s batches.
+    pub fn spawn(
+        &self,
+        position: LoaderPosition,
+        shard: Shard,
+    ) -> Result<Loader<ImageTextBatch>, TrainError> {
         self.samples.loader(
             self.transform.clone(),
             self.text.clone(),
-            self.loader.clone(),
+            LoaderConfig {
+                shard,
+                ..self.loader.clone()
+            },
             position,
         )
     }

@@ -24,6 +24,7 @@ pub mod loss_scale;
 pub mod metrics;
 pub mod model_io;
 pub mod optim;
+pub mod replica;
 pub mod report;
 pub mod run;
 pub mod saved;

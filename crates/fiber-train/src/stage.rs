@@ -6,14 +6,23 @@
 //! the ITC queue), the step and the data loader's position. The backend's random generator is
 //! reseeded from (seed, stage, step) before every step and every data-side random choice is
 //! seeded by position, so a resumed run computes the same losses as an uninterrupted one.
+//!
+//! Data parallelism: with several devices the stage runs one replica per device, each in its
+//! own thread with its own copy of the model, optimiser and task ([`crate::replica`]). Replica
+//! *r* takes the *r*-th batch of each group of `replicas` consecutive batches of the seeded
+//! order, the gradients (and the logged loss) are averaged over the replicas before the same
+//! update on every replica, and replica 0 alone writes checkpoints and metrics. Micro-batch
+//! *m* of a step (counting over replicas, `m = accumulation round × replicas + rank`) draws
+//! from the random streams of micro-batch *m*, so N replicas compute what one replica
+//! accumulating N micro-batches computes.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
 use fiber_core::TensorStore;
-use fiber_data::loader::{stream_seed, Loaded, Loader, LoaderPosition};
+use fiber_data::loader::{stream_seed, Loaded, Loader, LoaderPosition, Shard};
 use fiber_data::Problem;
 use serde::{Deserialize, Serialize};
 
@@ -23,17 +32,50 @@ use crate::error::TrainError;
 use crate::log::MetricsLog;
 use crate::model_io::{load_model, model_bytes, VisitWeights};
 use crate::optim::{AdamW, Freeze, ParamGroups, WeightAverage};
+use crate::replica::{Replica, ReplicaConfig, ReplicaGroup};
 use crate::step::{apply_update, StepAccumulator, StepLoss};
 
+/// Which micro-batch of which step a task's loss computes, and the replica computing it.
+pub struct MicroStep<'a> {
+    /// The optimiser step, from 0.
+    pub step: u64,
+    /// The micro-batch within the step, counted over all replicas (`round × replicas + rank`).
+    pub index: u64,
+    /// The replica (for values that are global over replicas, e.g. positive counts).
+    pub replica: &'a Replica,
+}
+
+impl MicroStep<'_> {
+    /// The seed of the random stream `parts` of this micro-batch: `parts` and the step, and
+    /// the micro-batch index after the first (so a step of one micro-batch keeps the stream
+    /// it always had).
+    pub fn seed(&self, parts: &[u64]) -> u64 {
+        let mut all = parts.to_vec();
+        all.push(self.step);
+        if self.index > 0 {
+            all.push(self.index);
+        }
+        stream_seed(&all)
+    }
+}
+
 /// A training task: how a batch becomes a loss, and any state it keeps between steps.
-pub trait StageTask<B: AutodiffBackend> {
+pub trait StageTask<B: AutodiffBackend>: Send {
     /// The model trained.
-    type Model: AutodiffModule<B> + VisitWeights<B> + Clone;
+    type Model: AutodiffModule<B> + VisitWeights<B> + Clone + Send;
     /// A collated batch from the loader.
     type Batch: Send + 'static;
 
-    /// Starts the loader at `position`.
-    fn loader(&self, position: LoaderPosition) -> Result<Loader<Self::Batch>, TrainError>;
+    /// Starts the loader at `position`, producing the batches of `shard`.
+    fn loader(
+        &self,
+        position: LoaderPosition,
+        shard: Shard,
+    ) -> Result<Loader<Self::Batch>, TrainError>;
+    /// A copy of the task for another replica, computing on `device`.
+    fn replica(&self, device: &B::Device) -> Self
+    where
+        Self: Sized;
     /// Which parameters decay, how each one's rate is scaled and which are frozen (default:
     /// FIBER's coarse groups with the stage's multipliers).
     fn param_groups(&self, config: &StageConfig) -> ParamGroups {
@@ -53,10 +95,13 @@ pub trait StageTask<B: AutodiffBackend> {
         &mut self,
         model: &Self::Model,
         batch: Self::Batch,
-        step: u64,
+        micro: &MicroStep<'_>,
     ) -> Result<StepLoss<B>, TrainError>;
-    /// Called after the optimiser step (e.g. to push features into a queue).
-    fn after_step(&mut self) {}
+    /// Called after the optimiser step on every replica (e.g. to push the features of every
+    /// replica into a queue).
+    fn after_step(&mut self, _replica: &Replica) -> Result<(), TrainError> {
+        Ok(())
+    }
     /// The task's own state, for checkpoints.
     fn state(&self) -> TensorStore {
         TensorStore::new()
@@ -88,6 +133,8 @@ pub struct StageRunner<'a> {
     pub resume: bool,
     /// Stop (as if killed) after this many steps of this process (tests of resumption).
     pub stop_after: Option<u64>,
+    /// How replicas synchronise (with more than one device).
+    pub replicas: &'a ReplicaConfig,
 }
 
 /// How a stage ended.
@@ -128,17 +175,124 @@ impl StageRunner<'_> {
         CheckpointDir::new(self.dir.join("checkpoints"), self.config.keep_checkpoints)
     }
 
-    /// Runs the stage on `model` (or resumes it), logging every step to `log`.
+    /// Runs the stage on `model` (or resumes it), logging every step to `log`: one replica per
+    /// device of `devices` (at least one), each in its own thread; `task` and `model` are the
+    /// first replica's, the others train copies of them.
     pub fn run<B: AutodiffBackend, T: StageTask<B>>(
         &self,
         task: &mut T,
-        mut model: T::Model,
+        model: T::Model,
         log: &mut MetricsLog,
+        devices: &[B::Device],
+    ) -> Result<StageOutcome<T::Model>, TrainError> {
+        let config = self.config;
+        let count = devices.len().max(1);
+        let accumulation = config.accumulation.max(1);
+        if count > 1 || accumulation > 1 {
+            println!(
+                "{}: {} samples per step ({} per batch × {count} replica(s) × {accumulation} accumulated)",
+                self.name,
+                config.batch_size * count * accumulation,
+                config.batch_size,
+            );
+        }
+        let first = devices
+            .first()
+            .ok_or_else(|| TrainError::Setting("a stage needs at least one device".into()))?;
+        if count == 1 {
+            return self.run_replica(task, model, Some(log), &Replica::single(), first);
+        }
+        let group = ReplicaGroup::new(count, self.replicas.clone());
+        burn_collective::reset_collective::<B::InnerBackend>();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = devices
+                .iter()
+                .enumerate()
+                .skip(1)
+                .map(|(rank, device)| {
+                    let mut replica_task = task.replica(device);
+                    let replica_model = model.clone().fork(device);
+                    let replica = Replica::of(&group, rank);
+                    let group = &group;
+                    scope.spawn(move || {
+                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            self.run_replica(
+                                &mut replica_task,
+                                replica_model,
+                                None,
+                                &replica,
+                                device,
+                            )
+                            .map(|_| ())
+                        }))
+                        .unwrap_or_else(|panic| {
+                            Err(TrainError::Replica(format!(
+                                "replica {rank} panicked: {}",
+                                panic_message(&panic)
+                            )))
+                        });
+                        if let Err(e) = &result {
+                            group.fail(rank, e.to_string());
+                        }
+                        result
+                    })
+                })
+                .collect();
+            let main = self.run_replica(task, model, Some(log), &Replica::of(&group, 0), first);
+            if let Err(e) = &main {
+                group.fail(0, e.to_string());
+            }
+            let mut first_error = None;
+            for handle in handles {
+                let result = handle.join().unwrap_or_else(|_| {
+                    Err(TrainError::Replica("a replica thread panicked".into()))
+                });
+                if let Err(e) = result {
+                    first_error.get_or_insert(e);
+                }
+            }
+            match (main, first_error) {
+                (Err(e), _) => Err(e),
+                (Ok(_), Some(e)) => Err(e),
+                (Ok(outcome), None) => Ok(outcome),
+            }
+        })
+    }
+
+    /// One replica's training loop (the whole stage when it is the only one): checkpoints,
+    /// metrics and the weight average on the main replica only.
+    fn run_replica<B: AutodiffBackend, T: StageTask<B>>(
+        &self,
+        task: &mut T,
+        model: T::Model,
+        mut log: Option<&mut MetricsLog>,
+        replica: &Replica,
+        device: &B::Device,
+    ) -> Result<StageOutcome<T::Model>, TrainError> {
+        replica.register::<B::InnerBackend>(device)?;
+        let outcome = self.train_replica(task, model, log.take(), replica, device);
+        let finished = replica.finish::<B::InnerBackend>();
+        let outcome = outcome?;
+        finished?;
+        Ok(outcome)
+    }
+
+    /// Runs one replica's steps on `model` in place.
+    fn train_replica<B: AutodiffBackend, T: StageTask<B>>(
+        &self,
+        task: &mut T,
+        mut model: T::Model,
+        mut log: Option<&mut MetricsLog>,
+        replica: &Replica,
         device: &B::Device,
     ) -> Result<StageOutcome<T::Model>, TrainError> {
         let config = self.config;
         let groups = task.param_groups(config);
-        let mut average = config.ema_decay.map(WeightAverage::<B::InnerBackend>::new);
+        let main = replica.is_main();
+        let mut average = config
+            .ema_decay
+            .filter(|_| main)
+            .map(WeightAverage::<B::InnerBackend>::new);
         let mut optimizer = AdamW::<B::InnerBackend>::new(config.optimizer.clone(), groups);
         let mut state = TrainerState {
             step: 0,
@@ -188,14 +342,18 @@ impl StageRunner<'_> {
                         message: format!("holds step {}", state.step),
                     });
                 }
-                log.truncate_stage(self.name, step)?;
+                if let Some(log) = log.as_deref_mut() {
+                    log.truncate_stage(self.name, step)?;
+                }
             }
         }
         let mut freeze = Freeze {
             groups: optimizer.groups(),
             frozen: 0,
+            trainable: Vec::new(),
         };
         model.visit_weights_with(&mut freeze);
+        let trainable = freeze.trainable;
         if let Some(average) = average.as_mut().filter(|a| a.is_empty()) {
             model.visit_weights_with(&mut average.update());
         }
@@ -210,20 +368,28 @@ impl StageRunner<'_> {
             });
         }
         let warmup = (config.steps as f64 * config.warmup_ratio).round() as u64;
-        let mut loader = task.loader(state.position)?;
-        let progress = progress_bar(self.name, config.steps, state.step);
+        let mut loader = task.loader(state.position, replica.shard())?;
+        let progress = if main {
+            progress_bar(self.name, config.steps, state.step)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let accumulation = config.accumulation.max(1) as u64;
+        let replicas = replica.count() as u64;
         let start = Instant::now();
         let mut skipped = Vec::new();
         let mut done_here = 0u64;
         while state.step < config.steps {
             let step = state.step;
-            B::seed(
-                device,
-                stream_seed(&[self.seed, name_seed(self.name), step]),
-            );
             model = task.before_step(model);
             let mut accumulator = StepAccumulator::<B>::default();
-            for _ in 0..config.accumulation.max(1) {
+            for round in 0..accumulation {
+                let micro = MicroStep {
+                    step,
+                    index: round * replicas + replica.rank as u64,
+                    replica,
+                };
+                B::seed(device, micro.seed(&[self.seed, name_seed(self.name)]));
                 let Loaded {
                     batch,
                     next,
@@ -238,9 +404,10 @@ impl StageRunner<'_> {
                     });
                 }
                 skipped.extend(bad);
-                let micro = task.loss(&model, batch, step)?;
-                accumulator.add(&mut model, &optimizer, micro);
+                let loss = task.loss(&model, batch, &micro)?;
+                accumulator.add(&mut model, &optimizer, loss);
             }
+            let accumulator = accumulator.average_over(replica, &trainable)?;
             let (scalars, gradients) = accumulator.prepare(&optimizer).read()?;
             let loss = scalars.loss;
             if !loss.is_finite() {
@@ -278,22 +445,24 @@ impl StageRunner<'_> {
             if let Some(average) = average.as_mut() {
                 model.visit_weights_with(&mut average.update());
             }
-            task.after_step();
+            task.after_step(replica)?;
             state.step += 1;
             done_here += 1;
             let parts = scalars.parts;
-            log.record(
-                self.name,
-                state.step,
-                lr,
-                loss,
-                &parts,
-                (!info.skipped).then_some(info.grad_norm),
-                start.elapsed().as_secs_f64(),
-            )?;
+            if let Some(log) = log.as_deref_mut() {
+                log.record(
+                    self.name,
+                    state.step,
+                    lr,
+                    loss,
+                    &parts,
+                    (!info.skipped).then_some(info.grad_norm),
+                    start.elapsed().as_secs_f64(),
+                )?;
+            }
             progress.set_position(state.step);
             progress.set_message(format!("loss {loss:.4}"));
-            if state.step % config.checkpoint_every == 0 || state.step == config.steps {
+            if main && (state.step % config.checkpoint_every == 0 || state.step == config.steps) {
                 let mut files = vec![
                     ("model.safetensors", model_bytes(&model)?),
                     (
@@ -329,6 +498,14 @@ impl StageRunner<'_> {
             reused: false,
         })
     }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "no message".into())
 }
 
 fn name_seed(name: &str) -> u64 {

@@ -12,6 +12,7 @@ use burn::tensor::Transaction;
 use crate::error::TrainError;
 use crate::model_io::VisitWeights;
 use crate::optim::{AdamW, GradientCollector, KeyedGradients, PreparedGradients, StepInfo};
+use crate::replica::Replica;
 
 /// What a stage's task computes for one micro-batch.
 pub struct StepLoss<B: AutodiffBackend> {
@@ -143,6 +144,56 @@ impl<B: AutodiffBackend> StepAccumulator<B> {
             None => self.gradients = Some(gradients),
         }
         self.micro_batches += 1;
+    }
+
+    /// The step's gradients, loss and parts averaged over the replicas of `replica`'s group
+    /// (unchanged for a lone replica). `trainable` lists every trainable parameter's key and
+    /// size, the same on every replica: a parameter that got no gradient here counts as a zero
+    /// gradient, and one that got none on any replica stays without one.
+    pub fn average_over(
+        mut self,
+        replica: &Replica,
+        trainable: &[(String, usize)],
+    ) -> Result<Self, TrainError> {
+        if replica.count() == 1 {
+            return Ok(self);
+        }
+        let loss = self.loss.take().expect("at least one micro-batch");
+        let device = loss.device();
+        let mut gradients = self.gradients.take().expect("at least one micro-batch");
+        let present: Vec<f32> = trainable
+            .iter()
+            .map(|(key, _)| f32::from(u8::from(gradients.grads.contains_key(key))))
+            .collect();
+        let present = replica.sum_host::<B::InnerBackend>(&present, &device)?;
+        let mut keys = Vec::new();
+        let mut tensors = Vec::new();
+        for ((key, size), anywhere) in trainable.iter().zip(present) {
+            if anywhere > 0.0 {
+                let g = gradients
+                    .grads
+                    .remove(key)
+                    .unwrap_or_else(|| Tensor::zeros([*size], &device));
+                keys.push(key.clone());
+                tensors.push(g);
+            }
+        }
+        let mut scalars = vec![loss.reshape([1])];
+        scalars.extend(self.parts.iter().map(|(_, p)| p.clone().reshape([1])));
+        // The scalars travel apart: they are f32 where the gradients may be half precision.
+        let reduced = replica.mean_flat(tensors)?;
+        let scalars = replica
+            .mean_flat(vec![Tensor::cat(scalars, 0)])?
+            .pop()
+            .expect("the scalars were reduced");
+        let mut split = scalars.split(1, 0).into_iter();
+        self.loss = split.next();
+        for (part, value) in self.parts.iter_mut().zip(split) {
+            part.1 = value;
+        }
+        gradients.grads = keys.into_iter().zip(reduced).collect();
+        self.gradients = Some(gradients);
+        Ok(self)
     }
 
     /// The step's gradients averaged over its micro-batches and prepared for the update.

@@ -22,6 +22,7 @@ use crate::eval::Evaluator;
 use crate::init::InitSource;
 use crate::input::{ImageTextInput, ImageTextSamples};
 use crate::log::{loss_svg, MetricsLog};
+use crate::replica::{DeviceSpec, ReplicaConfig};
 use crate::report::StageSummary;
 use crate::stage::{StageRunner, StageTask};
 use crate::stages::Stage;
@@ -97,6 +98,8 @@ pub struct JobOptions {
     /// A tokenizer (`tokenizer.json` or a RoBERTa folder) instead of the one of the init source
     /// or one trained on the data.
     pub tokenizer: Option<PathBuf>,
+    /// The devices of the data-parallel replicas every stage trains on (one by default).
+    pub devices: DeviceSpec,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
@@ -246,9 +249,14 @@ impl Workspace<'_> {
     ) -> Result<T::Model, TrainError> {
         let name = stage.folder();
         let stage_config = stage.config(&self.config).clone();
-        let outcome =
-            self.stage_runner(name, &stage_config)
-                .run(task, model, &mut self.log, device)?;
+        let devices = self.options.devices.devices::<B>(device);
+        let replicas = self.config.replicas.clone();
+        let outcome = self.stage_runner(name, &stage_config, &replicas).run(
+            task,
+            model,
+            &mut self.log,
+            &devices,
+        )?;
         self.skipped += outcome.skipped.len();
         self.stages.insert(
             name.to_string(),
@@ -261,7 +269,12 @@ impl Workspace<'_> {
         Ok(outcome.into_evaluated())
     }
 
-    fn stage_runner<'s>(&self, name: &'s str, stage: &'s StageConfig) -> StageRunner<'s> {
+    fn stage_runner<'s>(
+        &self,
+        name: &'s str,
+        stage: &'s StageConfig,
+        replicas: &'s ReplicaConfig,
+    ) -> StageRunner<'s> {
         let options = self.options;
         StageRunner {
             name,
@@ -274,6 +287,7 @@ impl Workspace<'_> {
                 .as_ref()
                 .filter(|(s, _)| s == name)
                 .map(|(_, n)| *n),
+            replicas,
         }
     }
 }

@@ -79,6 +79,7 @@ pub fn detector_step_timing<B: AutodiffBackend>(
     model.visit_weights_with(&mut Freeze {
         groups: &groups,
         frozen: 0,
+        trainable: Vec::new(),
     });
     let mut optimizer = AdamW::<B::InnerBackend>::new(stage.optimizer.clone(), groups);
     let pixels = Tensor::<B, 4>::random(

@@ -110,6 +110,8 @@ pub struct Freeze<'a> {
     pub groups: &'a ParamGroups,
     /// Parameters frozen so far.
     pub frozen: usize,
+    /// The keys and sizes of the parameters left trainable, in visiting order.
+    pub trainable: Vec<(String, usize)>,
 }
 
 impl<B: Backend> WeightVisitor<B> for Freeze<'_> {
@@ -122,6 +124,9 @@ impl<B: Backend> WeightVisitor<B> for Freeze<'_> {
         if self.groups.is_frozen(key) {
             *param = param.clone().set_require_grad(false);
             self.frozen += 1;
+        } else {
+            self.trainable
+                .push((key.to_string(), param.val().shape().num_elements()));
         }
     }
 }

@@ -9,13 +9,15 @@ use fiber_heads::FiberModel;
 use crate::error::TrainError;
 use crate::input::{batch_tensors, CaptionSplits, ImageTextInput, ImageTextSamples};
 use crate::report::Report;
-use crate::stage::StageTask;
+use crate::stage::{MicroStep, StageTask};
 use crate::stages::Stage;
 use crate::step::StepLoss;
 use crate::tasks::JobTask;
 use crate::workspace::Workspace;
+use fiber_data::loader::Shard;
 
 /// The captioning loss of a loader batch.
+#[derive(Clone)]
 pub struct CaptionTask<B: AutodiffBackend> {
     /// The samples and how they are loaded.
     pub input: ImageTextInput,
@@ -27,15 +29,26 @@ impl<B: AutodiffBackend> StageTask<B> for CaptionTask<B> {
     type Model = FiberModel<B>;
     type Batch = ImageTextBatch;
 
-    fn loader(&self, position: LoaderPosition) -> Result<Loader<ImageTextBatch>, TrainError> {
-        self.input.spawn(position)
+    fn loader(
+        &self,
+        position: LoaderPosition,
+        shard: Shard,
+    ) -> Result<Loader<ImageTextBatch>, TrainError> {
+        self.input.spawn(position, shard)
+    }
+
+    fn replica(&self, device: &B::Device) -> Self {
+        Self {
+            device: device.clone(),
+            ..self.clone()
+        }
     }
 
     fn loss(
         &mut self,
         model: &FiberModel<B>,
         batch: ImageTextBatch,
-        _step: u64,
+        _micro: &MicroStep<'_>,
     ) -> Result<StepLoss<B>, TrainError> {
         let (pixels, ids, mask) = batch_tensors::<B>(&batch, &self.device)?;
         let image = model.backbone.caption_image(pixels);

@@ -17,9 +17,11 @@ use fiber_data::image::load_rgb;
 use fiber_data::layout::{DataSource, GroundingSplits};
 use fiber_data::loader::{Loader, LoaderConfig, LoaderPosition};
 use fiber_data::Problems;
-use fiber_heads::grounding::atss::{DetectionLossConfig, ImageTargets};
+use fiber_heads::grounding::atss::{
+    DetectionLossConfig, DetectionTargets, ImageTargets, LossNormalisers,
+};
 use fiber_heads::grounding::box_coder::BoxCoderConfig;
-use fiber_heads::grounding::loss::batch_losses;
+use fiber_heads::grounding::loss::detection_losses;
 use fiber_heads::grounding::GroundingDetector;
 use fiber_heads::FiberModel;
 use fiber_roberta::RobertaTokenizer;
@@ -31,11 +33,12 @@ use crate::input::StageData;
 use crate::model_io::VisitWeights;
 use crate::optim::ParamGroups;
 use crate::report::Report;
-use crate::stage::StageTask;
+use crate::stage::{MicroStep, StageTask};
 use crate::stages::Stage;
 use crate::step::StepLoss;
 use crate::tasks::JobTask;
 use crate::workspace::Workspace;
+use fiber_data::loader::Shard;
 
 impl StageData for GroundingSplits {
     const READS: &'static str = "the grounding and detection files";
@@ -104,9 +107,14 @@ pub struct DetectionInput {
 }
 
 impl DetectionInput {
-    /// A loader of the samples starting at `position`: each sample's image is read, its
-    /// prompt drawn (detection images) and prepared; the batch is padded together.
-    pub fn spawn(&self, position: LoaderPosition) -> Result<Loader<DetectionBatch>, TrainError> {
+    /// A loader of the samples starting at `position`, producing `shard`'s batches: each
+    /// sample's image is read, its prompt drawn (detection images) and prepared; the batch is
+    /// padded together.
+    pub fn spawn(
+        &self,
+        position: LoaderPosition,
+        shard: Shard,
+    ) -> Result<Loader<DetectionBatch>, TrainError> {
         let samples = self.samples.clone();
         let tokenizer = self.tokenizer.clone();
         let batch = self.batch.clone();
@@ -116,7 +124,10 @@ impl DetectionInput {
         let count = self.tokenizer.clone();
         Ok(Loader::spawn(
             samples.len(),
-            self.loader.clone(),
+            LoaderConfig {
+                shard,
+                ..self.loader.clone()
+            },
             position,
             move |index, rng| {
                 let count_tokens = |text: &str| {
@@ -144,6 +155,7 @@ impl DetectionInput {
 
 /// The detector's training loss on a loader batch: ATSS targets, then the grounding, GIoU and
 /// centerness losses (the total weighs GIoU by `loss.giou_weight`).
+#[derive(Clone)]
 pub struct FineTask<B: AutodiffBackend> {
     /// The samples and how they are loaded.
     pub input: DetectionInput,
@@ -161,8 +173,19 @@ impl<B: AutodiffBackend> StageTask<B> for FineTask<B> {
     type Model = GroundingDetector<B>;
     type Batch = DetectionBatch;
 
-    fn loader(&self, position: LoaderPosition) -> Result<Loader<DetectionBatch>, TrainError> {
-        self.input.spawn(position)
+    fn loader(
+        &self,
+        position: LoaderPosition,
+        shard: Shard,
+    ) -> Result<Loader<DetectionBatch>, TrainError> {
+        self.input.spawn(position, shard)
+    }
+
+    fn replica(&self, device: &B::Device) -> Self {
+        Self {
+            device: device.clone(),
+            ..self.clone()
+        }
     }
 
     fn param_groups(&self, config: &StageConfig) -> ParamGroups {
@@ -177,7 +200,7 @@ impl<B: AutodiffBackend> StageTask<B> for FineTask<B> {
         &mut self,
         model: &GroundingDetector<B>,
         batch: DetectionBatch,
-        _step: u64,
+        micro: &MicroStep<'_>,
     ) -> Result<StepLoss<B>, TrainError> {
         let (pixels, input_ids, attention_mask) = detection_tensors::<B>(&batch, &self.device);
         self.dropped_boxes += batch.dropped_boxes;
@@ -191,7 +214,34 @@ impl<B: AutodiffBackend> StageTask<B> for FineTask<B> {
                 positive_map: map.clone(),
             })
             .collect();
-        let (_, losses) = batch_losses(&output, attention_mask, &images, &self.loss, &self.coder)?;
+        let len = attention_mask.dims()[1];
+        let targets =
+            DetectionTargets::build(&output.anchors, &images, len, &self.loss, &self.coder)?;
+        // With several replicas the normalisers are averaged over them, as the original
+        // averages its positive count and centerness sum over GPUs.
+        let normalisers = if micro.replica.count() > 1 {
+            let local = [
+                targets.positives.len() as f32,
+                targets.centerness_targets.iter().sum(),
+            ];
+            let mean = micro
+                .replica
+                .mean_host::<B::InnerBackend>(&local, &self.device)?;
+            LossNormalisers {
+                num_pos: mean[0].max(1.0),
+                centerness_sum: mean[1],
+            }
+        } else {
+            targets.local_normalisers()
+        };
+        let losses = detection_losses(
+            &output,
+            attention_mask,
+            &targets,
+            normalisers,
+            &self.loss,
+            &self.coder,
+        );
         let parts = vec![
             ("grounding", losses.grounding.clone().inner()),
             ("giou", losses.giou.clone().inner()),

@@ -16,11 +16,12 @@ use fiber_heads::{FiberModel, Nlvr2Model};
 use crate::error::TrainError;
 use crate::input::{Nlvr2Splits, PairBatch};
 use crate::report::Report;
-use crate::stage::StageTask;
+use crate::stage::{MicroStep, StageTask};
 use crate::stages::Stage;
 use crate::step::StepLoss;
 use crate::tasks::JobTask;
 use crate::workspace::Workspace;
+use fiber_data::loader::Shard;
 
 /// Image pairs with a statement and its truth value, shared with the loader threads.
 #[derive(Clone)]
@@ -59,6 +60,7 @@ impl PairSamples {
 }
 
 /// The NLVR2 loss of a loader batch: cross-entropy of the classifier over the truth value.
+#[derive(Clone)]
 pub struct Nlvr2Task<B: AutodiffBackend> {
     /// The pairs.
     pub samples: PairSamples,
@@ -76,7 +78,11 @@ impl<B: AutodiffBackend> StageTask<B> for Nlvr2Task<B> {
     type Model = Nlvr2Model<B>;
     type Batch = PairBatch;
 
-    fn loader(&self, position: LoaderPosition) -> Result<Loader<PairBatch>, TrainError> {
+    fn loader(
+        &self,
+        position: LoaderPosition,
+        shard: Shard,
+    ) -> Result<Loader<PairBatch>, TrainError> {
         let (samples, transform, text) = (
             self.samples.clone(),
             self.transform.clone(),
@@ -84,7 +90,10 @@ impl<B: AutodiffBackend> StageTask<B> for Nlvr2Task<B> {
         );
         Ok(Loader::spawn(
             self.samples.len(),
-            self.loader.clone(),
+            LoaderConfig {
+                shard,
+                ..self.loader.clone()
+            },
             position,
             move |i, rng| {
                 Ok((
@@ -114,11 +123,18 @@ impl<B: AutodiffBackend> StageTask<B> for Nlvr2Task<B> {
         )?)
     }
 
+    fn replica(&self, device: &B::Device) -> Self {
+        Self {
+            device: device.clone(),
+            ..self.clone()
+        }
+    }
+
     fn loss(
         &mut self,
         model: &Nlvr2Model<B>,
         batch: PairBatch,
-        _step: u64,
+        _micro: &MicroStep<'_>,
     ) -> Result<StepLoss<B>, TrainError> {
         let (left, right, ids, mask) = batch.tensors(&self.device)?;
         let logits = model.logits(left, right, ids, mask);

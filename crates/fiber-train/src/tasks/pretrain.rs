@@ -16,13 +16,15 @@ use rayon::prelude::*;
 
 use crate::error::TrainError;
 use crate::input::{batch_tensors, CaptionSplits, ImageTextInput, ImageTextSamples};
+use crate::replica::Replica;
 use crate::report::Report;
-use crate::stage::StageTask;
+use crate::stage::{MicroStep, StageTask};
 use crate::stages::Stage;
 use crate::step::StepLoss;
 use crate::tasks::queue::TaskQueue;
 use crate::tasks::JobTask;
 use crate::workspace::Workspace;
+use fiber_data::loader::Shard;
 
 /// The pre-training losses' named parts (`itc`, `itm`, `mlm`) `[1]` each, outside the graph,
 /// as the metrics log records them.
@@ -48,6 +50,7 @@ pub fn uniform_negative_share([first, last]: [f64; 2], step: u64, steps: u64) ->
 
 /// Coarse pre-training: ITC with a feature queue, ITM with hard negatives drawn over the batch
 /// and the queue (queued samples are loaded again by dataset index), MLM.
+#[derive(Clone)]
 pub struct PretrainTask<B: AutodiffBackend> {
     /// The samples and how they are loaded.
     pub input: ImageTextInput,
@@ -128,8 +131,20 @@ impl<B: AutodiffBackend> StageTask<B> for PretrainTask<B> {
     type Model = FiberModel<B>;
     type Batch = ImageTextBatch;
 
-    fn loader(&self, position: LoaderPosition) -> Result<Loader<ImageTextBatch>, TrainError> {
-        self.input.spawn(position)
+    fn loader(
+        &self,
+        position: LoaderPosition,
+        shard: Shard,
+    ) -> Result<Loader<ImageTextBatch>, TrainError> {
+        self.input.spawn(position, shard)
+    }
+
+    fn replica(&self, device: &B::Device) -> Self {
+        Self {
+            queue: self.queue.on_device(device),
+            device: device.clone(),
+            ..self.clone()
+        }
     }
 
     fn before_step(&mut self, model: FiberModel<B>) -> FiberModel<B> {
@@ -140,7 +155,7 @@ impl<B: AutodiffBackend> StageTask<B> for PretrainTask<B> {
         &mut self,
         model: &FiberModel<B>,
         batch: ImageTextBatch,
-        step: u64,
+        micro: &MicroStep<'_>,
     ) -> Result<StepLoss<B>, TrainError> {
         let device = self.device.clone();
         let (pixels, input_ids, attention_mask) = batch_tensors::<B>(&batch, &device)?;
@@ -153,7 +168,7 @@ impl<B: AutodiffBackend> StageTask<B> for PretrainTask<B> {
             masked_ids: int_matrix(&masked.input_ids, len, &device),
             mlm_labels: int_matrix(&masked.labels, len, &device),
             indices: batch.indices.clone(),
-            uniform_negative_share: self.uniform_negative_share(step),
+            uniform_negative_share: self.uniform_negative_share(micro.step),
         };
         let failures = std::cell::Cell::new(0);
         let fetch = |indices: &[usize]| {
@@ -161,7 +176,7 @@ impl<B: AutodiffBackend> StageTask<B> for PretrainTask<B> {
             failures.set(failures.get() + f);
             Ok::<_, TrainError>(inputs)
         };
-        let mut rng = StdRng::seed_from_u64(stream_seed(&[self.seed, 0x17, step]));
+        let mut rng = StdRng::seed_from_u64(micro.seed(&[self.seed, 0x17]));
         let losses =
             model.pretrain_losses_with_queue(&pretrain, &self.queue.queue, &fetch, &mut rng)?;
         self.refetch_failures += failures.get();
@@ -180,8 +195,8 @@ impl<B: AutodiffBackend> StageTask<B> for PretrainTask<B> {
         Ok(StepLoss { loss, parts })
     }
 
-    fn after_step(&mut self) {
-        self.queue.enter_held();
+    fn after_step(&mut self, replica: &Replica) -> Result<(), TrainError> {
+        self.queue.enter_held(replica)
     }
 
     fn state(&self) -> TensorStore {

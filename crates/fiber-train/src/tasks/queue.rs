@@ -2,11 +2,13 @@
 //! until the update, then queued; and the queue in checkpoints.
 
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::TensorData;
 use fiber_core::{StoredTensor, TensorStore};
 use fiber_heads::FeatureQueue;
 
 use crate::error::TrainError;
+use crate::replica::Replica;
 
 /// The ITC queue as checkpoint tensors: dataset indices and, when not empty, the features.
 pub fn save<B: Backend>(queue: &FeatureQueue<B>) -> TensorStore {
@@ -57,10 +59,11 @@ pub fn restore<B: Backend>(
 
 /// A task's ITC feature queue and the features of the step in progress, which enter it after
 /// the optimiser step (so a step never contrasts a batch with its own features).
+#[derive(Clone)]
 pub struct TaskQueue<B: Backend> {
     /// The queue (dataset indices kept for hard negatives).
     pub queue: FeatureQueue<B>,
-    pending: Option<(Tensor<B, 2>, Tensor<B, 2>, Vec<usize>)>,
+    pending: Vec<(Tensor<B, 2>, Tensor<B, 2>, Vec<usize>)>,
 }
 
 impl<B: Backend> TaskQueue<B> {
@@ -68,20 +71,24 @@ impl<B: Backend> TaskQueue<B> {
     pub fn new(capacity: usize) -> Self {
         Self {
             queue: FeatureQueue::new(capacity),
-            pending: None,
+            pending: Vec::new(),
         }
     }
 
-    /// Holds this step's (detached) image and text features `[n, d]` of dataset `indices`.
+    /// A copy of the queue on `device` (another replica's), with nothing held.
+    pub fn on_device(&self, device: &B::Device) -> Self {
+        let queue = restore(self.queue.capacity, &save(&self.queue), device)
+            .expect("a queue's own tensors restore");
+        Self {
+            queue,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Holds a micro-batch's (detached) image and text features `[n, d]` of dataset `indices`
+    /// until the step's update.
     pub fn hold(&mut self, image: Tensor<B, 2>, text: Tensor<B, 2>, indices: Vec<usize>) {
-        self.pending = Some((image, text, indices));
-    }
-
-    /// Queues the held features (after the optimiser step).
-    pub fn enter_held(&mut self) {
-        if let Some((image, text, indices)) = self.pending.take() {
-            self.queue.push(image, text, &indices);
-        }
+        self.pending.push((image, text, indices));
     }
 
     /// The queue as checkpoint tensors ([`save`]).
@@ -96,6 +103,36 @@ impl<B: Backend> TaskQueue<B> {
         device: &B::Device,
     ) -> Result<(), TrainError> {
         self.queue = restore(self.queue.capacity, store, device)?;
+        Ok(())
+    }
+}
+
+impl<B: AutodiffBackend> TaskQueue<B> {
+    /// Queues the held features of the step (after the optimiser step): this replica's
+    /// micro-batches in order, gathered with every other replica's in rank order (the
+    /// collective runs on the inner backend, where the replicas registered).
+    pub fn enter_held(&mut self, replica: &Replica) -> Result<(), TrainError> {
+        let held = std::mem::take(&mut self.pending);
+        if held.is_empty() || self.queue.capacity == 0 {
+            return Ok(());
+        }
+        let device = held[0].0.device();
+        let mut images = Vec::new();
+        let mut texts = Vec::new();
+        let mut indices = Vec::new();
+        for (image, text, ids) in held {
+            images.push(image.inner());
+            texts.push(text.inner());
+            indices.extend(ids);
+        }
+        let (image, _) = replica.gather_rows(Tensor::cat(images, 0))?;
+        let (text, _) = replica.gather_rows(Tensor::cat(texts, 0))?;
+        let indices = replica.gather_indices::<B::InnerBackend>(&indices, &device)?;
+        self.queue.push(
+            Tensor::from_inner(image),
+            Tensor::from_inner(text),
+            &indices,
+        );
         Ok(())
     }
 }

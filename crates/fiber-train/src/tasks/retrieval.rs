@@ -6,7 +6,7 @@ use burn::module::AutodiffModule;
 
 use burn::tensor::backend::AutodiffBackend;
 use fiber_core::TensorStore;
-use fiber_data::loader::{stream_seed, ImageTextBatch, Loader, LoaderPosition};
+use fiber_data::loader::{ImageTextBatch, Loader, LoaderPosition};
 use fiber_fusion::{ImageState, TextState};
 use fiber_heads::itc::itc_loss;
 use fiber_heads::FiberModel;
@@ -16,13 +16,15 @@ use rand::{Rng, SeedableRng};
 
 use crate::error::TrainError;
 use crate::input::{batch_tensors, CaptionSplits, ImageTextInput, ImageTextSamples};
+use crate::replica::Replica;
 use crate::report::Report;
-use crate::stage::StageTask;
+use crate::stage::{MicroStep, StageTask};
 use crate::stages::Stage;
 use crate::step::StepLoss;
 use crate::tasks::queue::TaskQueue;
 use crate::tasks::JobTask;
 use crate::workspace::Workspace;
+use fiber_data::loader::Shard;
 
 /// Which retrieval model is fine-tuned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +37,7 @@ pub enum RetrievalObjective {
 }
 
 /// ITC-only or ITM-only fine-tuning on image–caption pairs.
+#[derive(Clone)]
 pub struct RetrievalTask<B: AutodiffBackend> {
     /// The samples and how they are loaded.
     pub input: ImageTextInput,
@@ -88,8 +91,20 @@ impl<B: AutodiffBackend> StageTask<B> for RetrievalTask<B> {
     type Model = FiberModel<B>;
     type Batch = ImageTextBatch;
 
-    fn loader(&self, position: LoaderPosition) -> Result<Loader<ImageTextBatch>, TrainError> {
-        self.input.spawn(position)
+    fn loader(
+        &self,
+        position: LoaderPosition,
+        shard: Shard,
+    ) -> Result<Loader<ImageTextBatch>, TrainError> {
+        self.input.spawn(position, shard)
+    }
+
+    fn replica(&self, device: &B::Device) -> Self {
+        Self {
+            queue: self.queue.on_device(device),
+            device: device.clone(),
+            ..self.clone()
+        }
     }
 
     fn before_step(&mut self, model: FiberModel<B>) -> FiberModel<B> {
@@ -100,7 +115,7 @@ impl<B: AutodiffBackend> StageTask<B> for RetrievalTask<B> {
         &mut self,
         model: &FiberModel<B>,
         batch: ImageTextBatch,
-        step: u64,
+        micro: &MicroStep<'_>,
     ) -> Result<StepLoss<B>, TrainError> {
         let (pixels, ids, mask) = batch_tensors::<B>(&batch, &self.device)?;
         let image = model.backbone.image_prefix(pixels);
@@ -122,7 +137,7 @@ impl<B: AutodiffBackend> StageTask<B> for RetrievalTask<B> {
                 })
             }
             RetrievalObjective::Itm => {
-                let mut rng = StdRng::seed_from_u64(stream_seed(&[self.seed, 0x1D, step]));
+                let mut rng = StdRng::seed_from_u64(micro.seed(&[self.seed, 0x1D]));
                 let (images, texts, positives) = itm_rows(batch.indices.len(), &mut rng);
                 let fused = model.backbone.fused_suffix(
                     &ImageState::select(&image, &images),
@@ -137,8 +152,8 @@ impl<B: AutodiffBackend> StageTask<B> for RetrievalTask<B> {
         }
     }
 
-    fn after_step(&mut self) {
-        self.queue.enter_held();
+    fn after_step(&mut self, replica: &Replica) -> Result<(), TrainError> {
+        self.queue.enter_held(replica)
     }
 
     fn state(&self) -> TensorStore {

@@ -16,11 +16,12 @@ use fiber_heads::{FiberModel, VqaModel};
 use crate::error::TrainError;
 use crate::input::{batch_tensors, ImageTextInput, ImageTextSamples};
 use crate::report::Report;
-use crate::stage::StageTask;
+use crate::stage::{MicroStep, StageTask};
 use crate::stages::Stage;
 use crate::step::StepLoss;
 use crate::tasks::JobTask;
 use crate::workspace::Workspace;
+use fiber_data::loader::Shard;
 
 /// VQA questions as image–text samples with their soft targets.
 pub fn vqa_samples(
@@ -42,6 +43,7 @@ pub fn vqa_samples(
 }
 
 /// The VQA loss of a loader batch: BCE with logits against the soft scores, × answers.
+#[derive(Clone)]
 pub struct VqaTask<B: AutodiffBackend> {
     /// The samples and how they are loaded.
     pub input: ImageTextInput,
@@ -57,15 +59,26 @@ impl<B: AutodiffBackend> StageTask<B> for VqaTask<B> {
     type Model = VqaModel<B>;
     type Batch = ImageTextBatch;
 
-    fn loader(&self, position: LoaderPosition) -> Result<Loader<ImageTextBatch>, TrainError> {
-        self.input.spawn(position)
+    fn loader(
+        &self,
+        position: LoaderPosition,
+        shard: Shard,
+    ) -> Result<Loader<ImageTextBatch>, TrainError> {
+        self.input.spawn(position, shard)
+    }
+
+    fn replica(&self, device: &B::Device) -> Self {
+        Self {
+            device: device.clone(),
+            ..self.clone()
+        }
     }
 
     fn loss(
         &mut self,
         model: &VqaModel<B>,
         batch: ImageTextBatch,
-        _step: u64,
+        _micro: &MicroStep<'_>,
     ) -> Result<StepLoss<B>, TrainError> {
         let (pixels, ids, mask) = batch_tensors::<B>(&batch, &self.device)?;
         let n = batch.indices.len();
