@@ -250,7 +250,8 @@ impl Replica {
         Ok(out)
     }
 
-    /// Host values summed over the replicas.
+    /// Host values summed over the replicas, through the backend's float type (exact for
+    /// integers up to 256 in bf16, 2048 in f16, 2^24 in f32).
     pub fn sum_host<B: Backend>(
         &self,
         values: &[f32],
@@ -264,6 +265,7 @@ impl Replica {
         let summed = self.all_reduce(tensor, ReduceOperation::Sum, "a host-value all-reduce")?;
         summed
             .into_data()
+            .convert::<f32>()
             .to_vec::<f32>()
             .map_err(|e| TrainError::Replica(format!("reading a reduced value back: {e:?}")))
     }
@@ -294,12 +296,19 @@ impl Replica {
             return Ok((rows, vec![n]));
         }
         let device = rows.device();
-        let mut counts = vec![0f32; self.count()];
-        counts[self.rank] = n as f32;
+        // Each replica fills only its own slot, as four bytes: every summed value is one
+        // replica's byte, exact in every float type down to bf16.
+        let mut slots = vec![0f32; self.count() * 4];
+        for (p, slot) in slots[self.rank * 4..(self.rank + 1) * 4]
+            .iter_mut()
+            .enumerate()
+        {
+            *slot = ((n >> (8 * (3 - p))) & 0xFF) as f32;
+        }
         let counts: Vec<usize> = self
-            .sum_host::<B>(&counts, &device)?
-            .into_iter()
-            .map(|c| c.round() as usize)
+            .sum_host::<B>(&slots, &device)?
+            .chunks(4)
+            .map(|c| c.iter().fold(0usize, |v, b| (v << 8) | b.round() as usize))
             .collect();
         let total: usize = counts.iter().sum();
         let before: usize = counts[..self.rank].iter().sum();
@@ -314,32 +323,6 @@ impl Replica {
         let padded = Tensor::cat(parts, 0).reshape([total * d]);
         let gathered = self.all_reduce(padded, ReduceOperation::Sum, "the row gather")?;
         Ok((gathered.reshape([total, d]), counts))
-    }
-
-    /// Every replica's dataset indices gathered in rank order (sent as a high and a low 12-bit
-    /// part, each exact in f32, so indices below 2^36 survive).
-    pub fn gather_indices<B: Backend>(
-        &self,
-        indices: &[usize],
-        device: &B::Device,
-    ) -> Result<Vec<usize>, TrainError> {
-        if self.group.is_none() {
-            return Ok(indices.to_vec());
-        }
-        let halves: Vec<f32> = indices
-            .iter()
-            .flat_map(|&i| [(i >> 12) as f32, (i & 0xFFF) as f32])
-            .collect();
-        let rows = Tensor::<B, 2>::from_data(TensorData::new(halves, [indices.len(), 2]), device);
-        let (gathered, _) = self.gather_rows(rows)?;
-        let values = gathered
-            .into_data()
-            .to_vec::<f32>()
-            .map_err(|e| TrainError::Replica(format!("reading gathered indices back: {e:?}")))?;
-        Ok(values
-            .chunks(2)
-            .map(|c| ((c[0].round() as usize) << 12) | c[1].round() as usize)
-            .collect())
     }
 }
 

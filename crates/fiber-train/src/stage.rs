@@ -223,7 +223,7 @@ impl StageRunner<'_> {
                                 &replica,
                                 device,
                             )
-                            .map(|_| ())
+                            .map(|outcome| outcome.skipped)
                         }))
                         .unwrap_or_else(|panic| {
                             Err(TrainError::Replica(format!(
@@ -243,18 +243,26 @@ impl StageRunner<'_> {
                 group.fail(0, e.to_string());
             }
             let mut first_error = None;
+            let mut skipped = Vec::new();
             for handle in handles {
                 let result = handle.join().unwrap_or_else(|_| {
                     Err(TrainError::Replica("a replica thread panicked".into()))
                 });
-                if let Err(e) = result {
-                    first_error.get_or_insert(e);
+                match result {
+                    Ok(problems) => skipped.extend(problems),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
                 }
             }
             match (main, first_error) {
                 (Err(e), _) => Err(e),
                 (Ok(_), Some(e)) => Err(e),
-                (Ok(outcome), None) => Ok(outcome),
+                (Ok(mut outcome), None) => {
+                    // Every replica's skipped samples count in the report.
+                    outcome.skipped.extend(skipped);
+                    Ok(outcome)
+                }
             }
         })
     }

@@ -107,6 +107,9 @@ impl<B: Backend> TaskQueue<B> {
     }
 }
 
+/// Bytes per dataset index in the replicas' gather.
+const INDEX_PARTS: usize = 4;
+
 impl<B: AutodiffBackend> TaskQueue<B> {
     /// Queues the held features of the step (after the optimiser step): this replica's
     /// micro-batches in order, gathered with every other replica's in rank order (the
@@ -116,18 +119,49 @@ impl<B: AutodiffBackend> TaskQueue<B> {
         if held.is_empty() || self.queue.capacity == 0 {
             return Ok(());
         }
-        let device = held[0].0.device();
-        let mut images = Vec::new();
-        let mut texts = Vec::new();
-        let mut indices = Vec::new();
-        for (image, text, ids) in held {
-            images.push(image.inner());
-            texts.push(text.inner());
-            indices.extend(ids);
+        if replica.count() == 1 {
+            for (image, text, ids) in held {
+                self.queue.push(image, text, &ids);
+            }
+            return Ok(());
         }
-        let (image, _) = replica.gather_rows(Tensor::cat(images, 0))?;
-        let (text, _) = replica.gather_rows(Tensor::cat(texts, 0))?;
-        let indices = replica.gather_indices::<B::InnerBackend>(&indices, &device)?;
+        let device = held[0].0.device();
+        let image_dim = held[0].0.dims()[1];
+        let text_dim = held[0].1.dims()[1];
+        // One gather of [image | text | index bytes] rows: each index travels as four 8-bit
+        // parts, exact in every float type down to bf16 (indices below 2^32 survive).
+        let rows: Vec<Tensor<B::InnerBackend, 2>> = held
+            .into_iter()
+            .map(|(image, text, ids)| {
+                let parts: Vec<f32> = ids
+                    .iter()
+                    .flat_map(|&i| {
+                        (0..INDEX_PARTS)
+                            .rev()
+                            .map(move |p| ((i >> (8 * p)) & 0xFF) as f32)
+                    })
+                    .collect();
+                let ids =
+                    Tensor::from_data(TensorData::new(parts, [ids.len(), INDEX_PARTS]), &device);
+                Tensor::cat(vec![image.inner(), text.inner(), ids], 1)
+            })
+            .collect();
+        let (gathered, _) = replica.gather_rows(Tensor::cat(rows, 0))?;
+        let [n, _] = gathered.dims();
+        let features = image_dim + text_dim;
+        let index_parts = gathered
+            .clone()
+            .slice([0..n, features..features + INDEX_PARTS])
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .map_err(|e| TrainError::Replica(format!("reading gathered indices back: {e:?}")))?;
+        let indices: Vec<usize> = index_parts
+            .chunks(INDEX_PARTS)
+            .map(|c| c.iter().fold(0usize, |i, p| (i << 8) | p.round() as usize))
+            .collect();
+        let image = gathered.clone().slice([0..n, 0..image_dim]);
+        let text = gathered.slice([0..n, image_dim..features]);
         self.queue.push(
             Tensor::from_inner(image),
             Tensor::from_inner(text),
