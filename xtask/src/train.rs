@@ -11,6 +11,7 @@ use clap::Args;
 use fiber_train::config::RunConfig;
 use fiber_train::init::InitSource;
 use fiber_train::job::{report_path, run_job, summary_table, JobOptions, Report, Stage};
+use fiber_train::nodes::NodeSpec;
 use fiber_train::replica::DeviceSpec;
 use fiber_train::{run_on_with, BackendJob, BackendKind, Checkpointing, Precision, TrainError};
 
@@ -73,6 +74,18 @@ pub struct TrainArgs {
     /// `batch_size` is per replica: a step sees batch × replicas × accumulation samples.
     #[arg(long, default_value = "1")]
     pub devices: DeviceSpec,
+    /// Machines in the run (torchrun's `--nnodes`): one process per machine, each with the same
+    /// arguments but `--node-rank`; the replicas of all of them train as one data-parallel
+    /// group, and node 0 alone writes the run's files.
+    #[arg(long, env = "FIBER_NODES", default_value_t = 1)]
+    pub nodes: usize,
+    /// This machine's place among `--nodes`, from 0 (node 0 is the coordinator).
+    #[arg(long, env = "FIBER_NODE_RANK", default_value_t = 0)]
+    pub node_rank: usize,
+    /// `HOST:PORT` where node 0 listens for the others (torchrun's `--master-addr` and
+    /// `--master-port`); the same on every node.
+    #[arg(long, env = "FIBER_COORDINATOR")]
+    pub coordinator: Option<String>,
     /// Print the full configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -136,6 +149,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
         print!("{}", config.to_toml());
         return Ok(());
     }
+    let nodes = NodeSpec {
+        count: args.nodes,
+        rank: args.node_rank,
+        coordinator: args.coordinator.clone(),
+    };
+    nodes.validate().map_err(anyhow::Error::msg)?;
     let stop_after = match &args.stop_after {
         Some(spec) => {
             let (stage, steps) = spec
@@ -166,6 +185,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         },
         tokenizer: args.tokenizer.clone(),
         devices: args.devices.clone(),
+        nodes: nodes.clone(),
     };
     let report = run_on_with(
         args.backend,
@@ -174,10 +194,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
         TrainJob(options.clone()),
     )
     .map_err(anyhow::Error::msg)??;
-    println!("{}", summary_table(&report));
-    println!(
-        "report: {}",
-        report_path(&args.runs, &options.config.name, args.stage).display()
-    );
+    if nodes.writes() {
+        println!("{}", summary_table(&report));
+        println!(
+            "report: {}",
+            report_path(&args.runs, &options.config.name, args.stage).display()
+        );
+    }
     Ok(())
 }

@@ -1,13 +1,21 @@
 //! End-to-end data parallelism on the CPU: `train --devices 2` against one replica that
-//! accumulates two micro-batches of the same samples, and a failing replica ending the run.
+//! accumulates two micro-batches of the same samples; two processes joined with `--nodes 2`
+//! against one process with two replicas; resumption on two replicas; and a failing replica or
+//! a killed node ending the run with an error and a checkpoint to resume from.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use fiber_core::TensorStore;
 
 /// A small coarse stage with an ITC queue: 48 training images, per-replica batch 4.
 fn config(dir: &Path, accumulation: usize) -> PathBuf {
+    config_with(dir, accumulation, 5, 5)
+}
+
+/// [`config`] with `steps` pre-training steps, a checkpoint every `every`.
+fn config_with(dir: &Path, accumulation: usize, steps: u64, every: u64) -> PathBuf {
     let text = format!(
         r#"name = "small"
 data_dir = "{data}"
@@ -17,10 +25,11 @@ train_images = 48
 val_images = 8
 test_images = 8
 [pretrain]
-steps = 5
+steps = {steps}
 batch_size = 4
 accumulation = {accumulation}
-checkpoint_every = 5
+checkpoint_every = {every}
+keep_checkpoints = 100
 # At the tiny preset's 1e-3, Adam turns summation-order noise on near-zero gradients into
 # whole steps (xtask/tests/train.rs); the comparison is of the algorithm, not of that noise.
 lr = 1e-4
@@ -31,10 +40,12 @@ checkpoint_every = 3
 [eval]
 retrieval_candidates = 8
 itm_rerank_k = 4
+[replicas]
+timeout_seconds = 120
 "#,
         data = dir.join("world").display(),
     );
-    let path = dir.join(format!("config-{accumulation}.toml"));
+    let path = dir.join(format!("config-{accumulation}-{steps}-{every}.toml"));
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -198,4 +209,223 @@ fn the_fine_stage_runs_on_two_replicas_and_a_failing_replica_ends_the_run_with_i
     assert!(!output.status.success());
     assert!(text.contains("strict"), "{text}");
     assert!(text.contains("cannot decode image"), "{text}");
+}
+
+/// A free TCP port on this machine.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `train` as node `rank` of two, joined through 127.0.0.1:`port`, writing to `runs`.
+fn node(config: &Path, runs: &Path, rank: usize, port: u16, extra: &[&str]) -> Command {
+    let mut command = xtask(config, runs, extra);
+    command.args([
+        "--nodes",
+        "2",
+        "--node-rank",
+        &rank.to_string(),
+        "--coordinator",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    command
+}
+
+/// Waits for `child` at most `limit`, killing it and failing the test past that.
+fn finish(mut child: Child, limit: Duration) -> (bool, String) {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let output = child.wait_with_output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            return (status.success(), text);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("the process did not end within {limit:?}: a hang");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn spawn(command: &mut Command) -> Child {
+    command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn two_processes_joined_as_two_nodes_train_as_one_process_with_two_replicas() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = config(tmp.path(), 1);
+    let (threads, node0, node1) = (
+        tmp.path().join("threads"),
+        tmp.path().join("node0"),
+        tmp.path().join("node1"),
+    );
+    succeed(&mut xtask(
+        &config,
+        &threads,
+        &["--stage", "coarse", "--devices", "2"],
+    ));
+    let port = free_port();
+    let first = spawn(&mut node(&config, &node0, 0, port, &["--stage", "coarse"]));
+    let second = spawn(&mut node(&config, &node1, 1, port, &["--stage", "coarse"]));
+    let (ok0, text0) = finish(first, Duration::from_secs(300));
+    let (ok1, text1) = finish(second, Duration::from_secs(300));
+    assert!(ok0 && ok1, "node 0:\n{text0}\nnode 1:\n{text1}");
+    assert!(
+        text0.contains("8 samples per step (4 per batch × 1 replica(s) on each of 2 nodes"),
+        "{text0}"
+    );
+    assert!(text1.contains("node 1 of 2: training done"), "{text1}");
+    // Node 1 writes nothing: no checkpoint, metrics or report.
+    assert!(!node1.join("small/pretrain").exists());
+    assert!(!node1.join("small/metrics.jsonl").exists());
+    let (a, b) = (losses(&node0, "pretrain"), losses(&threads, "pretrain"));
+    assert_eq!(a.len(), 5);
+    for ((step, x), (_, y)) in a.iter().zip(&b) {
+        for (p, q) in x.iter().zip(y) {
+            assert!(
+                (p - q).abs() <= 1e-5 * p.abs().max(1.0),
+                "step {step}: {p} vs {q}"
+            );
+        }
+    }
+    let difference = largest_difference(
+        &checkpoint(&node0, "pretrain", 5, "model.safetensors"),
+        &checkpoint(&threads, "pretrain", 5, "model.safetensors"),
+    );
+    println!("largest parameter difference, 2 nodes against 2 threads: {difference:e}");
+    assert!(difference <= 1e-5, "{difference}");
+    let (qa, qb) = (
+        checkpoint(&node0, "pretrain", 5, "task.safetensors"),
+        checkpoint(&threads, "pretrain", 5, "task.safetensors"),
+    );
+    assert_eq!(
+        qa.get("queue.indices").unwrap().as_i64().unwrap(),
+        qb.get("queue.indices").unwrap().as_i64().unwrap()
+    );
+}
+
+#[test]
+fn two_replicas_stopped_and_resumed_train_as_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = config_with(tmp.path(), 1, 6, 2);
+    let (straight, stopped) = (tmp.path().join("straight"), tmp.path().join("stopped"));
+    let replicas = ["--stage", "coarse", "--devices", "2"];
+    succeed(&mut xtask(&config, &straight, &replicas));
+    let output = xtask(
+        &config,
+        &stopped,
+        &[&replicas[..], &["--stop-after", "pretrain:4"]].concat(),
+    )
+    .output()
+    .unwrap();
+    assert!(!output.status.success(), "--stop-after ends the run early");
+    succeed(&mut xtask(
+        &config,
+        &stopped,
+        &[&replicas[..], &["--resume"]].concat(),
+    ));
+    let (a, b) = (losses(&stopped, "pretrain"), losses(&straight, "pretrain"));
+    assert_eq!(
+        a.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        (1..=6).collect::<Vec<_>>()
+    );
+    for ((step, x), (_, y)) in a.iter().zip(&b) {
+        for (p, q) in x.iter().zip(y) {
+            assert!(
+                (p - q).abs() <= 1e-5 * p.abs().max(1.0),
+                "step {step}: {p} vs {q}"
+            );
+        }
+    }
+    for file in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "task.safetensors",
+    ] {
+        let difference = largest_difference(
+            &checkpoint(&stopped, "pretrain", 6, file),
+            &checkpoint(&straight, "pretrain", 6, file),
+        );
+        assert!(difference <= 1e-5, "{file}: {difference}");
+    }
+}
+
+#[test]
+fn a_killed_node_ends_the_run_with_an_error_and_its_last_checkpoint_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = config_with(tmp.path(), 1, 400, 2);
+    let (node0, node1) = (tmp.path().join("node0"), tmp.path().join("node1"));
+    let port = free_port();
+    let first = spawn(&mut node(&config, &node0, 0, port, &["--stage", "coarse"]));
+    let mut second = spawn(&mut node(&config, &node1, 1, port, &["--stage", "coarse"]));
+    let checkpoints = node0.join("small/pretrain/checkpoints");
+    let start = Instant::now();
+    while !checkpoints.join("step-000004").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no checkpoint at step 4"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    second.kill().unwrap(); // SIGKILL
+    second.wait().unwrap();
+    // Node 0 notices at its next synchronisation, long before the 120 s timeout.
+    let killed = Instant::now();
+    let (ok, text) = finish(first, Duration::from_secs(100));
+    assert!(!ok, "{text}");
+    assert!(text.contains("node 1"), "{text}");
+    assert!(text.contains("stopped or failed"), "{text}");
+    assert!(
+        killed.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        killed.elapsed()
+    );
+    let last = losses(&node0, "pretrain").last().unwrap().0;
+    assert!(last < 400, "the run stopped early");
+    // A node without the run folder cannot resume with the others: both say why.
+    let port = free_port();
+    let resume = ["--stage", "coarse", "--resume"];
+    let first = spawn(&mut node(&config, &node0, 0, port, &resume));
+    let second = spawn(&mut node(
+        &config,
+        &tmp.path().join("empty"),
+        1,
+        port,
+        &resume,
+    ));
+    let (ok0, text0) = finish(first, Duration::from_secs(100));
+    let (ok1, text1) = finish(second, Duration::from_secs(100));
+    assert!(!ok0 && !ok1);
+    for text in [&text0, &text1] {
+        assert!(text.contains("different steps"), "{text}");
+        assert!(text.contains("replica 1 at step 0"), "{text}");
+    }
+    // The last checkpoint resumes, here on one machine with two replicas, to the end.
+    let saved: Vec<u64> = std::fs::read_dir(&checkpoints)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("step-")?.parse().ok())
+        .collect();
+    let resumed_from = *saved.iter().max().unwrap();
+    let config = config_with(tmp.path(), 1, resumed_from + 2, 2);
+    succeed(&mut xtask(
+        &config,
+        &node0,
+        &["--stage", "coarse", "--devices", "2", "--resume"],
+    ));
+    let steps: Vec<u64> = losses(&node0, "pretrain").iter().map(|(s, _)| *s).collect();
+    assert_eq!(steps, (1..=resumed_from + 2).collect::<Vec<_>>());
 }

@@ -8,7 +8,7 @@
 //! continues from its latest checkpoint, and a finished stage is loaded instead of retrained.
 //! What each stage reads, trains and evaluates is its task's ([`crate::tasks`]).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::tensor::backend::AutodiffBackend;
 use fiber_data::layout::{GroundingSplits, VqaFolder};
@@ -18,6 +18,7 @@ use fiber_heads::FiberModel;
 use crate::error::TrainError;
 use crate::init::InitSource;
 use crate::input::{CaptionSplits, StageData};
+use crate::nodes::{fingerprint, NodeLink};
 use crate::tasks::{
     run_alone, CaptionStage, DetectStage, FineStage, GroundStage, JobTask, Nlvr2Stage,
     PretrainStage, RetrievalItcStage, RetrievalItmStage, VqaStage,
@@ -35,7 +36,35 @@ pub fn run_job<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<Report, TrainError> {
     let start = Instant::now();
+    // Over several machines, node 0 prepares the run folder and the data before it answers the
+    // other nodes, so they open the workspace only after it.
+    let nodes = &options.nodes;
+    let join = || {
+        let identity = format!(
+            "{}\nstage {:?}\nresume {}\nstrict {}",
+            options.config.to_toml(),
+            options.stage.map(|s| s.name()),
+            options.resume,
+            options.strict
+        );
+        NodeLink::join(
+            nodes,
+            options.devices.len(),
+            fingerprint(identity.as_bytes()),
+            Duration::from_secs(options.config.replicas.timeout_seconds),
+        )
+    };
+    let early = if nodes.is_multi() && !nodes.writes() {
+        Some(join()?)
+    } else {
+        None
+    };
     let (mut ws, model, origin) = Workspace::open::<B>(options, device)?;
+    ws.link = match early {
+        Some(link) => Some(link),
+        None if nodes.is_multi() => Some(join()?),
+        None => None,
+    };
     let parameters = model.num_params();
     println!(
         "model: {parameters} parameters from {origin}; tokenizer: {} tokens",
@@ -72,6 +101,13 @@ pub fn run_job<B: AutodiffBackend>(
     report.stage = options.stage.map(|s| s.name().to_string());
     report.init = options.init.as_ref().map(InitSource::describe);
     report.stages = stages;
+    if !ws.writes() {
+        println!(
+            "node {} of {}: training done; node 0 evaluates and writes the report",
+            nodes.rank, nodes.count
+        );
+        return Ok(report);
+    }
     let path = report_path(&options.runs_dir, &ws.config.name, options.stage);
     let json = serde_json::to_string_pretty(&report).expect("the report serialises");
     fiber_core::store::write_atomically(&path, json.as_bytes())?;
@@ -98,6 +134,10 @@ fn main_job<B: AutodiffBackend>(
     let captioner = CaptionStage::train(ws, pretrained.clone(), &captions, device)?;
     let detector = FineStage::train(ws, pretrained.clone(), &grounded, device)?;
     let train_seconds = start.elapsed().as_secs_f64();
+    if !ws.writes() {
+        report.seconds = train_seconds;
+        return Ok(());
+    }
     let eval_start = Instant::now();
     PretrainStage::evaluate(ws, &pretrained, &captions, report, device)?;
     VqaStage::evaluate(ws, &vqa, &questions, report, device)?;

@@ -23,6 +23,7 @@ pub mod log;
 pub mod loss_scale;
 pub mod metrics;
 pub mod model_io;
+pub mod nodes;
 pub mod optim;
 pub mod replica;
 pub mod report;

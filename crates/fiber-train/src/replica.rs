@@ -22,6 +22,7 @@ use burn_collective::{CollectiveConfig, CollectiveError, PeerId, ReduceOperation
 use fiber_data::loader::Shard;
 
 use crate::error::TrainError;
+use crate::nodes::NodeLink;
 
 /// How replicas synchronise (the `[replicas]` section of the run configuration).
 #[derive(Config, Debug, PartialEq)]
@@ -68,12 +69,18 @@ impl ReplicaGroup {
 }
 
 /// One replica of a data-parallel group, as its training loop sees it; a lone replica (no
-/// group) makes every collective operation the identity.
+/// group, no other node) makes every collective operation the identity.
 #[derive(Clone)]
 pub struct Replica {
-    /// This replica, from 0; replica 0 writes checkpoints, metrics and reports.
+    /// This replica among all replicas of the run (node × replicas per node + local rank);
+    /// replica 0 writes checkpoints, metrics and reports.
     pub rank: usize,
+    /// This replica among its node's replicas.
+    pub local_rank: usize,
+    world: usize,
+    bucket_elements: usize,
     group: Option<Arc<ReplicaGroup>>,
+    link: Option<Arc<NodeLink>>,
 }
 
 impl Replica {
@@ -81,26 +88,54 @@ impl Replica {
     pub fn single() -> Self {
         Self {
             rank: 0,
+            local_rank: 0,
+            world: 1,
+            bucket_elements: 0,
             group: None,
+            link: None,
         }
     }
 
-    /// Replica `rank` of `group`.
-    pub fn of(group: &Arc<ReplicaGroup>, rank: usize) -> Self {
+    /// Local replica `local_rank` of `group` (none for a node's only replica), on the node
+    /// that `link` joins to the others (none for a run on one machine), synchronising as
+    /// `config` says.
+    pub fn of(
+        config: &ReplicaConfig,
+        group: Option<&Arc<ReplicaGroup>>,
+        local_rank: usize,
+        link: Option<&Arc<NodeLink>>,
+    ) -> Self {
+        let local = group.map_or(1, |g| g.count);
+        let (node, nodes) = link.map_or((0, 1), |l| (l.spec().rank, l.spec().count));
         Self {
-            rank,
-            group: Some(group.clone()),
+            rank: node * local + local_rank,
+            local_rank,
+            world: local * nodes,
+            bucket_elements: config.bucket_elements,
+            group: group.cloned(),
+            link: link.cloned(),
         }
     }
 
-    /// Number of replicas.
+    /// Number of replicas in the run, over every node.
     pub fn count(&self) -> usize {
-        self.group.as_ref().map_or(1, |g| g.count)
+        self.world
     }
 
-    /// Whether this replica writes the run's files.
+    /// Whether this replica writes the run's files (replica 0 of node 0).
     pub fn is_main(&self) -> bool {
         self.rank == 0
+    }
+
+    /// Whether this replica is its node's first (it keeps the node's weight average and shows
+    /// progress).
+    pub fn is_node_main(&self) -> bool {
+        self.local_rank == 0
+    }
+
+    /// Whether the run spans several nodes (processes).
+    pub fn spans_nodes(&self) -> bool {
+        self.link.is_some()
     }
 
     /// The loader shard of this replica.
@@ -112,7 +147,16 @@ impl Replica {
     }
 
     fn peer(&self) -> PeerId {
-        PeerId(self.rank as u32)
+        PeerId(self.local_rank as u32)
+    }
+
+    /// Another local replica's failure, when one has failed.
+    fn other_failure(&self) -> Option<String> {
+        let group = self.group.as_ref()?;
+        group
+            .failure()
+            .filter(|(r, _)| *r != self.local_rank)
+            .map(|(rank, message)| format!("replica {rank} of this node failed ({message})"))
     }
 
     /// Runs a blocking collective call on a helper thread and waits for it, bounded by the
@@ -147,9 +191,9 @@ impl Replica {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
             }
-            if let Some((rank, message)) = group.failure().filter(|(r, _)| *r != self.rank) {
+            if let Some(failure) = self.other_failure() {
                 return Err(TrainError::Replica(format!(
-                    "replica {rank} failed ({message}); replica {} stopped at {what}",
+                    "{failure}; replica {} stopped at {what}",
                     self.rank
                 )));
             }
@@ -165,10 +209,10 @@ impl Replica {
     /// Registers this replica on `device` with the backend's collective server (every replica
     /// of the group must, before any other operation).
     pub fn register<B: Backend>(&self, device: &B::Device) -> Result<(), TrainError> {
-        if self.group.is_none() {
+        let Some(group) = &self.group else {
             return Ok(());
-        }
-        let (peer, device, count) = (self.peer(), device.clone(), self.count());
+        };
+        let (peer, device, count) = (self.peer(), device.clone(), group.count);
         self.wait("registration", move || {
             burn_collective::register::<B>(
                 peer,
@@ -189,18 +233,40 @@ impl Replica {
         })
     }
 
+    /// `tensor` summed (or averaged) over every replica of the run: over the node's replicas
+    /// with burn-collective, then over the nodes.
     fn all_reduce<B: Backend>(
         &self,
         tensor: Tensor<B, 1>,
         op: ReduceOperation,
         what: &str,
     ) -> Result<Tensor<B, 1>, TrainError> {
-        let peer = self.peer();
-        let primitive = tensor.into_primitive().tensor();
-        let reduced = self.wait(what, move || {
-            burn_collective::all_reduce::<B>(peer, primitive, op)
-        })?;
-        Ok(Tensor::from_primitive(TensorPrimitive::Float(reduced)))
+        let device = tensor.device();
+        let mut tensor = tensor;
+        if self.group.is_some() {
+            let peer = self.peer();
+            let primitive = tensor.into_primitive().tensor();
+            let reduced = self.wait(what, move || {
+                burn_collective::all_reduce::<B>(peer, primitive, ReduceOperation::Sum)
+            })?;
+            tensor = Tensor::from_primitive(TensorPrimitive::Float(reduced));
+        }
+        if let Some(link) = &self.link {
+            let n = tensor.dims()[0];
+            let mut values = tensor
+                .into_data()
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .map_err(|e| {
+                    TrainError::Replica(format!("reading {what} back for the other nodes: {e:?}"))
+                })?;
+            link.all_reduce_sum(self.local_rank, &mut values, what, &|| self.other_failure())?;
+            tensor = Tensor::from_data(TensorData::new(values, [n]), &device);
+        }
+        Ok(match op {
+            ReduceOperation::Sum => tensor,
+            ReduceOperation::Mean => tensor.div_scalar(self.world as f32),
+        })
     }
 
     /// Each tensor `[n_i]` averaged over the replicas (every replica passes the same shapes in
@@ -209,10 +275,10 @@ impl Replica {
         &self,
         tensors: Vec<Tensor<B, 1>>,
     ) -> Result<Vec<Tensor<B, 1>>, TrainError> {
-        let Some(group) = &self.group else {
+        if self.world == 1 {
             return Ok(tensors);
-        };
-        let limit = group.config.bucket_elements;
+        }
+        let limit = self.bucket_elements;
         let sizes: Vec<usize> = tensors.iter().map(|t| t.dims()[0]).collect();
         let mut out = Vec::with_capacity(tensors.len());
         let mut bucket: Vec<Tensor<B, 1>> = Vec::new();
@@ -257,7 +323,7 @@ impl Replica {
         values: &[f32],
         device: &B::Device,
     ) -> Result<Vec<f32>, TrainError> {
-        if self.group.is_none() {
+        if self.world == 1 {
             return Ok(values.to_vec());
         }
         let tensor =
@@ -292,23 +358,14 @@ impl Replica {
         rows: Tensor<B, 2>,
     ) -> Result<(Tensor<B, 2>, Vec<usize>), TrainError> {
         let [n, d] = rows.dims();
-        if self.group.is_none() {
+        if self.world == 1 {
             return Ok((rows, vec![n]));
         }
         let device = rows.device();
-        // Each replica fills only its own slot, as four bytes: every summed value is one
-        // replica's byte, exact in every float type down to bf16.
-        let mut slots = vec![0f32; self.count() * 4];
-        for (p, slot) in slots[self.rank * 4..(self.rank + 1) * 4]
-            .iter_mut()
-            .enumerate()
-        {
-            *slot = ((n >> (8 * (3 - p))) & 0xFF) as f32;
-        }
         let counts: Vec<usize> = self
-            .sum_host::<B>(&slots, &device)?
-            .chunks(4)
-            .map(|c| c.iter().fold(0usize, |v, b| (v << 8) | b.round() as usize))
+            .exchange::<B>(n as u64, 4, &device)?
+            .into_iter()
+            .map(|c| c as usize)
             .collect();
         let total: usize = counts.iter().sum();
         let before: usize = counts[..self.rank].iter().sum();
@@ -323,6 +380,70 @@ impl Replica {
         let padded = Tensor::cat(parts, 0).reshape([total * d]);
         let gathered = self.all_reduce(padded, ReduceOperation::Sum, "the row gather")?;
         Ok((gathered.reshape([total, d]), counts))
+    }
+
+    /// Every replica's `value` (below 256^`bytes`), in rank order. Each replica fills only its
+    /// own slots of a zero vector with one byte each, so every summed value is a single byte,
+    /// exact in every float type down to bf16.
+    fn exchange<B: Backend>(
+        &self,
+        value: u64,
+        bytes: usize,
+        device: &B::Device,
+    ) -> Result<Vec<u64>, TrainError> {
+        let mut slots = vec![0f32; self.count() * bytes];
+        for (p, slot) in slots[self.rank * bytes..(self.rank + 1) * bytes]
+            .iter_mut()
+            .enumerate()
+        {
+            *slot = ((value >> (8 * (bytes - 1 - p))) & 0xFF) as f32;
+        }
+        Ok(self
+            .sum_host::<B>(&slots, device)?
+            .chunks(bytes)
+            .map(|c| c.iter().fold(0u64, |v, b| (v << 8) | b.round() as u64))
+            .collect())
+    }
+
+    /// Checks, on a run over several nodes, that every replica starts stage `stage` at the same
+    /// step from the same weights (`weights`: a fingerprint of them); nodes that resumed from
+    /// different checkpoints, or none, are an error naming each replica's step.
+    pub fn agree_on_start<B: Backend>(
+        &self,
+        stage: &str,
+        step: u64,
+        weights: u64,
+        device: &B::Device,
+    ) -> Result<(), TrainError> {
+        if self.link.is_none() {
+            return Ok(());
+        }
+        let steps = self.exchange::<B>(step, 8, device)?;
+        let fingerprints = self.exchange::<B>(weights, 8, device)?;
+        if steps.iter().any(|&s| s != step) {
+            let list: Vec<String> = steps
+                .iter()
+                .enumerate()
+                .map(|(r, s)| format!("replica {r} at step {s}"))
+                .collect();
+            return Err(TrainError::Replica(format!(
+                "the replicas start {stage} at different steps ({}): with --resume every node needs the run folder (a shared filesystem, or a copy of node 0's)",
+                list.join(", ")
+            )));
+        }
+        if fingerprints.iter().any(|&f| f != weights) {
+            let differ: Vec<String> = fingerprints
+                .iter()
+                .enumerate()
+                .filter(|(_, &f)| f != fingerprints[0])
+                .map(|(r, _)| r.to_string())
+                .collect();
+            return Err(TrainError::Replica(format!(
+                "the replicas start {stage} from different weights (replica(s) {} differ from replica 0): every node needs the same --init, data and tokenizer",
+                differ.join(", ")
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -17,6 +17,7 @@
 //! accumulating N micro-batches computes.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module};
@@ -31,6 +32,7 @@ use crate::config::StageConfig;
 use crate::error::TrainError;
 use crate::log::MetricsLog;
 use crate::model_io::{load_model, model_bytes, VisitWeights};
+use crate::nodes::NodeLink;
 use crate::optim::{AdamW, Freeze, ParamGroups, WeightAverage};
 use crate::replica::{Replica, ReplicaConfig, ReplicaGroup};
 use crate::step::{apply_update, StepAccumulator, StepLoss};
@@ -135,6 +137,8 @@ pub struct StageRunner<'a> {
     pub stop_after: Option<u64>,
     /// How replicas synchronise (with more than one device).
     pub replicas: &'a ReplicaConfig,
+    /// The connections to the other nodes of a run over several machines.
+    pub link: Option<&'a Arc<NodeLink>>,
 }
 
 /// How a stage ended.
@@ -175,24 +179,31 @@ impl StageRunner<'_> {
         CheckpointDir::new(self.dir.join("checkpoints"), self.config.keep_checkpoints)
     }
 
-    /// Runs the stage on `model` (or resumes it), logging every step to `log`: one replica per
-    /// device of `devices` (at least one), each in its own thread; `task` and `model` are the
-    /// first replica's, the others train copies of them.
+    /// Runs the stage on `model` (or resumes it), logging every step to `log` (none on the
+    /// nodes other than node 0): one replica per device of `devices` (at least one), each in
+    /// its own thread; `task` and `model` are the first replica's, the others train copies of
+    /// them.
     pub fn run<B: AutodiffBackend, T: StageTask<B>>(
         &self,
         task: &mut T,
         model: T::Model,
-        log: &mut MetricsLog,
+        log: Option<&mut MetricsLog>,
         devices: &[B::Device],
     ) -> Result<StageOutcome<T::Model>, TrainError> {
         let config = self.config;
         let count = devices.len().max(1);
+        let nodes = self.link.map_or(1, |l| l.spec().count);
         let accumulation = config.accumulation.max(1);
-        if count > 1 || accumulation > 1 {
+        if count * nodes > 1 || accumulation > 1 {
+            let on_nodes = if nodes > 1 {
+                format!(" on each of {nodes} nodes")
+            } else {
+                String::new()
+            };
             println!(
-                "{}: {} samples per step ({} per batch × {count} replica(s) × {accumulation} accumulated)",
+                "{}: {} samples per step ({} per batch × {count} replica(s){on_nodes} × {accumulation} accumulated)",
                 self.name,
-                config.batch_size * count * accumulation,
+                config.batch_size * count * nodes * accumulation,
                 config.batch_size,
             );
         }
@@ -200,7 +211,11 @@ impl StageRunner<'_> {
             .first()
             .ok_or_else(|| TrainError::Setting("a stage needs at least one device".into()))?;
         if count == 1 {
-            return self.run_replica(task, model, Some(log), &Replica::single(), first);
+            let replica = match self.link {
+                None => Replica::single(),
+                Some(link) => Replica::of(self.replicas, None, 0, Some(link)),
+            };
+            return self.run_replica(task, model, log, &replica, first);
         }
         let group = ReplicaGroup::new(count, self.replicas.clone());
         burn_collective::reset_collective::<B::InnerBackend>();
@@ -212,7 +227,7 @@ impl StageRunner<'_> {
                 .map(|(rank, device)| {
                     let mut replica_task = task.replica(device);
                     let replica_model = model.clone().fork(device);
-                    let replica = Replica::of(&group, rank);
+                    let replica = Replica::of(self.replicas, Some(&group), rank, self.link);
                     let group = &group;
                     scope.spawn(move || {
                         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -238,7 +253,13 @@ impl StageRunner<'_> {
                     })
                 })
                 .collect();
-            let main = self.run_replica(task, model, Some(log), &Replica::of(&group, 0), first);
+            let main = self.run_replica(
+                task,
+                model,
+                log,
+                &Replica::of(self.replicas, Some(&group), 0, self.link),
+                first,
+            );
             if let Err(e) = &main {
                 group.fail(0, e.to_string());
             }
@@ -297,9 +318,11 @@ impl StageRunner<'_> {
         let config = self.config;
         let groups = task.param_groups(config);
         let main = replica.is_main();
+        // Every node keeps the average, so that each returns the same model to evaluate or
+        // train on; node 0 alone writes it.
         let mut average = config
             .ema_decay
-            .filter(|_| main)
+            .filter(|_| replica.is_node_main())
             .map(WeightAverage::<B::InnerBackend>::new);
         let mut optimizer = AdamW::<B::InnerBackend>::new(config.optimizer.clone(), groups);
         let mut state = TrainerState {
@@ -365,6 +388,10 @@ impl StageRunner<'_> {
         if let Some(average) = average.as_mut().filter(|a| a.is_empty()) {
             model.visit_weights_with(&mut average.update());
         }
+        if replica.spans_nodes() {
+            let weights = crate::nodes::fingerprint(&model_bytes(&model)?);
+            replica.agree_on_start::<B::InnerBackend>(self.name, state.step, weights, device)?;
+        }
         if state.step >= config.steps {
             return Ok(StageOutcome {
                 average: average.as_ref().map(|a| averaged::<B, _>(&model, a)),
@@ -377,7 +404,7 @@ impl StageRunner<'_> {
         }
         let warmup = (config.steps as f64 * config.warmup_ratio).round() as u64;
         let mut loader = task.loader(state.position, replica.shard())?;
-        let progress = if main {
+        let progress = if replica.is_node_main() {
             progress_bar(self.name, config.steps, state.step)
         } else {
             indicatif::ProgressBar::hidden()

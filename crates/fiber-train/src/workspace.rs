@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use burn::module::Module;
 use burn::prelude::Backend;
@@ -22,6 +23,7 @@ use crate::eval::Evaluator;
 use crate::init::InitSource;
 use crate::input::{ImageTextInput, ImageTextSamples};
 use crate::log::{loss_svg, MetricsLog};
+use crate::nodes::{NodeLink, NodeSpec};
 use crate::replica::{DeviceSpec, ReplicaConfig};
 use crate::report::StageSummary;
 use crate::stage::{StageRunner, StageTask};
@@ -100,6 +102,8 @@ pub struct JobOptions {
     pub tokenizer: Option<PathBuf>,
     /// The devices of the data-parallel replicas every stage trains on (one by default).
     pub devices: DeviceSpec,
+    /// This process's place in a run over several machines (one node by default).
+    pub nodes: NodeSpec,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
@@ -121,11 +125,13 @@ fn problems_error(problems: &Problems, what: &str) -> TrainError {
     )))
 }
 
-/// The tokenizer of the run: trained on the data's `corpus.txt` once, then reused.
+/// The tokenizer of the run: trained on the data's `corpus.txt` once, then reused (saved only
+/// when `save`).
 fn tokenizer(
     run_dir: &Path,
     data_dir: &Path,
     vocab_size: usize,
+    save: bool,
 ) -> Result<RobertaTokenizer, TrainError> {
     let path = run_dir.join("tokenizer.json");
     if path.exists() {
@@ -141,7 +147,9 @@ fn tokenizer(
     let corpus_path = data_dir.join("corpus.txt");
     let corpus = std::fs::read_to_string(&corpus_path).map_err(io(&corpus_path))?;
     let tokenizer = RobertaTokenizer::train(corpus.lines(), vocab_size, 2)?;
-    tokenizer.save(&path)?;
+    if save {
+        tokenizer.save(&path)?;
+    }
     Ok(tokenizer)
 }
 
@@ -156,7 +164,10 @@ pub struct Workspace<'a> {
     pub run_dir: PathBuf,
     /// The run's tokenizer.
     pub tokenizer: RobertaTokenizer,
-    log: MetricsLog,
+    /// The metrics log (node 0 only).
+    log: Option<MetricsLog>,
+    /// The connections to the other nodes, in a run over several machines.
+    pub link: Option<Arc<NodeLink>>,
     stages: BTreeMap<String, StageSummary>,
     skipped: usize,
 }
@@ -233,7 +244,10 @@ impl Workspace<'_> {
 
     /// Writes the loss curves of the metrics log (`loss.svg`).
     pub fn write_loss_curves(&self) -> Result<(), TrainError> {
-        let svg = loss_svg(&self.log.records()?);
+        let Some(log) = &self.log else {
+            return Ok(());
+        };
+        let svg = loss_svg(&log.records()?);
         fiber_core::store::write_atomically(&self.run_dir.join("loss.svg"), svg.as_bytes())?;
         Ok(())
     }
@@ -251,12 +265,12 @@ impl Workspace<'_> {
         let stage_config = stage.config(&self.config).clone();
         let devices = self.options.devices.devices::<B>(device);
         let replicas = self.config.replicas.clone();
-        let outcome = self.stage_runner(name, &stage_config, &replicas).run(
-            task,
-            model,
-            &mut self.log,
-            &devices,
-        )?;
+        let link = self.link.clone();
+        let outcome = StageRunner {
+            link: link.as_ref(),
+            ..self.stage_runner(name, &stage_config, &replicas)
+        }
+        .run(task, model, self.log.as_mut(), &devices)?;
         self.skipped += outcome.skipped.len();
         self.stages.insert(
             name.to_string(),
@@ -288,7 +302,14 @@ impl Workspace<'_> {
                 .filter(|(s, _)| s == name)
                 .map(|(_, n)| *n),
             replicas,
+            link: None,
         }
+    }
+
+    /// Whether this process writes the run's files: checkpoints, metrics, evaluations and the
+    /// report (every run on one machine; node 0 of a run over several).
+    pub fn writes(&self) -> bool {
+        self.options.nodes.writes()
     }
 }
 
@@ -306,7 +327,11 @@ impl<'a> Workspace<'a> {
             ));
         }
         let run_dir = options.runs_dir.join(&config.name);
+        // The other nodes of a run over several machines read the run folder (node 0 has
+        // prepared it before they open it) and write nothing.
+        let writes = options.nodes.writes();
         match options.stage {
+            _ if !writes => {}
             // The main job starts the whole run over; one stage starts only its own folder over.
             None if !options.resume && run_dir.exists() => {
                 println!(
@@ -386,7 +411,12 @@ impl<'a> Workspace<'a> {
             None => {
                 let tokenizer = match &options.tokenizer {
                     Some(path) => RobertaTokenizer::from_dir_or_file(path)?,
-                    None => tokenizer(&run_dir, &data_dir, config.model.tokenizer_vocab_size)?,
+                    None => tokenizer(
+                        &run_dir,
+                        &data_dir,
+                        config.model.tokenizer_vocab_size,
+                        writes,
+                    )?,
                 };
                 config.model.fiber.roberta.vocab_size = tokenizer.vocab_size();
                 B::seed(device, config.seed);
@@ -405,15 +435,20 @@ impl<'a> Workspace<'a> {
         run_dir: PathBuf,
         tokenizer: RobertaTokenizer,
     ) -> Result<Self, TrainError> {
-        tokenizer.save(run_dir.join("tokenizer.json"))?;
-        std::fs::write(run_dir.join("config.toml"), config.to_toml()).map_err(io(&run_dir))?;
-        let log = MetricsLog::open(&run_dir.join("metrics.jsonl"))?;
+        let log = if options.nodes.writes() {
+            tokenizer.save(run_dir.join("tokenizer.json"))?;
+            std::fs::write(run_dir.join("config.toml"), config.to_toml()).map_err(io(&run_dir))?;
+            Some(MetricsLog::open(&run_dir.join("metrics.jsonl"))?)
+        } else {
+            None
+        };
         Ok(Workspace {
             options,
             config,
             run_dir,
             tokenizer,
             log,
+            link: None,
             stages: Default::default(),
             skipped: 0,
         })

@@ -62,7 +62,7 @@ pub trait JobTask {
 }
 
 /// Runs task `T`'s stage alone: reads its data, trains from `start` and evaluates; returns the
-/// evaluation's wall time in seconds.
+/// evaluation's wall time in seconds (only node 0 of a run over several machines evaluates).
 pub fn run_alone<B: AutodiffBackend, T: JobTask>(
     ws: &mut Workspace<'_>,
     start: StartModel<B>,
@@ -79,6 +79,8 @@ pub fn run_alone<B: AutodiffBackend, T: JobTask>(
         device,
     )?;
     let start = std::time::Instant::now();
-    T::evaluate(ws, &trained, &data, report, device)?;
+    if ws.writes() {
+        T::evaluate(ws, &trained, &data, report, device)?;
+    }
     Ok(start.elapsed().as_secs_f64())
 }

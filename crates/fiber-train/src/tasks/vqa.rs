@@ -137,10 +137,12 @@ impl JobTask for VqaStage {
     ) -> Result<TrainedVqa<B>, TrainError> {
         let vocab = training_vocabulary(data, ws.config.vqa_min_answer_count)?;
         let answers_json = serde_json::to_string_pretty(&vocab.answers).expect("answers serialise");
-        fiber_core::store::write_atomically(
-            &ws.run_dir.join("answers.json"),
-            answers_json.as_bytes(),
-        )?;
+        if ws.writes() {
+            fiber_core::store::write_atomically(
+                &ws.run_dir.join("answers.json"),
+                answers_json.as_bytes(),
+            )?;
+        }
         let (samples, targets) = vqa_samples(&data.training, &vocab);
         B::seed(device, ws.config.vqa_head_seed());
         let std = ws.config.model.fiber.head_initializer_range;
