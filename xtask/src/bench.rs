@@ -19,8 +19,10 @@ use fiber_fusion::{FiberBackbone, FiberConfig};
 use fiber_heads::grounding::{DetectorConfig, GroundingDetector};
 use fiber_roberta::{RobertaConfig, RobertaModel};
 use fiber_swin::{SwinConfig, SwinModel};
+use fiber_train::benchmark::replicas::{run_scaling, ScalingRun};
 use fiber_train::benchmark::{run_benchmark, BenchConfig, BenchOutcome, Measurement};
 use fiber_train::config::RunConfig;
+use fiber_train::replica::{DeviceSpec, ReplicaConfig};
 use fiber_train::{
     check_backend, run_on, run_on_with, BackendJob, BackendKind, Checkpointing, Precision,
     TrainError,
@@ -143,6 +145,12 @@ pub struct BenchArgs {
     /// multiples of 32).
     #[arg(long, default_value = "800x1333", value_parser = parse_size)]
     pub detect_size: (usize, usize),
+    /// Data-parallel scaling instead of the suite: the pre-training step's pairs/s on one
+    /// replica and on these (a count or a list such as `cuda:0,cuda:1`, as `train --devices`),
+    /// with gradients all-reduced in flat buckets and one tensor at a time; `--batch` is per
+    /// replica.
+    #[arg(long)]
+    pub devices: Option<DeviceSpec>,
 }
 
 /// `HxW` → (H, W).
@@ -194,6 +202,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         args.reps > 0 && args.batch != Some(0),
         "--reps and --batch must be positive"
     );
+    if args.devices.is_some() {
+        return run_scaling_bench(args);
+    }
     match args.model {
         Some(BenchModel::FiberDetectTrain) => run_detector_step(args),
         Some(model) => run_component(args, model),
@@ -478,6 +489,95 @@ fn run_reference(args: &BenchArgs, config: &BenchConfig) -> Result<Value> {
     let text = std::fs::read_to_string(&output)
         .with_context(|| format!("reading {}", output.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", output.display()))
+}
+
+/// The scaling measurements as a backend job: one replica, then the replicas of `devices`
+/// with bucketed and with per-tensor gradient all-reduce.
+struct ScalingJob {
+    config: BenchConfig,
+    devices: DeviceSpec,
+}
+
+impl BackendJob for ScalingJob {
+    type Output = Result<Vec<ScalingRun>>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let devices = self.devices.devices::<B>(&device);
+        let buckets = ReplicaConfig::new().bucket_elements;
+        Ok(vec![
+            run_scaling::<B>(&self.config, &devices[..1], buckets)?,
+            run_scaling::<B>(&self.config, &devices, buckets)?,
+            run_scaling::<B>(&self.config, &devices, 0)?,
+        ])
+    }
+}
+
+/// `bench --devices N`: pairs/s of the pre-training step on 1 and N replicas, the scaling
+/// efficiency (N replicas' pairs/s over N × one replica's), bucketed against per-tensor
+/// all-reduce; printed and written to `--json`.
+fn run_scaling_bench(args: BenchArgs) -> Result<()> {
+    let config = suite_config(&args)?;
+    let devices = args.devices.clone().expect("--devices is given");
+    anyhow::ensure!(
+        devices.len() > 1,
+        "--devices needs at least two replicas to measure scaling"
+    );
+    check_backend(args.backend, args.precision).map_err(|e| anyhow::anyhow!(e))?;
+    let job = ScalingJob {
+        config: config.clone(),
+        devices,
+    };
+    let runs = run_on_with(
+        args.backend,
+        args.precision,
+        Checkpointing::when(args.checkpointing),
+        job,
+    )
+    .map_err(|e| anyhow::anyhow!(e))??;
+    let single = runs[0].pairs_per_second;
+    println!(
+        "pre-training step, {} preset, batch {} per replica, {} {}{}",
+        config.preset,
+        config.batch,
+        args.backend.name(),
+        args.precision.name(),
+        cpu_threads(args.backend)
+            .map(|n| format!(", {n} CPU threads shared by the replicas"))
+            .unwrap_or_default()
+    );
+    println!("| replicas | gradient all-reduce | step (ms) | pairs/s | scaling efficiency |");
+    println!("|---|---|---|---|---|");
+    let mut rows = Vec::new();
+    for run in &runs {
+        let efficiency = run.pairs_per_second / (run.replicas as f64 * single);
+        let reduce = match (run.replicas, run.bucket_elements) {
+            (1, _) => "none".to_string(),
+            (_, 0) => "one call per tensor".to_string(),
+            (_, n) => format!("buckets of {n} values"),
+        };
+        println!(
+            "| {} | {reduce} | {:.1} | {:.2} | {:.2} |",
+            run.replicas, run.step_ms, run.pairs_per_second, efficiency
+        );
+        rows.push(json!({
+            "replicas": run.replicas, "bucket_elements": run.bucket_elements,
+            "step_ms": run.step_ms, "pairs_per_second": run.pairs_per_second,
+            "scaling_efficiency": efficiency,
+        }));
+    }
+    if let Some(path) = &args.json {
+        write_json(
+            path,
+            &json!({
+                "framework": format!("fiber-rs {} (burn 0.21)", env!("CARGO_PKG_VERSION")),
+                "preset": config.preset, "backend": args.backend.name(),
+                "precision": args.precision.name(), "threads": cpu_threads(args.backend),
+                "batch_per_replica": config.batch, "text_len": config.text_len,
+                "warmup": config.warmup, "reps": config.reps, "scaling": rows,
+            }),
+        )?;
+    }
+    Ok(())
 }
 
 /// The suite as a backend job.

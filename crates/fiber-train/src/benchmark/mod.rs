@@ -20,6 +20,7 @@ use crate::step::{apply_update, StepAccumulator, StepLoss};
 use crate::tasks::pretrain::loss_parts;
 
 pub mod detector;
+pub mod replicas;
 pub mod settings;
 
 use settings::median;
