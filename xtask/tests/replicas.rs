@@ -57,7 +57,10 @@ fn xtask(config: &Path, runs: &Path, extra: &[&str]) -> Command {
         .arg(runs)
         .args(extra)
         .env("RAYON_NUM_THREADS", "1")
-        .env("MATMUL_NUM_THREADS", "1");
+        .env("MATMUL_NUM_THREADS", "1")
+        .env_remove("FIBER_NODES")
+        .env_remove("FIBER_NODE_RANK")
+        .env_remove("FIBER_COORDINATOR");
     command
 }
 

@@ -210,10 +210,15 @@ impl RobertaTokenizer {
         )));
     }
 
+    /// The tokenizer as HuggingFace `tokenizer.json` text.
+    pub fn to_json(&self) -> Result<String, RobertaError> {
+        self.inner.to_string(true).map_err(tk_err)
+    }
+
     /// Saves as a HuggingFace `tokenizer.json` (written to a temporary file, then renamed).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), RobertaError> {
         let path = path.as_ref();
-        let json = self.inner.to_string(true).map_err(tk_err)?;
+        let json = self.to_json()?;
         fiber_core::store::write_atomically(path, json.as_bytes())
             .map_err(|e| RobertaError::Tokenizer(e.to_string()))
     }

@@ -41,11 +41,13 @@ pub fn run_job<B: AutodiffBackend>(
     let nodes = &options.nodes;
     let join = || {
         let identity = format!(
-            "{}\nstage {:?}\nresume {}\nstrict {}",
+            "{}\nstage {:?}\nresume {}\nstrict {}\nbackend {}\nstop {:?}",
             options.config.to_toml(),
             options.stage.map(|s| s.name()),
             options.resume,
-            options.strict
+            options.strict,
+            options.backend,
+            options.stop_after,
         );
         NodeLink::join(
             nodes,
@@ -65,6 +67,10 @@ pub fn run_job<B: AutodiffBackend>(
         None if nodes.is_multi() => Some(join()?),
         None => None,
     };
+    if let Some(link) = &ws.link {
+        let json = ws.tokenizer.to_json()?;
+        link.check_same("tokenizer", fingerprint(json.as_bytes()))?;
+    }
     let parameters = model.num_params();
     println!(
         "model: {parameters} parameters from {origin}; tokenizer: {} tokens",

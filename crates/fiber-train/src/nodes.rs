@@ -23,6 +23,9 @@ use crate::error::TrainError;
 /// The first bytes of every connection between nodes (the protocol's version included).
 const MAGIC: &[u8; 8] = b"FIBERND1";
 
+/// The longest refusal message node 0 sends or a node reads.
+const MAX_ANSWER: usize = 4096;
+
 /// How often a waiting read looks at the other replicas and the clock.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -255,7 +258,7 @@ impl NodeLink {
                 "a node's greeting",
             )?;
             let refuse = |stream: &mut TcpStream, message: String| {
-                let _ = reply(stream, Some(&message));
+                let _ = reply(stream, Some(&message), deadline);
                 node_error(format!("node 0 refused the node at {from}: {message}"))
             };
             let Some(hello) = Hello::parse(&hello) else {
@@ -307,7 +310,7 @@ impl NodeLink {
         for streams in slots {
             let mut streams: Vec<TcpStream> = streams.into_iter().flatten().collect();
             for stream in &mut streams {
-                reply(stream, None)?;
+                reply(stream, None, deadline)?;
             }
             channels.push(Channel::Hub(streams));
         }
@@ -333,10 +336,13 @@ impl NodeLink {
             })?
             .collect();
         let mut stream = loop {
-            if let Some(stream) = addresses
-                .iter()
-                .find_map(|a| TcpStream::connect_timeout(a, Duration::from_secs(2)).ok())
-            {
+            // A connection to a local port nobody listens on can, rarely, be the socket
+            // connected to itself; it is dropped and tried again.
+            if let Some(stream) = addresses.iter().find_map(|a| {
+                TcpStream::connect_timeout(a, Duration::from_secs(2))
+                    .ok()
+                    .filter(|s| s.local_addr().ok() != s.peer_addr().ok())
+            }) {
                 break stream;
             }
             if Instant::now() >= deadline {
@@ -355,7 +361,13 @@ impl NodeLink {
             local_replicas: local_replicas as u32,
             fingerprint,
         };
-        write_all(&mut stream, &hello.bytes(), "the greeting")?;
+        write_bounded(
+            &mut stream,
+            &hello.bytes(),
+            deadline,
+            &|| None,
+            "the greeting",
+        )?;
         Ok(stream)
     }
 
@@ -365,12 +377,18 @@ impl NodeLink {
         stream: &mut TcpStream,
         deadline: Instant,
     ) -> Result<(), TrainError> {
-        let mut status = [0u8; 5];
+        let mut status = [0u8; 13];
         read_bounded(stream, &mut status, deadline, &|| None, "node 0's answer")?;
-        let length = u32::from_le_bytes(status[1..5].try_into().unwrap()) as usize;
+        let length = u32::from_le_bytes(status[9..13].try_into().unwrap()) as usize;
+        if &status[..8] != MAGIC || length > MAX_ANSWER {
+            return Err(node_error(format!(
+                "node {}: what answered at --coordinator is not node 0 of a fiber run",
+                spec.rank
+            )));
+        }
         let mut message = vec![0u8; length];
         read_bounded(stream, &mut message, deadline, &|| None, "node 0's answer")?;
-        if status[0] != 0 {
+        if status[8] != 0 {
             return Err(node_error(format!(
                 "node 0 refused node {}: {}",
                 spec.rank,
@@ -388,6 +406,36 @@ impl NodeLink {
     /// Replicas on each node.
     pub fn local_replicas(&self) -> usize {
         self.local_replicas
+    }
+
+    /// Checks that every node holds the same `value` for `what` (e.g. a fingerprint of the
+    /// tokenizer), through local replica 0's channel; a difference is an error on every node
+    /// naming the nodes that differ from node 0.
+    pub fn check_same(&self, what: &str, value: u64) -> Result<(), TrainError> {
+        let nodes = self.spec.count;
+        let mut slots = vec![0f32; nodes * 8];
+        for (p, slot) in slots[self.spec.rank * 8..(self.spec.rank + 1) * 8]
+            .iter_mut()
+            .enumerate()
+        {
+            *slot = ((value >> (8 * (7 - p))) & 0xFF) as f32;
+        }
+        self.all_reduce_sum(0, &mut slots, what, &|| None)?;
+        let values: Vec<u64> = slots
+            .chunks(8)
+            .map(|c| c.iter().fold(0u64, |v, b| (v << 8) | *b as u64))
+            .collect();
+        let differ: Vec<String> = (1..nodes)
+            .filter(|&n| values[n] != values[0])
+            .map(|n| n.to_string())
+            .collect();
+        if differ.is_empty() {
+            return Ok(());
+        }
+        Err(node_error(format!(
+            "node(s) {} hold another {what} than node 0: every node needs the same data, --init and --tokenizer",
+            differ.join(", ")
+        )))
     }
 
     /// Sums `values` element-wise over the nodes for local replica `local_rank` (every node's
@@ -417,12 +465,14 @@ impl NodeLink {
                     }
                 }
                 let frame = frame(tag, values);
-                for stream in streams.iter_mut() {
-                    write_all(stream, &frame, what)?;
+                for (index, stream) in streams.iter_mut().enumerate() {
+                    write_bounded(stream, &frame, deadline, abandon, what)
+                        .map_err(|e| name_node(e, index + 1))?;
                 }
             }
             Channel::Spoke(stream) => {
-                write_all(stream, &frame(tag, values), what)?;
+                write_bounded(stream, &frame(tag, values), deadline, abandon, what)
+                    .map_err(|e| name_node(e, 0))?;
                 read_frame(stream, tag, values, deadline, abandon, 0, what)?;
             }
         }
@@ -435,29 +485,67 @@ fn prepare(stream: &TcpStream) -> Result<(), TrainError> {
         stream.set_nonblocking(false)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(POLL))?;
-        stream.set_write_timeout(None)
+        stream.set_write_timeout(Some(POLL))
     };
     configure().map_err(|e| node_error(format!("setting up a node connection: {e}")))
 }
 
 /// Node 0's answer to a greeting: accepted, or refused with a reason.
-fn reply(stream: &mut TcpStream, refusal: Option<&str>) -> Result<(), TrainError> {
-    let message = refusal.unwrap_or("").as_bytes();
-    let mut bytes = vec![refusal.is_some() as u8];
+fn reply(
+    stream: &mut TcpStream,
+    refusal: Option<&str>,
+    deadline: Instant,
+) -> Result<(), TrainError> {
+    let message =
+        &refusal.unwrap_or("").as_bytes()[..refusal.map_or(0, |r| r.len().min(MAX_ANSWER))];
+    let mut bytes = MAGIC.to_vec();
+    bytes.push(refusal.is_some() as u8);
     bytes.extend((message.len() as u32).to_le_bytes());
     bytes.extend(message);
-    write_all(stream, &bytes, "the answer to a node")
+    write_bounded(stream, &bytes, deadline, &|| None, "the answer to a node")
 }
 
-fn write_all(stream: &mut TcpStream, bytes: &[u8], what: &str) -> Result<(), TrainError> {
-    stream
-        .write_all(bytes)
-        .and_then(|_| stream.flush())
-        .map_err(|e| {
-            node_error(format!(
-                "sending {what} to another node failed ({e}): that node stopped or failed (see its output)"
-            ))
-        })
+/// Sends `bytes` in short slices: gives up when the peer's connection fails, when `abandon`
+/// names a failure, or at `deadline` (a peer that stopped reading).
+fn write_bounded(
+    stream: &mut TcpStream,
+    bytes: &[u8],
+    deadline: Instant,
+    abandon: &dyn Fn() -> Option<String>,
+    what: &str,
+) -> Result<(), TrainError> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match stream.write(&bytes[written..]) {
+            Ok(0) => {
+                return Err(node_error(format!(
+                    "the connection closed while sending {what}: that node stopped or failed (see its output)"
+                )))
+            }
+            Ok(n) => written += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) =>
+            {
+                if let Some(failure) = abandon() {
+                    return Err(node_error(format!("{failure}; stopped sending {what}")));
+                }
+                if Instant::now() >= deadline {
+                    return Err(node_error(format!(
+                        "another node took nothing of {what} until the `[replicas]` timeout; it stopped or hangs"
+                    )));
+                }
+            }
+            Err(e) => {
+                return Err(node_error(format!(
+                    "sending {what} to another node failed ({e}): that node stopped or failed (see its output)"
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `[tag u64][count u64][count × f32]`, little-endian.

@@ -406,20 +406,26 @@ impl Replica {
     }
 
     /// Checks, on a run over several nodes, that every replica starts stage `stage` at the same
-    /// step from the same weights (`weights`: a fingerprint of them); nodes that resumed from
-    /// different checkpoints, or none, are an error naming each replica's step.
+    /// step, and every node from the same weights (`weights`: a fingerprint of them, given by
+    /// each node's first replica; its other replicas train copies of the same model); nodes that
+    /// resumed from different checkpoints, or none, are an error naming each replica's step.
     pub fn agree_on_start<B: Backend>(
         &self,
         stage: &str,
         step: u64,
-        weights: u64,
+        weights: Option<u64>,
         device: &B::Device,
     ) -> Result<(), TrainError> {
         if self.link.is_none() {
             return Ok(());
         }
         let steps = self.exchange::<B>(step, 8, device)?;
-        let fingerprints = self.exchange::<B>(weights, 8, device)?;
+        let local = self.group.as_ref().map_or(1, |g| g.count);
+        let fingerprints: Vec<u64> = self
+            .exchange::<B>(weights.unwrap_or(0), 8, device)?
+            .into_iter()
+            .step_by(local)
+            .collect();
         if steps.iter().any(|&s| s != step) {
             let list: Vec<String> = steps
                 .iter()
@@ -431,15 +437,15 @@ impl Replica {
                 list.join(", ")
             )));
         }
-        if fingerprints.iter().any(|&f| f != weights) {
+        if fingerprints.iter().any(|&f| f != fingerprints[0]) {
             let differ: Vec<String> = fingerprints
                 .iter()
                 .enumerate()
                 .filter(|(_, &f)| f != fingerprints[0])
-                .map(|(r, _)| r.to_string())
+                .map(|(node, _)| node.to_string())
                 .collect();
             return Err(TrainError::Replica(format!(
-                "the replicas start {stage} from different weights (replica(s) {} differ from replica 0): every node needs the same --init, data and tokenizer",
+                "the nodes start {stage} from different weights (node(s) {} differ from node 0): every node needs the same --init, data, tokenizer and precision",
                 differ.join(", ")
             )));
         }

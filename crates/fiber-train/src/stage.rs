@@ -389,7 +389,10 @@ impl StageRunner<'_> {
             model.visit_weights_with(&mut average.update());
         }
         if replica.spans_nodes() {
-            let weights = crate::nodes::fingerprint(&model_bytes(&model)?);
+            let weights = match replica.is_node_main() {
+                true => Some(crate::nodes::fingerprint(&model_bytes(&model)?)),
+                false => None,
+            };
             replica.agree_on_start::<B::InnerBackend>(self.name, state.step, weights, device)?;
         }
         if state.step >= config.steps {

@@ -125,16 +125,37 @@ fn problems_error(problems: &Problems, what: &str) -> TrainError {
     )))
 }
 
-/// The tokenizer of the run: trained on the data's `corpus.txt` once, then reused (saved only
-/// when `save`).
+/// What a process does with the run folder's `tokenizer.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenizerFile {
+    /// Reuse it, or train and save one (a run on one machine; node 0).
+    ReuseOrSave,
+    /// Reuse it (a node other than node 0 resuming: node 0's, on a shared filesystem).
+    Reuse,
+    /// Neither (a node other than node 0 starting over: the file may be an old run's).
+    Ignore,
+}
+
+impl TokenizerFile {
+    fn for_node(writes: bool, resume: bool) -> Self {
+        match (writes, resume) {
+            (true, _) => Self::ReuseOrSave,
+            (false, true) => Self::Reuse,
+            (false, false) => Self::Ignore,
+        }
+    }
+}
+
+/// The tokenizer of the run: trained on the data's `corpus.txt` once, then reused from the run
+/// folder (`file` says whether it may be read and saved there).
 fn tokenizer(
     run_dir: &Path,
     data_dir: &Path,
     vocab_size: usize,
-    save: bool,
+    file: TokenizerFile,
 ) -> Result<RobertaTokenizer, TrainError> {
     let path = run_dir.join("tokenizer.json");
-    if path.exists() {
+    if file != TokenizerFile::Ignore && path.exists() {
         return Ok(RobertaTokenizer::from_file(&path)?);
     }
     if data_dir.as_os_str().is_empty() {
@@ -147,7 +168,7 @@ fn tokenizer(
     let corpus_path = data_dir.join("corpus.txt");
     let corpus = std::fs::read_to_string(&corpus_path).map_err(io(&corpus_path))?;
     let tokenizer = RobertaTokenizer::train(corpus.lines(), vocab_size, 2)?;
-    if save {
+    if file == TokenizerFile::ReuseOrSave {
         tokenizer.save(&path)?;
     }
     Ok(tokenizer)
@@ -350,7 +371,9 @@ impl<'a> Workspace<'a> {
             }
             _ => {}
         }
-        std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
+        if writes {
+            std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
+        }
         let data_dir = config.data_dir.clone();
         let folder_given = !data_dir.as_os_str().is_empty();
         if folder_given && (!data_dir.exists() || data_dir.join("world.json").exists()) {
@@ -415,7 +438,7 @@ impl<'a> Workspace<'a> {
                         &run_dir,
                         &data_dir,
                         config.model.tokenizer_vocab_size,
-                        writes,
+                        TokenizerFile::for_node(writes, options.resume),
                     )?,
                 };
                 config.model.fiber.roberta.vocab_size = tokenizer.vocab_size();

@@ -66,7 +66,14 @@ pub fn run_scaling<B: AutodiffBackend>(
                     let replica = Replica::of(&settings, Some(&group), rank, None);
                     let group = &group;
                     scope.spawn(move || {
-                        let result = replica_steps(config, model, &replica, device);
+                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            replica_steps(config, model, &replica, device)
+                        }))
+                        .unwrap_or_else(|_| {
+                            Err(TrainError::Replica(format!(
+                                "benchmark replica {rank} panicked"
+                            )))
+                        });
                         if let Err(e) = &result {
                             group.fail(rank, e.to_string());
                         }
