@@ -72,8 +72,9 @@ pub struct TrainArgs {
     /// Data-parallel replicas: a count (`2`: devices 0 and 1 of the backend; on the CPU, two
     /// replicas sharing its cores) or a device list (`cuda:0,cuda:1`). Each stage's
     /// `batch_size` is per replica: a step sees batch × replicas × accumulation samples.
-    #[arg(long, default_value = "1")]
-    pub devices: DeviceSpec,
+    /// Default: the configuration's `[replicas] devices` (2 in the tiny preset, 1 in base).
+    #[arg(long)]
+    pub devices: Option<DeviceSpec>,
     /// Machines in the run (torchrun's `--nnodes`): one process per machine, each with the same
     /// arguments but `--node-rank`; the replicas of all of them train as one data-parallel
     /// group, and node 0 alone writes the run's files.
@@ -149,6 +150,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         print!("{}", config.to_toml());
         return Ok(());
     }
+    let devices = match &args.devices {
+        Some(devices) => devices.clone(),
+        None => config
+            .replicas
+            .devices
+            .parse::<DeviceSpec>()
+            .map_err(|e| anyhow::anyhow!("`[replicas] devices`: {e}"))?,
+    };
     let nodes = NodeSpec {
         count: args.nodes,
         rank: args.node_rank,
@@ -184,7 +193,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             Some(InitSource::parse(&args.init)?)
         },
         tokenizer: args.tokenizer.clone(),
-        devices: args.devices.clone(),
+        devices,
         nodes: nodes.clone(),
     };
     let report = run_on_with(

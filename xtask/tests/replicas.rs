@@ -41,6 +41,8 @@ checkpoint_every = 3
 retrieval_candidates = 8
 itm_rerank_k = 4
 [replicas]
+# One replica unless a test passes --devices (the tiny preset trains on two).
+devices = "1"
 timeout_seconds = 120
 "#,
         data = dir.join("world").display(),

@@ -70,6 +70,9 @@ retrieval_candidates = 16
 itm_rerank_k = 4
 caption_images = 3
 max_caption_len = 8
+# One replica (the tiny preset trains on two): xtask/tests/replicas.rs tests replicas.
+[replicas]
+devices = "1"
 "#,
         data = dir.join("world").display(),
     );

@@ -390,7 +390,7 @@ pub struct RunConfig {
     /// projections and the fusion modules take the base rate (×1; with FIBER's ×5 for the
     /// fusion, VQA fine-tuned from the pre-training lost 0.05–0.1 accuracy, docs/training.md).
     #[config(
-        default = "StageConfig::new(330, 32, 1e-3).with_temperature_lr_multiplier(0.0).with_cross_modal_lr_multiplier(1.0).with_fusion_lr_multiplier(1.0).with_optimizer(AdamWConfig::new().with_max_grad_norm(Some(1.0)))"
+        default = "StageConfig::new(330, 16, 1e-3).with_temperature_lr_multiplier(0.0).with_cross_modal_lr_multiplier(1.0).with_fusion_lr_multiplier(1.0).with_optimizer(AdamWConfig::new().with_max_grad_norm(Some(1.0)))"
     )]
     pub pretrain: StageConfig,
     /// Weights of the pre-training losses `[itc, itm, mlm]` (1, 1, 1 in FIBER).
@@ -408,7 +408,7 @@ pub struct RunConfig {
     /// VQA fine-tuning (fusion at the base rate in the tiny preset: from a pre-training whose
     /// fusion is already open, ×5 cost 0.04 accuracy).
     #[config(
-        default = "StageConfig::new(740, 16, 3e-4).with_head_lr_multiplier(10.0).with_cross_modal_lr_multiplier(1.0).with_fusion_lr_multiplier(1.0)"
+        default = "StageConfig::new(740, 8, 3e-4).with_head_lr_multiplier(10.0).with_cross_modal_lr_multiplier(1.0).with_fusion_lr_multiplier(1.0)"
     )]
     pub vqa: StageConfig,
     /// Fewest occurrences of an answer in the training questions for it to enter the VQA
@@ -417,37 +417,37 @@ pub struct RunConfig {
     pub vqa_min_answer_count: usize,
     /// Captioning fine-tuning (150 steps in the tiny preset: at 50, captions repeat a few
     /// templates).
-    #[config(default = "StageConfig::new(150, 32, 5e-4).with_cross_modal_lr_multiplier(1.0)")]
+    #[config(default = "StageConfig::new(150, 16, 5e-4).with_cross_modal_lr_multiplier(1.0)")]
     pub caption: StageConfig,
     /// NLVR2 fine-tuning (`--stage nlvr2`).
     #[config(
-        default = "StageConfig::new(200, 16, 5e-4).with_head_lr_multiplier(10.0).with_cross_modal_lr_multiplier(1.0)"
+        default = "StageConfig::new(200, 8, 5e-4).with_head_lr_multiplier(10.0).with_cross_modal_lr_multiplier(1.0)"
     )]
     pub nlvr2: StageConfig,
     /// ITC retrieval fine-tuning (`--stage retrieval-itc`); the queue is `queue_size`.
     #[config(
-        default = "StageConfig::new(100, 32, 2e-4).with_temperature_lr_multiplier(0.0).with_cross_modal_lr_multiplier(1.0)"
+        default = "StageConfig::new(100, 16, 2e-4).with_temperature_lr_multiplier(0.0).with_cross_modal_lr_multiplier(1.0)"
     )]
     pub retrieval_itc: StageConfig,
     /// ITM retrieval fine-tuning (`--stage retrieval-itm`).
-    #[config(default = "StageConfig::new(100, 32, 2e-4).with_cross_modal_lr_multiplier(1.0)")]
+    #[config(default = "StageConfig::new(100, 16, 2e-4).with_cross_modal_lr_multiplier(1.0)")]
     pub retrieval_itm: StageConfig,
     /// Fine-grained pre-training of the detector (`--stage fine`; in the main job after the
-    /// coarse stage). The tiny preset keeps an EMA at 0.99 instead of 0.999 (over its thousand
+    /// coarse stage). The tiny preset keeps an EMA at 0.99 instead of 0.999 (over its few thousand
     /// steps a 0.999 average would stay close to the initial weights), trains the text side at
     /// the base rate and freezes nothing: its coarse model, trained for minutes, has not learned
     /// what tells the classes apart (docs/training.md).
     #[config(
-        default = "fine_stage(1000, 8, 1, 1e-3, 0.05, 0.99).with_text_lr_multiplier(1.0).with_frozen(Vec::new())"
+        default = "fine_stage(3000, 4, 1, 1e-3, 0.05, 0.99).with_text_lr_multiplier(1.0).with_frozen(Vec::new())"
     )]
     pub fine: StageConfig,
     /// Detection fine-tuning of the fine stage's detector (`--stage detect`) on the detection
     /// files' class-name prompts, at a tenth of the fine stage's rate as in FIBER.
-    #[config(default = "downstream_detector_stage(300, 8, 1, 1e-4, 0.05, 0.99)")]
+    #[config(default = "downstream_detector_stage(300, 4, 1, 1e-4, 0.05, 0.99)")]
     pub detect: StageConfig,
     /// Phrase-grounding fine-tuning of the fine stage's detector (`--stage ground`) on the
     /// MDETR captions, without flipping (FIBER's RefCOCO setting).
-    #[config(default = "downstream_detector_stage(300, 8, 1, 1e-4, 0.05, 0.99).with_flip(false)")]
+    #[config(default = "downstream_detector_stage(300, 4, 1, 1e-4, 0.05, 0.99).with_flip(false)")]
     pub ground: StageConfig,
     /// The detector, its data, losses and post-processing.
     #[config(default = "DetectorSettings::new()")]
@@ -455,8 +455,11 @@ pub struct RunConfig {
     /// Evaluation.
     #[config(default = "EvalConfig::new()")]
     pub eval: EvalConfig,
-    /// How data-parallel replicas synchronise (`--devices`).
-    #[config(default = "ReplicaConfig::new()")]
+    /// The data-parallel replicas (`--devices` overrides their `devices`) and how they
+    /// synchronise. The tiny preset trains on two replicas, which on the CPU share its cores:
+    /// one replica keeps about one core busy (docs/performance.md). Its batch sizes are per
+    /// replica, half of each step's samples.
+    #[config(default = "ReplicaConfig::new().with_devices(String::from(\"2\"))")]
     pub replicas: ReplicaConfig,
 }
 
@@ -551,6 +554,8 @@ impl RunConfig {
                     .with_checkpoint_every(5000),
             )
             .with_detector(DetectorSettings::fiber_base())
+            // One replica unless `--devices` names the GPUs.
+            .with_replicas(ReplicaConfig::new())
     }
 
     /// Reads a TOML file; a missing key takes its default, an unknown key or a wrong type is an

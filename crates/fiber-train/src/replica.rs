@@ -27,6 +27,10 @@ use crate::nodes::NodeLink;
 /// How replicas synchronise (the `[replicas]` section of the run configuration).
 #[derive(Config, Debug, PartialEq)]
 pub struct ReplicaConfig {
+    /// The replicas' devices when `--devices` is not given: a count or a device list, as
+    /// `--devices` takes them.
+    #[config(default = "String::from(\"1\")")]
+    pub devices: String,
     /// Gradients are all-reduced in flat buckets of at most this many values (0: one call per
     /// parameter tensor).
     #[config(default = 8388608)]
@@ -454,7 +458,8 @@ impl Replica {
 }
 
 /// The devices of a run's replicas, as `--devices` gives them: a count (`2`: that many
-/// replicas on the backend's devices 0, 1, …; on the CPU backend, replicas sharing the CPU) or
+/// replicas on the backend's devices 0, 1, … in turn; on the CPU backend, replicas sharing the
+/// CPU) or
 /// a list (`cuda:0,cuda:2`, `0,2`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceSpec {
@@ -485,13 +490,15 @@ impl DeviceSpec {
     }
 
     /// The replicas' devices of the backend whose default device is `default`: each index
-    /// as a device of the same kind (the CPU backend has one device, shared by all).
+    /// as a device of the same kind. A count larger than the backend's devices places the
+    /// replicas on them in turn (the CPU backend has one device, shared by all).
     pub fn devices<B: Backend>(&self, default: &B::Device) -> Vec<B::Device> {
+        let kind = default.to_id().type_id;
+        let available = B::device_count(kind).max(1) as u16;
         let indices: Vec<u16> = match self {
-            DeviceSpec::Count(n) => (0..*n as u16).collect(),
+            DeviceSpec::Count(n) => (0..*n as u16).map(|i| i % available).collect(),
             DeviceSpec::Indices(list) => list.clone(),
         };
-        let kind = default.to_id().type_id;
         indices
             .into_iter()
             .map(|index_id| {
