@@ -97,6 +97,19 @@ fn losses(runs: &Path, stage: &str) -> Vec<(u64, Vec<f64>)> {
         .collect()
 }
 
+/// Every logged loss and part of `a` within 1e-5 (relative) of `b`'s.
+fn assert_same_losses(a: &[(u64, Vec<f64>)], b: &[(u64, Vec<f64>)]) {
+    assert_eq!(a.len(), b.len());
+    for ((step, x), (_, y)) in a.iter().zip(b) {
+        for (p, q) in x.iter().zip(y) {
+            assert!(
+                (p - q).abs() <= 1e-5 * p.abs().max(1.0),
+                "step {step}: {p} vs {q}"
+            );
+        }
+    }
+}
+
 fn checkpoint(runs: &Path, stage: &str, step: u64, file: &str) -> TensorStore {
     let path = runs.join(format!("small/{stage}/checkpoints/step-{step:06}/{file}"));
     TensorStore::from_safetensors_bytes(&std::fs::read(&path).unwrap()).unwrap()
@@ -143,15 +156,7 @@ fn two_replicas_train_as_one_replica_accumulating_their_two_micro_batches() {
         losses(&accumulated, "pretrain"),
     );
     assert_eq!(a.len(), 5, "replica 0 alone logs each step once");
-    assert_eq!(a.len(), b.len());
-    for ((step, x), (_, y)) in a.iter().zip(&b) {
-        for (p, q) in x.iter().zip(y) {
-            assert!(
-                (p - q).abs() <= 1e-5 * p.abs().max(1.0),
-                "step {step}: {p} vs {q}"
-            );
-        }
-    }
+    assert_same_losses(&a, &b);
     let difference = largest_difference(
         &checkpoint(&replicated, "pretrain", 5, "model.safetensors"),
         &checkpoint(&accumulated, "pretrain", 5, "model.safetensors"),
@@ -298,14 +303,7 @@ fn two_processes_joined_as_two_nodes_train_as_one_process_with_two_replicas() {
     assert!(!node1.join("small/metrics.jsonl").exists());
     let (a, b) = (losses(&node0, "pretrain"), losses(&threads, "pretrain"));
     assert_eq!(a.len(), 5);
-    for ((step, x), (_, y)) in a.iter().zip(&b) {
-        for (p, q) in x.iter().zip(y) {
-            assert!(
-                (p - q).abs() <= 1e-5 * p.abs().max(1.0),
-                "step {step}: {p} vs {q}"
-            );
-        }
-    }
+    assert_same_losses(&a, &b);
     let difference = largest_difference(
         &checkpoint(&node0, "pretrain", 5, "model.safetensors"),
         &checkpoint(&threads, "pretrain", 5, "model.safetensors"),
@@ -347,14 +345,7 @@ fn two_replicas_stopped_and_resumed_train_as_an_uninterrupted_run() {
         a.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
         (1..=6).collect::<Vec<_>>()
     );
-    for ((step, x), (_, y)) in a.iter().zip(&b) {
-        for (p, q) in x.iter().zip(y) {
-            assert!(
-                (p - q).abs() <= 1e-5 * p.abs().max(1.0),
-                "step {step}: {p} vs {q}"
-            );
-        }
-    }
+    assert_same_losses(&a, &b);
     for file in [
         "model.safetensors",
         "optimizer.safetensors",

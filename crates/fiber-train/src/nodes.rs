@@ -505,8 +505,7 @@ fn reply(
     write_bounded(stream, &bytes, deadline, &|| None, "the answer to a node")
 }
 
-/// Sends `bytes` in short slices: gives up when the peer's connection fails, when `abandon`
-/// names a failure, or at `deadline` (a peer that stopped reading).
+/// Sends `bytes` in short slices (see [`transfer`]).
 fn write_bounded(
     stream: &mut TcpStream,
     bytes: &[u8],
@@ -514,38 +513,13 @@ fn write_bounded(
     abandon: &dyn Fn() -> Option<String>,
     what: &str,
 ) -> Result<(), TrainError> {
-    let mut written = 0;
-    while written < bytes.len() {
-        match stream.write(&bytes[written..]) {
-            Ok(0) => {
-                return Err(node_error(format!(
-                    "the connection closed while sending {what}: that node stopped or failed (see its output)"
-                )))
-            }
-            Ok(n) => written += n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) =>
-            {
-                if let Some(failure) = abandon() {
-                    return Err(node_error(format!("{failure}; stopped sending {what}")));
-                }
-                if Instant::now() >= deadline {
-                    return Err(node_error(format!(
-                        "another node took nothing of {what} until the `[replicas]` timeout; it stopped or hangs"
-                    )));
-                }
-            }
-            Err(e) => {
-                return Err(node_error(format!(
-                    "sending {what} to another node failed ({e}): that node stopped or failed (see its output)"
-                )))
-            }
-        }
-    }
-    Ok(())
+    transfer(
+        bytes.len(),
+        |done| stream.write(&bytes[done..]),
+        deadline,
+        abandon,
+        what,
+    )
 }
 
 /// `[tag u64][count u64][count × f32]`, little-endian.
@@ -593,8 +567,7 @@ fn name_node(error: TrainError, node: usize) -> TrainError {
     }
 }
 
-/// Fills `buf` from `stream`, waiting in short slices: gives up when the peer closes the
-/// connection, when `abandon` names a failure, or at `deadline`.
+/// Fills `buf` from `stream` in short slices (see [`transfer`]).
 fn read_bounded(
     stream: &mut TcpStream,
     buf: &mut [u8],
@@ -602,15 +575,35 @@ fn read_bounded(
     abandon: &dyn Fn() -> Option<String>,
     what: &str,
 ) -> Result<(), TrainError> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match stream.read(&mut buf[filled..]) {
+    let len = buf.len();
+    transfer(
+        len,
+        |done| stream.read(&mut buf[done..]),
+        deadline,
+        abandon,
+        what,
+    )
+}
+
+/// Moves `len` bytes through `step(done)`, a read or a write at offset `done` that returns how
+/// many bytes it moved and times out after [`POLL`]: gives up when the connection closes or
+/// fails (the other node stopped), when `abandon` names a failure, or at `deadline`.
+fn transfer(
+    len: usize,
+    mut step: impl FnMut(usize) -> std::io::Result<usize>,
+    deadline: Instant,
+    abandon: &dyn Fn() -> Option<String>,
+    what: &str,
+) -> Result<(), TrainError> {
+    let mut done = 0;
+    while done < len {
+        match step(done) {
             Ok(0) => {
                 return Err(node_error(format!(
                     "the connection closed during {what}: that node stopped or failed (see its output)"
                 )))
             }
-            Ok(n) => filled += n,
+            Ok(n) => done += n,
             Err(e)
                 if matches!(
                     e.kind(),
