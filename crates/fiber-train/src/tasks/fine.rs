@@ -284,7 +284,7 @@ pub fn train_detector<B: AutodiffBackend>(
         dropped_boxes: 0,
         device: device.clone(),
     };
-    if let Some(dataset) = data.detection_train.first() {
+    if let Some(dataset) = data.detection_train.first().filter(|_| ws.writes()) {
         let path = ws.run_dir.join(stage.folder()).join("categories.json");
         fiber_core::json::write_json_atomically(&dataset.categories, &path)?;
     }
