@@ -95,7 +95,11 @@ fn xtask(config: &Path, runs: &Path, extra: &[&str]) -> Command {
     // One thread, so that only the autodiff's accumulation order varies between processes.
     command
         .env("RAYON_NUM_THREADS", "1")
-        .env("MATMUL_NUM_THREADS", "1");
+        .env("MATMUL_NUM_THREADS", "1")
+        // A run on one machine whatever the caller's environment says.
+        .env_remove("FIBER_NODES")
+        .env_remove("FIBER_NODE_RANK")
+        .env_remove("FIBER_COORDINATOR");
     command
 }
 
