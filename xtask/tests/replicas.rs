@@ -320,6 +320,54 @@ fn two_processes_joined_as_two_nodes_train_as_one_process_with_two_replicas() {
 }
 
 #[test]
+fn two_nodes_of_two_replicas_train_as_one_process_with_four() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = config(tmp.path(), 1);
+    let (threads, node0, node1) = (
+        tmp.path().join("threads"),
+        tmp.path().join("node0"),
+        tmp.path().join("node1"),
+    );
+    succeed(&mut xtask(
+        &config,
+        &threads,
+        &["--stage", "coarse", "--devices", "4"],
+    ));
+    let port = free_port();
+    let extra = ["--stage", "coarse", "--devices", "2"];
+    let first = spawn(&mut node(&config, &node0, 0, port, &extra));
+    let second = spawn(&mut node(&config, &node1, 1, port, &extra));
+    let (ok0, text0) = finish(first, Duration::from_secs(300));
+    let (ok1, text1) = finish(second, Duration::from_secs(300));
+    assert!(ok0 && ok1, "node 0:\n{text0}\nnode 1:\n{text1}");
+    // Between the nodes each replica carries half of its node's sum (the shares are put
+    // together again on each node), so the four replicas must still agree.
+    let (a, b) = (losses(&node0, "pretrain"), losses(&threads, "pretrain"));
+    assert_eq!(a.len(), 5);
+    assert_same_losses(&a, &b);
+    let difference = largest_difference(
+        &checkpoint(&node0, "pretrain", 5, "model.safetensors"),
+        &checkpoint(&threads, "pretrain", 5, "model.safetensors"),
+    );
+    println!(
+        "largest parameter difference, 2 nodes × 2 replicas against 4 threads: {difference:e}"
+    );
+    assert!(difference <= 1e-5, "{difference}");
+    assert_eq!(
+        checkpoint(&node0, "pretrain", 5, "task.safetensors")
+            .get("queue.indices")
+            .unwrap()
+            .as_i64()
+            .unwrap(),
+        checkpoint(&threads, "pretrain", 5, "task.safetensors")
+            .get("queue.indices")
+            .unwrap()
+            .as_i64()
+            .unwrap()
+    );
+}
+
+#[test]
 fn two_replicas_stopped_and_resumed_train_as_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     let config = config_with(tmp.path(), 1, 6, 2);

@@ -3,8 +3,8 @@
 //! coordinator (docs/training.md, "Several machines").
 //!
 //! Within a node the replicas reduce with burn-collective; between nodes, replica *r* of every
-//! node sends its node's sum to replica *r* of node 0, which adds them in node order and sends
-//! the total back. burn-collective 0.21 has a multi-node mode, but its node synchronisation
+//! node sends its share of its node's sum (`Replica`'s all-reduce splits the sum over the node's
+//! replicas) to replica *r* of node 0, which adds them in node order and sends the total back. burn-collective 0.21 has a multi-node mode, but its node synchronisation
 //! never clears its list of synchronised peers, so one registration (from `register` to
 //! `finish_collective`) can hold only one global all-reduce, and a lost peer panics its
 //! server instead of returning an error (docs/deviations.md).

@@ -238,39 +238,80 @@ impl Replica {
     }
 
     /// `tensor` summed (or averaged) over every replica of the run: over the node's replicas
-    /// with burn-collective, then over the nodes.
+    /// with burn-collective, then over the nodes. Between nodes each local replica carries only
+    /// its share (the `local_rank`-th of `local` slices) of the node's sum, and the node's
+    /// replicas then put the shares together with a second local sum of zero-padded slices
+    /// (exact: every value but one is zero), so a node sends each value once, not once per
+    /// replica.
     fn all_reduce<B: Backend>(
         &self,
         tensor: Tensor<B, 1>,
         op: ReduceOperation,
         what: &str,
     ) -> Result<Tensor<B, 1>, TrainError> {
-        let device = tensor.device();
-        let mut tensor = tensor;
-        if self.group.is_some() {
-            let peer = self.peer();
-            let primitive = tensor.into_primitive().tensor();
-            let reduced = self.wait(what, move || {
-                burn_collective::all_reduce::<B>(peer, primitive, ReduceOperation::Sum)
-            })?;
-            tensor = Tensor::from_primitive(TensorPrimitive::Float(reduced));
+        if tensor.dims()[0] == 0 {
+            return Ok(tensor);
         }
+        let device = tensor.device();
+        let mut tensor = self.local_sum(tensor, what)?;
         if let Some(link) = &self.link {
             let n = tensor.dims()[0];
-            let mut values = tensor
-                .into_data()
-                .convert::<f32>()
-                .to_vec::<f32>()
-                .map_err(|e| {
-                    TrainError::Replica(format!("reading {what} back for the other nodes: {e:?}"))
-                })?;
+            let local = self.group.as_ref().map_or(1, |g| g.count);
+            let share = n.div_ceil(local);
+            let start = (self.local_rank * share).min(n);
+            let end = (start + share).min(n);
+            let mut values = if end > start {
+                tensor
+                    .slice(start..end)
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec::<f32>()
+                    .map_err(|e| {
+                        TrainError::Replica(format!(
+                            "reading {what} back for the other nodes: {e:?}"
+                        ))
+                    })?
+            } else {
+                Vec::new()
+            };
             link.all_reduce_sum(self.local_rank, &mut values, what, &|| self.other_failure())?;
-            tensor = Tensor::from_data(TensorData::new(values, [n]), &device);
+            let mut parts = Vec::new();
+            if start > 0 {
+                parts.push(Tensor::<B, 1>::zeros([start], &device));
+            }
+            if end > start {
+                parts.push(Tensor::from_data(
+                    TensorData::new(values, [end - start]),
+                    &device,
+                ));
+            }
+            if n > end {
+                parts.push(Tensor::<B, 1>::zeros([n - end], &device));
+            }
+            tensor = self.local_sum(Tensor::cat(parts, 0), what)?;
         }
         Ok(match op {
             ReduceOperation::Sum => tensor,
             ReduceOperation::Mean => tensor.div_scalar(self.world as f32),
         })
+    }
+
+    /// `tensor` summed over this node's replicas with burn-collective (itself for a node's
+    /// only replica).
+    fn local_sum<B: Backend>(
+        &self,
+        tensor: Tensor<B, 1>,
+        what: &str,
+    ) -> Result<Tensor<B, 1>, TrainError> {
+        if self.group.is_none() {
+            return Ok(tensor);
+        }
+        let peer = self.peer();
+        let primitive = tensor.into_primitive().tensor();
+        let reduced = self.wait(what, move || {
+            burn_collective::all_reduce::<B>(peer, primitive, ReduceOperation::Sum)
+        })?;
+        Ok(Tensor::from_primitive(TensorPrimitive::Float(reduced)))
     }
 
     /// Each tensor `[n_i]` averaged over the replicas (every replica passes the same shapes in
