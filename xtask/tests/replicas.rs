@@ -273,8 +273,10 @@ fn spawn(command: &mut Command) -> Child {
         .unwrap()
 }
 
-#[test]
-fn two_processes_joined_as_two_nodes_train_as_one_process_with_two_replicas() {
+/// Trains the coarse stage on two processes joined as two nodes of `per_node` replicas and on
+/// one process with twice as many replicas, checks that they agree (losses, parameters within
+/// 1e-5, the queue's indices) and that node 1 writes nothing; returns both nodes' output.
+fn two_nodes_against_one_process(per_node: usize) -> (String, String) {
     let tmp = tempfile::tempdir().unwrap();
     let config = config(tmp.path(), 1);
     let (threads, node0, node1) = (
@@ -282,22 +284,19 @@ fn two_processes_joined_as_two_nodes_train_as_one_process_with_two_replicas() {
         tmp.path().join("node0"),
         tmp.path().join("node1"),
     );
+    let (all, each) = ((2 * per_node).to_string(), per_node.to_string());
     succeed(&mut xtask(
         &config,
         &threads,
-        &["--stage", "coarse", "--devices", "2"],
+        &["--stage", "coarse", "--devices", &all],
     ));
     let port = free_port();
-    let first = spawn(&mut node(&config, &node0, 0, port, &["--stage", "coarse"]));
-    let second = spawn(&mut node(&config, &node1, 1, port, &["--stage", "coarse"]));
+    let extra = ["--stage", "coarse", "--devices", &each];
+    let first = spawn(&mut node(&config, &node0, 0, port, &extra));
+    let second = spawn(&mut node(&config, &node1, 1, port, &extra));
     let (ok0, text0) = finish(first, Duration::from_secs(300));
     let (ok1, text1) = finish(second, Duration::from_secs(300));
     assert!(ok0 && ok1, "node 0:\n{text0}\nnode 1:\n{text1}");
-    assert!(
-        text0.contains("8 samples per step (4 per batch × 1 replica(s) on each of 2 nodes"),
-        "{text0}"
-    );
-    assert!(text1.contains("node 1 of 2: training done"), "{text1}");
     // Node 1 writes nothing: no run folder, checkpoint, metrics or report.
     assert!(!node1.join("small").exists());
     let (a, b) = (losses(&node0, "pretrain"), losses(&threads, "pretrain"));
@@ -307,64 +306,37 @@ fn two_processes_joined_as_two_nodes_train_as_one_process_with_two_replicas() {
         &checkpoint(&node0, "pretrain", 5, "model.safetensors"),
         &checkpoint(&threads, "pretrain", 5, "model.safetensors"),
     );
-    println!("largest parameter difference, 2 nodes against 2 threads: {difference:e}");
+    println!(
+        "largest parameter difference, 2 nodes × {per_node} replica(s) against {all} threads: {difference:e}"
+    );
     assert!(difference <= 1e-5, "{difference}");
-    let (qa, qb) = (
-        checkpoint(&node0, "pretrain", 5, "task.safetensors"),
-        checkpoint(&threads, "pretrain", 5, "task.safetensors"),
+    let queue = |runs: &Path| {
+        checkpoint(runs, "pretrain", 5, "task.safetensors")
+            .get("queue.indices")
+            .unwrap()
+            .as_i64()
+            .unwrap()
+            .to_vec()
+    };
+    assert_eq!(queue(&node0), queue(&threads));
+    (text0, text1)
+}
+
+#[test]
+fn two_processes_joined_as_two_nodes_train_as_one_process_with_two_replicas() {
+    let (text0, text1) = two_nodes_against_one_process(1);
+    assert!(
+        text0.contains("8 samples per step (4 per batch × 1 replica(s) on each of 2 nodes"),
+        "{text0}"
     );
-    assert_eq!(
-        qa.get("queue.indices").unwrap().as_i64().unwrap(),
-        qb.get("queue.indices").unwrap().as_i64().unwrap()
-    );
+    assert!(text1.contains("node 1 of 2: training done"), "{text1}");
 }
 
 #[test]
 fn two_nodes_of_two_replicas_train_as_one_process_with_four() {
-    let tmp = tempfile::tempdir().unwrap();
-    let config = config(tmp.path(), 1);
-    let (threads, node0, node1) = (
-        tmp.path().join("threads"),
-        tmp.path().join("node0"),
-        tmp.path().join("node1"),
-    );
-    succeed(&mut xtask(
-        &config,
-        &threads,
-        &["--stage", "coarse", "--devices", "4"],
-    ));
-    let port = free_port();
-    let extra = ["--stage", "coarse", "--devices", "2"];
-    let first = spawn(&mut node(&config, &node0, 0, port, &extra));
-    let second = spawn(&mut node(&config, &node1, 1, port, &extra));
-    let (ok0, text0) = finish(first, Duration::from_secs(300));
-    let (ok1, text1) = finish(second, Duration::from_secs(300));
-    assert!(ok0 && ok1, "node 0:\n{text0}\nnode 1:\n{text1}");
     // Between the nodes each replica carries half of its node's sum (the shares are put
     // together again on each node), so the four replicas must still agree.
-    let (a, b) = (losses(&node0, "pretrain"), losses(&threads, "pretrain"));
-    assert_eq!(a.len(), 5);
-    assert_same_losses(&a, &b);
-    let difference = largest_difference(
-        &checkpoint(&node0, "pretrain", 5, "model.safetensors"),
-        &checkpoint(&threads, "pretrain", 5, "model.safetensors"),
-    );
-    println!(
-        "largest parameter difference, 2 nodes × 2 replicas against 4 threads: {difference:e}"
-    );
-    assert!(difference <= 1e-5, "{difference}");
-    assert_eq!(
-        checkpoint(&node0, "pretrain", 5, "task.safetensors")
-            .get("queue.indices")
-            .unwrap()
-            .as_i64()
-            .unwrap(),
-        checkpoint(&threads, "pretrain", 5, "task.safetensors")
-            .get("queue.indices")
-            .unwrap()
-            .as_i64()
-            .unwrap()
-    );
+    two_nodes_against_one_process(2);
 }
 
 #[test]

@@ -64,6 +64,30 @@ impl ReplicaGroup {
         failure.get_or_insert((rank, message));
     }
 
+    /// Runs replica `rank`'s `job`, turning a panic into an error and recording any error as
+    /// the group's failure, so that the other replicas stop waiting for this one.
+    pub fn guard<R>(
+        &self,
+        rank: usize,
+        job: impl FnOnce() -> Result<R, TrainError>,
+    ) -> Result<R, TrainError> {
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "no message".into());
+                Err(TrainError::Replica(format!(
+                    "replica {rank} panicked: {message}"
+                )))
+            });
+        if let Err(e) = &result {
+            self.fail(rank, e.to_string());
+        }
+        result
+    }
+
     fn failure(&self) -> Option<(usize, String)> {
         self.failure
             .lock()

@@ -230,7 +230,7 @@ impl StageRunner<'_> {
                     let replica = Replica::of(self.replicas, Some(&group), rank, self.link);
                     let group = &group;
                     scope.spawn(move || {
-                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        group.guard(rank, || {
                             self.run_replica(
                                 &mut replica_task,
                                 replica_model,
@@ -239,30 +239,19 @@ impl StageRunner<'_> {
                                 device,
                             )
                             .map(|outcome| outcome.skipped)
-                        }))
-                        .unwrap_or_else(|panic| {
-                            Err(TrainError::Replica(format!(
-                                "replica {rank} panicked: {}",
-                                panic_message(&panic)
-                            )))
-                        });
-                        if let Err(e) = &result {
-                            group.fail(rank, e.to_string());
-                        }
-                        result
+                        })
                     })
                 })
                 .collect();
-            let main = self.run_replica(
-                task,
-                model,
-                log,
-                &Replica::of(self.replicas, Some(&group), 0, self.link),
-                first,
-            );
-            if let Err(e) = &main {
-                group.fail(0, e.to_string());
-            }
+            let main = group.guard(0, || {
+                self.run_replica(
+                    task,
+                    model,
+                    log,
+                    &Replica::of(self.replicas, Some(&group), 0, self.link),
+                    first,
+                )
+            });
             let mut first_error = None;
             let mut skipped = Vec::new();
             for handle in handles {
@@ -536,14 +525,6 @@ impl StageRunner<'_> {
             reused: false,
         })
     }
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "no message".into())
 }
 
 fn name_seed(name: &str) -> u64 {

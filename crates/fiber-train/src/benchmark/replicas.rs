@@ -66,26 +66,12 @@ pub fn run_scaling<B: AutodiffBackend>(
                     let replica = Replica::of(&settings, Some(&group), rank, None);
                     let group = &group;
                     scope.spawn(move || {
-                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            replica_steps(config, model, &replica, device)
-                        }))
-                        .unwrap_or_else(|_| {
-                            Err(TrainError::Replica(format!(
-                                "benchmark replica {rank} panicked"
-                            )))
-                        });
-                        if let Err(e) = &result {
-                            group.fail(rank, e.to_string());
-                        }
-                        result
+                        group.guard(rank, || replica_steps(config, model, &replica, device))
                     })
                 })
                 .collect();
             let replica = Replica::of(&settings, Some(&group), 0, None);
-            let main = replica_steps(config, model, &replica, first);
-            if let Err(e) = &main {
-                group.fail(0, e.to_string());
-            }
+            let main = group.guard(0, || replica_steps(config, model, &replica, first));
             for handle in handles {
                 handle
                     .join()
