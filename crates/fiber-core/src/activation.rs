@@ -25,8 +25,12 @@ pub enum Activation {
 }
 
 impl Activation {
-    /// Applies the activation element-wise; any shape in, same shape out.
+    /// Applies the activation element-wise; any shape in, same shape out. On the ndarray
+    /// backend without autodiff a multi-threaded kernel computes it (`crate::kernels`).
     pub fn forward<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        if let Some(y) = crate::kernels::cpu_activation(*self, &x) {
+            return y;
+        }
         match self {
             Activation::Gelu => gelu_exact(x),
             Activation::GeluTanh => activation::gelu_approximate(x),

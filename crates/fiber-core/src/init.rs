@@ -1,10 +1,10 @@
 //! Initialisers matching the reference implementations (HuggingFace `_init_weights`, timm).
 
 use burn::module::Param;
-use burn::nn::{
-    Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
+
+use crate::norm::LayerNorm;
 
 /// `Linear(d_in → d_out)` with weights from N(0, std²) and a zero bias, as HuggingFace
 /// initialises BERT-family models and FIBER its new heads (docs/model.md §3.1, §6.3).
@@ -52,7 +52,12 @@ pub fn linear_trunc_normal<B: Backend>(
 
 /// LayerNorm over `d` features with weight 1 and bias 0.
 pub fn layer_norm<B: Backend>(d: usize, eps: f64, device: &B::Device) -> LayerNorm<B> {
-    LayerNormConfig::new(d).with_epsilon(eps).init(device)
+    let norm = LayerNormConfig::new(d).with_epsilon(eps).init::<B>(device);
+    LayerNorm {
+        gamma: norm.gamma,
+        beta: norm.beta,
+        epsilon: eps,
+    }
 }
 
 /// Embedding table `[n, d]` from N(0, std²); the row `padding_idx`, if given, is zero.

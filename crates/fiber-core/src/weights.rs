@@ -9,7 +9,9 @@
 use std::collections::BTreeSet;
 
 use burn::module::Param;
-use burn::nn::{conv::Conv2d, Embedding, LayerNorm, Linear};
+use burn::nn::{conv::Conv2d, Embedding, Linear};
+
+use crate::norm::LayerNorm;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 
@@ -343,7 +345,7 @@ impl<B: Backend> WeightVisitor<B> for WeightCollector {
 mod tests {
     use super::*;
     use burn::backend::NdArray;
-    use burn::nn::{LayerNormConfig, LinearConfig};
+    use burn::nn::LinearConfig;
 
     type B = NdArray;
 
@@ -357,7 +359,7 @@ mod tests {
             let device = Default::default();
             Self {
                 dense: LinearConfig::new(3, 2).init(&device),
-                norm: LayerNormConfig::new(2).init(&device),
+                norm: crate::init::layer_norm(2, 1e-5, &device),
             }
         }
         fn visit<V: WeightVisitor<B>>(&mut self, v: &mut V) {

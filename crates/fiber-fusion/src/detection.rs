@@ -8,9 +8,9 @@
 //! merging) pass through their own LayerNorms `norm1`, `norm2`, … and come out as NCHW maps
 //! (C3, C4, C5 for a four-stage Swin, strides 8, 16, 32).
 
-use burn::nn::LayerNorm;
 use burn::prelude::*;
 use fiber_core::init::layer_norm;
+use fiber_core::norm::LayerNorm;
 use fiber_core::weights::{join_key, visit_layer_norm, WeightVisitor};
 use fiber_swin::FeatureMap;
 

@@ -3,10 +3,11 @@
 //! window self-attention output `S` before the block's residual.
 
 use burn::module::Param;
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::Linear;
 use burn::prelude::*;
-use fiber_core::attention::{attention_probs, merge_heads, split_heads};
 use fiber_core::init::{layer_norm, linear_trunc_normal};
+use fiber_core::kernels::{linear, multi_head_attention};
+use fiber_core::norm::LayerNorm;
 use fiber_core::weights::{visit_layer_norm, visit_linear, Layout, WeightVisitor};
 
 use crate::config::FusionVersion;
@@ -75,14 +76,13 @@ impl<B: Backend> ImageToTextAttention<B> {
             Some(norm) => norm.forward(attention_output.clone()),
             None => attention_output.clone(),
         };
-        let q = split_heads(self.qkv_i2t.forward(query_input), self.num_heads);
-        let kv = self.qkv_text_i2t.forward(text);
-        let k = split_heads(kv.clone().slice([0..batch, 0..len, 0..dim]), self.num_heads);
-        let v = split_heads(kv.slice([0..batch, 0..len, dim..2 * dim]), self.num_heads);
+        let q = linear(&self.qkv_i2t, query_input);
+        let kv = linear(&self.qkv_text_i2t, text);
+        let k = kv.clone().slice([0..batch, 0..len, 0..dim]);
+        let v = kv.slice([0..batch, 0..len, dim..2 * dim]);
         let scale = ((dim / self.num_heads) as f64).powf(-0.5);
-        let y = self.proj_i2t.forward(merge_heads(
-            attention_probs(q, k, scale, Some(text_mask)).matmul(v),
-        ));
+        let attended = multi_head_attention(q, k, v, self.num_heads, scale, &[text_mask], None);
+        let y = linear(&self.proj_i2t, attended);
         attention_output + y * self.alpha_i2t.val().unsqueeze::<3>()
     }
 

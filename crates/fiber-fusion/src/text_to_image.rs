@@ -7,6 +7,7 @@ use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 use fiber_core::init::linear_normal;
+use fiber_core::kernels::linear;
 use fiber_core::weights::{visit_linear, Layout, WeightVisitor};
 use fiber_roberta::{RobertaConfig, RobertaSelfAttention};
 
@@ -64,7 +65,7 @@ impl<B: Backend> TextToImageAttention<B> {
         let context = self
             .attention
             .forward(attention_output.clone(), image, None);
-        let c = self.dropout.forward(self.output_dense.forward(context));
+        let c = self.dropout.forward(linear(&self.output_dense, context));
         attention_output + c * self.alpha_t2i.val().unsqueeze::<3>()
     }
 

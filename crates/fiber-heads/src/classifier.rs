@@ -1,9 +1,10 @@
 //! docs/model.md §4.1, §4.2: the VQA and NLVR2 classifiers, `Linear → LayerNorm → GELU → Linear` on
 //! `cls_feats` (keys `{name}.0`, `{name}.1`, `{name}.3`, as the original `nn.Sequential`).
 
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::Linear;
 use burn::prelude::*;
 use fiber_core::init::{layer_norm, linear_normal};
+use fiber_core::norm::LayerNorm;
 use fiber_core::weights::{visit_layer_norm, visit_linear, WeightVisitor};
 use fiber_core::Activation;
 

@@ -1,8 +1,9 @@
 //! RoBERTa embeddings: word + position + token type, LayerNorm, dropout (docs/model.md §1.2).
 
-use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm};
+use burn::nn::{Dropout, DropoutConfig, Embedding};
 use burn::prelude::*;
 use fiber_core::init::{embedding_normal, layer_norm};
+use fiber_core::norm::LayerNorm;
 use fiber_core::weights::{visit_embedding, visit_layer_norm, WeightVisitor};
 
 use crate::config::RobertaConfig;

@@ -2,9 +2,11 @@
 //! cross-attention (docs/model.md §2.4): `a = Dropout(Dense_o(SelfAttn(H)))` is exposed before the
 //! residual and LayerNorm, so a fused layer can add `α·CrossAttn(a, image)` to it.
 
-use burn::nn::{Dropout, DropoutConfig, LayerNorm, Linear};
+use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 use fiber_core::init::{layer_norm, linear_normal};
+use fiber_core::kernels::{linear, linear_activation};
+use fiber_core::norm::LayerNorm;
 use fiber_core::weights::{visit_layer_norm, visit_linear, WeightVisitor};
 use fiber_core::Activation;
 
@@ -68,7 +70,7 @@ impl<B: Backend> RobertaLayer<B> {
         mask: Option<Tensor<B, 4>>,
     ) -> Tensor<B, 3> {
         let context = self.self_attention.forward(hidden.clone(), hidden, mask);
-        self.dropout.forward(self.attention_dense.forward(context))
+        self.dropout.forward(linear(&self.attention_dense, context))
     }
 
     /// Residual and LayerNorm of the attention sub-layer: `LN(attention_output + hidden)`.
@@ -83,10 +85,8 @@ impl<B: Backend> RobertaLayer<B> {
     /// Feed-forward sub-layer with residual: `LN(W₂·act(W₁·h) + h)`; with `final_norm = false`
     /// the LayerNorm is skipped (FIBER's last fused text layer, a quirk of docs/model.md §2.2).
     pub fn feed_forward(&self, hidden: Tensor<B, 3>, final_norm: bool) -> Tensor<B, 3> {
-        let inner = self
-            .activation
-            .forward(self.intermediate.forward(hidden.clone()));
-        let out = self.dropout.forward(self.output_dense.forward(inner)) + hidden;
+        let inner = linear_activation(&self.intermediate, hidden.clone(), Some(self.activation));
+        let out = self.dropout.forward(linear(&self.output_dense, inner)) + hidden;
         if final_norm {
             self.output_norm.forward(out)
         } else {

@@ -1,9 +1,10 @@
 //! RoBERTa with its masked-language-modelling head (HuggingFace `RobertaForMaskedLM`).
 
 use burn::module::Param;
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::Linear;
 use burn::prelude::*;
 use fiber_core::init::{layer_norm, linear_normal};
+use fiber_core::norm::LayerNorm;
 use fiber_core::weights::{join_key, visit_layer_norm, visit_linear, Layout, WeightVisitor};
 use fiber_core::Activation;
 

@@ -3,8 +3,8 @@
 
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
-use fiber_core::attention::{attention_probs, merge_heads, split_heads};
 use fiber_core::init::linear_normal;
+use fiber_core::kernels::{linear, multi_head_attention};
 use fiber_core::weights::{visit_linear, WeightVisitor};
 
 /// Query/key/value projections and attention; keys mirror `attention.self.{query,key,value}`.
@@ -51,12 +51,20 @@ impl<B: Backend> RobertaSelfAttention<B> {
         context: Tensor<B, 3>,
         mask: Option<Tensor<B, 4>>,
     ) -> Tensor<B, 3> {
-        let q = split_heads(self.query.forward(queries), self.num_heads);
-        let k = split_heads(self.key.forward(context.clone()), self.num_heads);
-        let v = split_heads(self.value.forward(context), self.num_heads);
-        let head_dim = q.dims()[3];
-        let probs = attention_probs(q, k, 1.0 / (head_dim as f64).sqrt(), mask);
-        merge_heads(self.dropout.forward(probs).matmul(v))
+        let q = linear(&self.query, queries);
+        let k = linear(&self.key, context.clone());
+        let v = linear(&self.value, context);
+        let head_dim = q.dims()[2] / self.num_heads;
+        let masks: Vec<Tensor<B, 4>> = mask.into_iter().collect();
+        multi_head_attention(
+            q,
+            k,
+            v,
+            self.num_heads,
+            1.0 / (head_dim as f64).sqrt(),
+            &masks,
+            Some(&self.dropout),
+        )
     }
 
     /// Walks the parameters under `{key}.query`, `{key}.key`, `{key}.value`.

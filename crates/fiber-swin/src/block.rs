@@ -6,9 +6,11 @@
 //! and the MLP. A fused block computes `S + α·CrossAttn(S, text)` between the two calls;
 //! [`SwinBlock::forward`] is the plain block.
 
-use burn::nn::{Dropout, DropoutConfig, LayerNorm, Linear};
+use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 use fiber_core::init::{layer_norm, linear_trunc_normal};
+use fiber_core::kernels::{linear, linear_activation};
+use fiber_core::norm::LayerNorm;
 use fiber_core::weights::{visit_layer_norm, visit_linear, WeightVisitor};
 use fiber_core::Activation;
 
@@ -127,10 +129,12 @@ impl<B: Backend> SwinBlock<B> {
     /// Residuals and MLP: `x₁ = x + DropPath(attention)`, `x₁ + DropPath(MLP(LN2(x₁)))`.
     pub fn finish(&self, x: Tensor<B, 3>, attention: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = x + self.drop_path.forward(attention);
-        let mlp = self.fc2.forward(
-            self.activation
-                .forward(self.fc1.forward(self.norm2.forward(x.clone()))),
+        let hidden = linear_activation(
+            &self.fc1,
+            self.norm2.forward(x.clone()),
+            Some(self.activation),
         );
+        let mlp = linear(&self.fc2, hidden);
         x.clone() + self.drop_path.forward(self.dropout.forward(mlp))
     }
 

@@ -1,9 +1,9 @@
 //! Patch embedding: strided convolution plus LayerNorm (`patch_embed.*`, docs/model.md §1.1).
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::LayerNorm;
 use burn::prelude::*;
 use fiber_core::init::layer_norm;
+use fiber_core::norm::LayerNorm;
 use fiber_core::weights::{visit_conv2d, visit_layer_norm, WeightVisitor};
 
 use crate::config::SwinConfig;

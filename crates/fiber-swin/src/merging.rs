@@ -1,8 +1,10 @@
 //! Patch merging between stages (`downsample.*`, docs/model.md §1.1).
 
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::Linear;
 use burn::prelude::*;
 use fiber_core::init::{layer_norm, linear_trunc_normal};
+use fiber_core::kernels::linear;
+use fiber_core::norm::LayerNorm;
 use fiber_core::weights::{visit_layer_norm, visit_linear, WeightVisitor};
 
 use crate::padding::pad_end;
@@ -42,7 +44,7 @@ impl<B: Backend> PatchMerging<B> {
             .reshape([b, h2, 2, w2, 2, c])
             .permute([0, 1, 3, 4, 2, 5])
             .reshape([b, h2 * w2, 4 * c]);
-        (self.reduction.forward(self.norm.forward(x)), (h2, w2))
+        (linear(&self.reduction, self.norm.forward(x)), (h2, w2))
     }
 
     /// Walks the parameters under `{key}.norm`, `{key}.reduction`.

@@ -1,8 +1,8 @@
 //! The Swin Transformer backbone with every intermediate output FIBER needs.
 
-use burn::nn::LayerNorm;
 use burn::prelude::*;
 use fiber_core::init::layer_norm;
+use fiber_core::norm::LayerNorm;
 use fiber_core::weights::{join_key, visit_layer_norm, WeightVisitor};
 
 use crate::config::SwinConfig;

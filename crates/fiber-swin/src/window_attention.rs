@@ -4,8 +4,8 @@ use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
-use fiber_core::attention::{merge_heads, split_heads};
 use fiber_core::init::linear_trunc_normal;
+use fiber_core::kernels::{linear, multi_head_attention};
 use fiber_core::weights::{visit_linear, Layout, WeightVisitor};
 
 use crate::window::relative_position_index;
@@ -79,23 +79,16 @@ impl<B: Backend> WindowAttention<B> {
     ) -> Tensor<B, 3> {
         let [n, len, c] = windows.dims();
         let heads = self.num_heads;
-        let qkv = self.qkv.forward(windows);
-        let q = split_heads(qkv.clone().slice([0..n, 0..len, 0..c]), heads);
-        let k = split_heads(qkv.clone().slice([0..n, 0..len, c..2 * c]), heads);
-        let v = split_heads(qkv.slice([0..n, 0..len, 2 * c..3 * c]), heads);
+        let qkv = linear(&self.qkv, windows);
+        let q = qkv.clone().slice([0..n, 0..len, 0..c]);
+        let k = qkv.clone().slice([0..n, 0..len, c..2 * c]);
+        let v = qkv.slice([0..n, 0..len, 2 * c..3 * c]);
         let scale = ((c / heads) as f64).powf(-0.5);
-        let mut scores =
-            q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + self.relative_position_bias(ws);
-        if let Some(mask) = shift_mask {
-            let nw = mask.dims()[0];
-            let scores5 = scores.reshape([n / nw, nw, heads, len, len])
-                + mask.unsqueeze_dim::<4>(1).unsqueeze::<5>();
-            scores = scores5.reshape([n, heads, len, len]);
-        }
-        let probs = self
-            .attn_drop
-            .forward(burn::tensor::activation::softmax(scores, 3));
-        self.proj.forward(merge_heads(probs.matmul(v)))
+        let mut additive = vec![self.relative_position_bias(ws)];
+        additive.extend(shift_mask.map(|mask| mask.unsqueeze_dim::<4>(1)));
+        let attended =
+            multi_head_attention(q, k, v, heads, scale, &additive, Some(&self.attn_drop));
+        linear(&self.proj, attended)
     }
 
     /// Walks the parameters under `{key}.qkv`, `{key}.proj`, `{key}.relative_position_bias_table`.

@@ -1,0 +1,74 @@
+//! The bridge between Burn tensors and the ndarray arrays the CPU kernels work on.
+
+use std::any::{Any, TypeId};
+
+use burn::prelude::*;
+use burn::tensor::TensorPrimitive;
+use burn_ndarray::NdArrayTensor;
+use ndarray::{ArcArray, IxDyn};
+
+/// A shared-ownership f32 array of any rank, as the ndarray backend stores tensors.
+pub(crate) type CpuArray = ArcArray<f32, IxDyn>;
+
+/// Whether `B`'s float tensors are the ndarray backend's own (not wrapped by autodiff or any
+/// other decorator backend).
+pub(crate) fn is_ndarray<B: Backend>() -> bool {
+    TypeId::of::<B::FloatTensorPrimitive>() == TypeId::of::<NdArrayTensor>()
+}
+
+/// The f32 ndarray array behind `x`, or `None` where `x` lives on another backend, carries
+/// another float type, or is quantised. The array shares `x`'s buffer.
+pub(crate) fn array<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<CpuArray> {
+    if !is_ndarray::<B>() {
+        return None;
+    }
+    let primitive = match x.clone().into_primitive() {
+        TensorPrimitive::Float(primitive) => primitive,
+        TensorPrimitive::QFloat(_) => return None,
+    };
+    let boxed: Box<dyn Any> = Box::new(primitive);
+    match *boxed.downcast::<NdArrayTensor>().ok()? {
+        NdArrayTensor::F32(storage) => Some(storage.into_shared()),
+        _ => None,
+    }
+}
+
+/// `array` for several tensors at once: all of them or none.
+pub(crate) fn arrays<B: Backend, const D: usize>(xs: &[&Tensor<B, D>]) -> Option<Vec<CpuArray>> {
+    xs.iter().map(|x| array(*x)).collect()
+}
+
+/// A Burn tensor of backend `B` (which [`array`] has checked is ndarray) from an f32 array of
+/// rank `D`.
+pub(crate) fn tensor<B: Backend, const D: usize>(values: CpuArray) -> Tensor<B, D> {
+    debug_assert_eq!(values.ndim(), D);
+    let boxed: Box<dyn Any> = Box::new(NdArrayTensor::from(values));
+    let primitive = *boxed
+        .downcast::<B::FloatTensorPrimitive>()
+        .unwrap_or_else(|_| unreachable!("only called after `array` recognised the backend"));
+    Tensor::from_primitive(TensorPrimitive::Float(primitive))
+}
+
+/// A raw output pointer that parallel tasks write disjoint parts of.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedOut(*mut f32);
+// SAFETY: every user writes only the elements its own task owns.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// Wraps the start of an output buffer.
+    pub(crate) fn new(start: *mut f32) -> Self {
+        Self(start)
+    }
+
+    /// The start of the output buffer.
+    pub(crate) fn start(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Rows per parallel task for row-wise kernels: about 16k values per task, at least one row.
+pub(crate) fn rows_per_task(row_len: usize) -> usize {
+    (16_384 / row_len.max(1)).max(1)
+}

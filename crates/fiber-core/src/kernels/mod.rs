@@ -1,0 +1,28 @@
+//! Fused, multi-threaded CPU kernels for the operations that dominate FIBER's forward pass:
+//! linear layers (with their activation), LayerNorm and multi-head attention.
+//!
+//! Each public function takes Burn tensors and is generic over the backend. On the ndarray
+//! backend in f32 without autodiff (inference: retrieval, VQA, captioning, grounding) it runs
+//! one hand-written kernel over the whole tensor, split across the rayon pool: a single matrix
+//! product over all leading dimensions with the bias written first, the activation applied in
+//! the same pass over the output, LayerNorm in one read and one write per row, and attention
+//! read directly from the strided query/key/value layouts (no head permutes, no broadcast
+//! copies of masks or biases). On every other backend, and whenever gradients are tracked, it
+//! composes the same Burn tensor operations the models used before, so GPU backends keep their
+//! own fused kernels and autodiff its graph. Both paths agree to float rounding (the tests
+//! below and every model parity test check this).
+//!
+//! The backend is recognised at run time from its float tensor type (Rust has no
+//! specialisation; Burn's backend-extension traits would put a new bound on every model).
+
+mod activation;
+mod attention;
+mod cpu;
+mod linear;
+mod norm;
+
+pub(crate) use activation::cpu_activation;
+pub use activation::{erf_f32, gelu_erf};
+pub use attention::multi_head_attention;
+pub use linear::{linear, linear_activation};
+pub use norm::layer_norm;
