@@ -9,15 +9,15 @@
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 use fiber_core::init::{layer_norm, linear_trunc_normal};
-use fiber_core::kernels::{linear, linear_activation};
+use fiber_core::kernels::{gather_rows, linear, linear_activation};
 use fiber_core::norm::LayerNorm;
 use fiber_core::weights::{visit_layer_norm, visit_linear, WeightVisitor};
 use fiber_core::Activation;
 
 use crate::config::SwinConfig;
 use crate::drop_path::DropPath;
-use crate::padding::{pad_end, round_up};
-use crate::window::{roll_grid, shifted_window_mask, window_partition, window_reverse};
+use crate::padding::round_up;
+use crate::window::{shifted_window_mask, shifted_window_rows, window_token_rows};
 use crate::window_attention::WindowAttention;
 
 /// A Swin block; keys mirror the original `norm1`, `attn`, `norm2`, `mlp.fc1`, `mlp.fc2`.
@@ -110,19 +110,18 @@ impl<B: Backend> SwinBlock<B> {
             t = self.attn.table_window
         );
         let (hp, wp) = (round_up(h, ws), round_up(w, ws));
-        let grid = pad_end(
-            pad_end(self.norm1.forward(x).reshape([b, h, w, c]), 2, wp),
-            1,
-            hp,
-        );
-        let shifted = roll_grid(grid, -(shift as isize));
+        let windows = (hp / ws) * (wp / ws);
+        // Pad, shift and partition in one gather of token rows, and back in another.
+        let tokens = self.norm1.forward(x).reshape([b * h * w, c]);
+        let partitioned = gather_rows(tokens, &shifted_window_rows(b, (h, w), ws, shift))
+            .reshape([b * windows, ws * ws, c]);
         let mask =
-            (shift > 0).then(|| shifted_window_mask::<B>(hp, wp, ws, shift, &shifted.device()));
-        let attended = self.attn.forward(window_partition(shifted, ws), ws, mask);
-        let mut grid = roll_grid(window_reverse(attended, ws, hp, wp), shift as isize);
-        if hp != h || wp != w {
-            grid = grid.slice([0..b, 0..h, 0..w, 0..c]);
-        }
+            (shift > 0).then(|| shifted_window_mask::<B>(hp, wp, ws, shift, &partitioned.device()));
+        let attended = self
+            .attn
+            .forward(partitioned, ws, mask)
+            .reshape([b * windows * ws * ws, c]);
+        let grid = gather_rows(attended, &window_token_rows(b, (h, w), ws, shift));
         self.dropout.forward(grid.reshape([b, h * w, c]))
     }
 

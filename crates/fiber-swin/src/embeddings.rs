@@ -3,6 +3,7 @@
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::prelude::*;
 use fiber_core::init::layer_norm;
+use fiber_core::kernels::affine;
 use fiber_core::norm::LayerNorm;
 use fiber_core::weights::{visit_conv2d, visit_layer_norm, WeightVisitor};
 
@@ -43,9 +44,19 @@ impl<B: Backend> PatchEmbed<B> {
             2,
             round_up(height, p),
         );
-        let x = self.proj.forward(pixels);
-        let [b, c, h, w] = x.dims();
-        let tokens = x.reshape([b, c, h * w]).swap_dims(1, 2);
+        // A convolution whose kernel equals its stride is one matrix product over the
+        // non-overlapping patches (Burn's direct CPU convolution is several times slower).
+        let [b, channels, height, width] = pixels.dims();
+        let (h, w) = (height / p, width / p);
+        let patches = pixels
+            .reshape([b, channels, h, p, w, p])
+            .permute([0, 2, 4, 1, 3, 5])
+            .reshape([b, h * w, channels * p * p]);
+        let weight = self.proj.weight.val();
+        let out = weight.dims()[0];
+        let weight = weight.reshape([out, channels * p * p]).transpose();
+        let bias = self.proj.bias.as_ref().map(|bias| bias.val());
+        let tokens = affine(patches, weight, bias, None);
         (self.norm.forward(tokens), (h, w))
     }
 

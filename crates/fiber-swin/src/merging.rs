@@ -3,11 +3,9 @@
 use burn::nn::Linear;
 use burn::prelude::*;
 use fiber_core::init::{layer_norm, linear_trunc_normal};
-use fiber_core::kernels::linear;
+use fiber_core::kernels::{gather_rows, linear};
 use fiber_core::norm::LayerNorm;
 use fiber_core::weights::{visit_layer_norm, visit_linear, WeightVisitor};
-
-use crate::padding::pad_end;
 
 /// Concatenates each 2×2 neighbourhood in the order (0,0), (1,0), (0,1), (1,1) [row, col],
 /// normalises and halves the width: `C → 2C`, resolution `(h, w) → (⌈h/2⌉, ⌈w/2⌉)`.
@@ -37,13 +35,20 @@ impl<B: Backend> PatchMerging<B> {
     ) -> (Tensor<B, 3>, (usize, usize)) {
         let [b, _, c] = x.dims();
         let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
-        let x = pad_end(pad_end(x.reshape([b, h, w, c]), 2, 2 * w2), 1, 2 * h2);
-        // [b, h2, row, w2, col, c] → [b, h2, w2, col, row, c]: concatenation order (row, col) =
-        // (0,0), (1,0), (0,1), (1,1).
-        let x = x
-            .reshape([b, h2, 2, w2, 2, c])
-            .permute([0, 1, 3, 4, 2, 5])
-            .reshape([b, h2 * w2, 4 * c]);
+        // One gather: merged token (i, j) concatenates the tokens at (2i + row, 2j + col) in
+        // the order (row, col) = (0,0), (1,0), (0,1), (1,1), zeros beyond odd sides.
+        let mut rows = Vec::with_capacity(b * h2 * w2 * 4);
+        for batch in 0..b {
+            for i in 0..h2 {
+                for j in 0..w2 {
+                    for (row, col) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+                        let (y, x) = (2 * i + row, 2 * j + col);
+                        rows.push((y < h && x < w).then_some(batch * h * w + y * w + x));
+                    }
+                }
+            }
+        }
+        let x = gather_rows(x.reshape([b * h * w, c]), &rows).reshape([b, h2 * w2, 4 * c]);
         (linear(&self.reduction, self.norm.forward(x)), (h2, w2))
     }
 

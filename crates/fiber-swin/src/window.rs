@@ -45,6 +45,62 @@ pub fn roll_grid<B: Backend>(x: Tensor<B, 4>, shift: isize) -> Tensor<B, 4> {
     x
 }
 
+/// The source token of every window row: tokens `[batch, h·w]` of a row-major `h × w` grid,
+/// zero-padded at the bottom/right to multiples of `ws` (`hp × wp`), cyclically shifted by
+/// `−shift` ([`roll_grid`]) and cut into windows ([`window_partition`]) give
+/// `[batch·(hp/ws)·(wp/ws), ws·ws]` rows; entry `r` is the token row (`b·h·w + y·w + x`) that
+/// row `r` holds, `None` for padding. One gather with it does the pad, roll and partition.
+pub fn shifted_window_rows(
+    batch: usize,
+    (h, w): (usize, usize),
+    ws: usize,
+    shift: usize,
+) -> Vec<Option<usize>> {
+    let (hp, wp) = (h.div_ceil(ws) * ws, w.div_ceil(ws) * ws);
+    let mut rows = Vec::with_capacity(batch * hp * wp);
+    for b in 0..batch {
+        for wy in 0..hp / ws {
+            for wx in 0..wp / ws {
+                for r in 0..ws {
+                    let y = (wy * ws + r + shift) % hp;
+                    for s in 0..ws {
+                        let x = (wx * ws + s + shift) % wp;
+                        rows.push((y < h && x < w).then_some(b * h * w + y * w + x));
+                    }
+                }
+            }
+        }
+    }
+    rows
+}
+
+/// The inverse of [`shifted_window_rows`]: for every token `(b, y, x)` of the `h × w` grid, in
+/// row-major order, the window row that holds it (windows reversed, shift undone, padding
+/// cropped in one gather).
+pub fn window_token_rows(
+    batch: usize,
+    (h, w): (usize, usize),
+    ws: usize,
+    shift: usize,
+) -> Vec<Option<usize>> {
+    let (hp, wp) = (h.div_ceil(ws) * ws, w.div_ceil(ws) * ws);
+    let windows_per_row = wp / ws;
+    let area = ws * ws;
+    let mut rows = Vec::with_capacity(batch * h * w);
+    for b in 0..batch {
+        for y in 0..h {
+            let i = (y + hp - shift % hp) % hp;
+            for x in 0..w {
+                let j = (x + wp - shift % wp) % wp;
+                let window = (i / ws) * windows_per_row + j / ws;
+                let pos = (i % ws) * ws + j % ws;
+                rows.push(Some(b * hp * wp + window * area + pos));
+            }
+        }
+    }
+    rows
+}
+
 /// Value added to attention scores between tokens of different regions of a shifted window
 /// (−100, as the original Swin and HuggingFace).
 pub const SHIFT_MASK_VALUE: f32 = -100.0;
@@ -138,6 +194,37 @@ mod tests {
             roll_grid(roll_grid(x.clone(), -1), 1).into_data(),
             x.into_data()
         );
+    }
+
+    /// The index maps against the tensor operations they replace: pad, roll, partition and
+    /// back, on a grid that needs padding, with and without a shift.
+    #[test]
+    fn window_row_maps_equal_pad_roll_and_partition() {
+        use crate::padding::pad_end;
+        use fiber_core::kernels::gather_rows;
+        let device = Default::default();
+        let (b, h, w, c, ws) = (2, 5, 7, 3, 3);
+        let x = Tensor::<B, 4>::random([b, h, w, c], burn::tensor::Distribution::Default, &device);
+        let (hp, wp) = (6, 9);
+        for shift in [0, 1] {
+            let padded = pad_end(pad_end(x.clone(), 2, wp), 1, hp);
+            let want = window_partition(roll_grid(padded, -(shift as isize)), ws);
+            let tokens = x.clone().reshape([b * h * w, c]);
+            let got = gather_rows(tokens, &shifted_window_rows(b, (h, w), ws, shift));
+            assert_eq!(
+                got.reshape(want.dims()).into_data(),
+                want.clone().into_data()
+            );
+            let back = roll_grid(window_reverse(want.clone(), ws, hp, wp), shift as isize).slice([
+                0..b,
+                0..h,
+                0..w,
+                0..c,
+            ]);
+            let rows = want.reshape([b * hp * wp, c]);
+            let got = gather_rows(rows, &window_token_rows(b, (h, w), ws, shift));
+            assert_eq!(got.reshape([b, h, w, c]).into_data(), back.into_data());
+        }
     }
 
     #[test]

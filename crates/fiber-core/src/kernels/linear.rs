@@ -21,27 +21,44 @@ pub fn linear_activation<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     activation: Option<Activation>,
 ) -> Tensor<B, D> {
+    affine(
+        x,
+        layer.weight.val(),
+        layer.bias.as_ref().map(|b| b.val()),
+        activation,
+    )
+}
+
+/// `activation(x·W + b)` from the tensors themselves: `x` `[..., d_in]`, `weight`
+/// `[d_in, d_out]`, `bias` `[d_out]` → `[..., d_out]`.
+pub fn affine<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+    activation: Option<Activation>,
+) -> Tensor<B, D> {
     if is_ndarray::<B>() {
-        if let Some(out) = cpu_linear(layer, &x, activation) {
+        if let Some(out) = cpu_affine(&x, &weight, bias.as_ref(), activation) {
             return out;
         }
     }
-    let y = layer.forward(x);
+    let y = burn::tensor::module::linear(x, weight, bias);
     match activation {
         Some(activation) => activation.forward(y),
         None => y,
     }
 }
 
-fn cpu_linear<B: Backend, const D: usize>(
-    layer: &Linear<B>,
+fn cpu_affine<B: Backend, const D: usize>(
     x: &Tensor<B, D>,
+    weight: &Tensor<B, 2>,
+    bias: Option<&Tensor<B, 1>>,
     activation: Option<Activation>,
 ) -> Option<Tensor<B, D>> {
     let input = array(x)?;
-    let weight = array(&layer.weight.val())?;
-    let bias = match &layer.bias {
-        Some(bias) => Some(array(&bias.val())?),
+    let weight = array(weight)?;
+    let bias = match bias {
+        Some(bias) => Some(array(bias)?),
         None => None,
     };
     let dims = x.dims();

@@ -1,5 +1,6 @@
 //! Fused, multi-threaded CPU kernels for the operations that dominate FIBER's forward pass:
-//! linear layers (with their activation), LayerNorm and multi-head attention.
+//! linear layers (with their activation), LayerNorm, multi-head attention and the row
+//! gathers that rearrange token grids.
 //!
 //! Each public function takes Burn tensors and is generic over the backend. On the ndarray
 //! backend in f32 without autodiff (inference: retrieval, VQA, captioning, grounding) it runs
@@ -18,11 +19,13 @@
 mod activation;
 mod attention;
 mod cpu;
+mod gather;
 mod linear;
 mod norm;
 
 pub(crate) use activation::cpu_activation;
 pub use activation::{erf_f32, gelu_erf};
 pub use attention::multi_head_attention;
-pub use linear::{linear, linear_activation};
+pub use gather::gather_rows;
+pub use linear::{affine, linear, linear_activation};
 pub use norm::layer_norm;
