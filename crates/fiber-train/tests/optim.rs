@@ -3,9 +3,10 @@
 
 use burn::backend::{Autodiff, NdArray};
 use burn::module::Module;
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
+use fiber_core::norm::LayerNorm;
 use fiber_core::weights::{visit_layer_norm, visit_linear, WeightVisitor};
 use fiber_train::model_io::VisitWeights;
 use fiber_train::optim::{
@@ -35,7 +36,7 @@ impl<B: Backend> Tiny<B> {
         )));
         Self {
             cross_modal_text_transform: linear,
-            norm: LayerNormConfig::new(2).init(device),
+            norm: fiber_core::init::layer_norm(2, 1e-5, device),
         }
     }
 
