@@ -84,6 +84,41 @@ pub(crate) fn apply_in_place(activation: Activation, values: &mut [f32]) {
     }
 }
 
+/// `grad · activation′(z)` for every pre-activation value `z` of `pre`, written into `grad`
+/// (the same length): the backward pass of [`apply_in_place`].
+pub(crate) fn multiply_by_derivative(activation: Activation, pre: &[f32], grad: &mut [f32]) {
+    let pairs = grad.iter_mut().zip(pre);
+    match activation {
+        Activation::Gelu => {
+            let inv_sqrt_2pi =
+                0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2;
+            pairs.for_each(|(g, &z)| {
+                let cdf = 0.5 * (1.0 + erf_f32(z * std::f32::consts::FRAC_1_SQRT_2));
+                let pdf = inv_sqrt_2pi * (-0.5 * z * z).exp();
+                *g *= cdf + z * pdf;
+            })
+        }
+        Activation::GeluTanh => pairs.for_each(|(g, &z)| {
+            let c = (2.0 / std::f32::consts::PI).sqrt();
+            let t = (c * (z + 0.044_715 * z * z * z)).tanh();
+            *g *= 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * c * (1.0 + 3.0 * 0.044_715 * z * z);
+        }),
+        Activation::Relu => pairs.for_each(|(g, &z)| {
+            if z <= 0.0 {
+                *g = 0.0;
+            }
+        }),
+        Activation::Silu => pairs.for_each(|(g, &z)| {
+            let s = 1.0 / (1.0 + (-z).exp());
+            *g *= s * (1.0 + z * (1.0 - s));
+        }),
+        Activation::Tanh => pairs.for_each(|(g, &z)| {
+            let t = z.tanh();
+            *g *= 1.0 - t * t;
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use burn_ndarray::NdArrayTensor;
 use ndarray::{ArcArray, IxDyn};
+use rayon::prelude::*;
 
 /// A shared-ownership f32 array of any rank, as the ndarray backend stores tensors.
 pub(crate) type CpuArray = ArcArray<f32, IxDyn>;
@@ -27,7 +28,12 @@ pub(crate) fn array<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<CpuA
         TensorPrimitive::QFloat(_) => return None,
     };
     let boxed: Box<dyn Any> = Box::new(primitive);
-    match *boxed.downcast::<NdArrayTensor>().ok()? {
+    f32_array(*boxed.downcast::<NdArrayTensor>().ok()?)
+}
+
+/// The f32 array of an ndarray tensor (sharing its buffer), or `None` for other element types.
+pub(crate) fn f32_array(tensor: NdArrayTensor) -> Option<CpuArray> {
+    match tensor {
         NdArrayTensor::F32(storage) => Some(storage.into_shared()),
         _ => None,
     }
@@ -66,6 +72,29 @@ impl SharedOut {
     pub(crate) fn start(&self) -> *mut f32 {
         self.0
     }
+}
+
+/// The sums of the columns of `values`, a row-major matrix with rows of `n` values: `[n]`.
+pub(crate) fn column_sums(values: &[f32], n: usize) -> Vec<f32> {
+    let chunk = rows_per_task(n) * n;
+    values
+        .par_chunks(chunk)
+        .fold(
+            || vec![0f32; n],
+            |mut sums, rows| {
+                for row in rows.chunks(n) {
+                    sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+                }
+                sums
+            },
+        )
+        .reduce(
+            || vec![0f32; n],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        )
 }
 
 /// Rows per parallel task for row-wise kernels: about 16k values per task, at least one row.

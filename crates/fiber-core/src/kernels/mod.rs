@@ -18,6 +18,7 @@
 
 mod activation;
 mod attention;
+mod autodiff;
 mod cpu;
 mod gather;
 mod linear;
