@@ -514,14 +514,15 @@ def main():
     phases.clear()
     measurements, losses = [], []
     for name in [m for m in MEASUREMENTS if m in only]:
-        runs = []
+        runs, cpu_seconds = [], 0.0
         for i in range(warmup + reps):
             sync()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             value = work[name]()
             sync()
             if i >= warmup:
                 runs.append((time.perf_counter() - start) * 1000)
+                cpu_seconds += time.process_time() - cpu_start
                 if name == "step":
                     losses.append(value)
             if not math.isfinite(value):
@@ -530,7 +531,7 @@ def main():
         median = statistics.median(runs)
         n = settings["batch"]
         entry = {"name": name, "unit": UNITS.get(name, "pairs"), "items": n, "runs_ms": runs, "median_ms": median,
-                 "per_second": n * 1000 / median}
+                 "per_second": n * 1000 / median, "cores_busy": cpu_seconds * 1000 / sum(runs)}
         if name in flops:
             entry["gflop_per_pair"] = flops[name] / n / 1e9
         if name in phases:

@@ -328,17 +328,18 @@ fn print_suite(report: &Value) {
             ""
         },
     );
-    println!("| measurement | median ms | min ms | max ms | per second |");
-    println!("|---|---|---|---|---|");
+    println!("| measurement | median ms | min ms | max ms | per second | cores busy |");
+    println!("|---|---|---|---|---|---|");
     for m in measurements(report) {
         println!(
-            "| {} | {:.1} | {:.1} | {:.1} | {:.2} {} |",
+            "| {} | {:.1} | {:.1} | {:.1} | {:.2} {} | {} |",
             m.name,
             m.median_ms,
             m.min_ms(),
             m.max_ms(),
             m.per_second,
-            m.unit
+            m.unit,
+            cores_busy(&m)
         );
     }
     for m in measurements(report) {
@@ -358,6 +359,12 @@ fn print_suite(report: &Value) {
     }
 }
 
+/// A measurement's CPU utilisation for the tables ("—" where not measured).
+fn cores_busy(m: &Measurement) -> String {
+    m.cores_busy
+        .map_or_else(|| "—".to_string(), |c| format!("{c:.2}"))
+}
+
 fn measurements(report: &Value) -> Vec<Measurement> {
     serde_json::from_value(report["measurements"].clone()).unwrap_or_default()
 }
@@ -366,22 +373,24 @@ fn measurements(report: &Value) -> Vec<Measurement> {
 /// fiber-rs items/s over PyTorch items/s (above 1: fiber-rs is faster).
 fn print_comparison(ours: &Value, reference: &Value) {
     println!(
-        "| measurement | fiber-rs ms | PyTorch ms | fiber-rs per s | PyTorch per s | speed ratio |"
+        "| measurement | fiber-rs ms | PyTorch ms | fiber-rs per s | PyTorch per s | speed ratio | cores busy (fiber-rs / PyTorch) |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     let theirs = measurements(reference);
     for m in measurements(ours) {
         let Some(r) = theirs.iter().find(|r| r.name == m.name) else {
             continue;
         };
         println!(
-            "| {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2}× |",
+            "| {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2}× | {} / {} |",
             m.name,
             m.median_ms,
             r.median_ms,
             m.per_second,
             r.per_second,
-            m.per_second / r.per_second
+            m.per_second / r.per_second,
+            cores_busy(&m),
+            cores_busy(r)
         );
     }
     for r in theirs
@@ -389,8 +398,11 @@ fn print_comparison(ours: &Value, reference: &Value) {
         .filter(|r| r.name.starts_with("step_prefix_reuse"))
     {
         println!(
-            "| {} (PyTorch only) | | {:.1} | | {:.2} | |",
-            r.name, r.median_ms, r.per_second
+            "| {} (PyTorch only) | | {:.1} | | {:.2} | | — / {} |",
+            r.name,
+            r.median_ms,
+            r.per_second,
+            cores_busy(r)
         );
     }
 }

@@ -76,6 +76,7 @@ pub fn run_benchmark<B: AutodiffBackend>(
     let runs = config.warmup + config.reps;
     for kind in config.measurements() {
         let mut times = Vec::with_capacity(config.reps);
+        let mut cpu = CpuClock::default();
         let mut phases: [Vec<f64>; 3] = Default::default();
         match kind {
             MeasurementKind::Step => {
@@ -93,6 +94,7 @@ pub fn run_benchmark<B: AutodiffBackend>(
                         Ok(Some(Instant::now()))
                     };
                     let start = Instant::now();
+                    cpu.start(run >= config.warmup);
                     let losses = model.pretrain_losses(batch, &mut rng);
                     let micro = StepLoss {
                         parts: loss_parts(&losses),
@@ -124,6 +126,7 @@ pub fn run_benchmark<B: AutodiffBackend>(
                     )?;
                     sync("training step")?;
                     let end = Instant::now();
+                    cpu.stop();
                     sample_memory(&mut peak);
                     if run >= config.warmup {
                         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1000.0;
@@ -141,9 +144,11 @@ pub fn run_benchmark<B: AutodiffBackend>(
             MeasurementKind::StepForward => {
                 for run in 0..runs {
                     let start = Instant::now();
+                    cpu.start(run >= config.warmup);
                     let total = model.pretrain_losses(batch, &mut rng).total;
                     let _ = total.clone().into_scalar();
                     sync("step forward")?;
+                    cpu.stop();
                     let ms = start.elapsed().as_secs_f64() * 1000.0;
                     sample_memory(&mut peak);
                     // Burn 0.21's autodiff frees a graph only in a backward pass through it: a
@@ -165,6 +170,7 @@ pub fn run_benchmark<B: AutodiffBackend>(
                 let mask = batch.attention_mask.clone().inner();
                 for run in 0..runs {
                     let start = Instant::now();
+                    cpu.start(run >= config.warmup);
                     let out = match kind {
                         MeasurementKind::FusedInference => {
                             let fused = frozen.backbone.forward_fused(
@@ -185,6 +191,7 @@ pub fn run_benchmark<B: AutodiffBackend>(
                     };
                     let _ = out.sum().into_scalar();
                     sync(kind.name())?;
+                    cpu.stop();
                     let ms = start.elapsed().as_secs_f64() * 1000.0;
                     sample_memory(&mut peak);
                     if run >= config.warmup {
@@ -193,7 +200,9 @@ pub fn run_benchmark<B: AutodiffBackend>(
                 }
             }
         }
+        let wall_ms: f64 = times.iter().sum();
         let mut measurement = Measurement::new(kind, config.batch, times);
+        measurement.cores_busy = cpu.seconds.map(|s| s * 1000.0 / wall_ms);
         if !phases[0].is_empty() {
             let [forward, backward, optimizer] = phases.map(median);
             measurement.phases_ms = Some(StepPhases {
@@ -213,6 +222,54 @@ pub fn run_benchmark<B: AutodiffBackend>(
         parameters,
         step_loss,
     })
+}
+
+/// The process's CPU time summed over the timed runs (`None` once any reading failed).
+struct CpuClock {
+    seconds: Option<f64>,
+    started: Option<f64>,
+}
+
+impl Default for CpuClock {
+    fn default() -> Self {
+        Self {
+            seconds: Some(0.0),
+            started: None,
+        }
+    }
+}
+
+impl CpuClock {
+    /// Starts a run's reading when `timed`.
+    fn start(&mut self, timed: bool) {
+        self.started = if timed { process_cpu_seconds() } else { None };
+        if timed && self.started.is_none() {
+            self.seconds = None;
+        }
+    }
+
+    /// Adds the CPU time since [`CpuClock::start`] (nothing for an untimed run).
+    fn stop(&mut self) {
+        if let Some(started) = self.started.take() {
+            self.seconds = match (self.seconds, process_cpu_seconds()) {
+                (Some(total), Some(now)) => Some(total + now - started),
+                _ => None,
+            };
+        }
+    }
+}
+
+/// CPU time this process has used so far, user and system over all its threads, in seconds
+/// (`utime` + `stime` of `/proc/self/stat`, in Linux's fixed 100 ticks per second; Linux
+/// only).
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) is parenthesised and may hold spaces: fields 14 and 15
+    // (utime, stime) are the 12th and 13th after its closing parenthesis.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
 }
 
 /// Peak resident memory of this process in bytes (`VmHWM` in `/proc/self/status`; Linux only).

@@ -163,6 +163,11 @@ pub struct Measurement {
     /// The training step's median phases (the step only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phases_ms: Option<StepPhases>,
+    /// CPU utilisation over the timed runs: the process's CPU time (user and system, every
+    /// thread) over their wall time, so 2.0 is two cores kept busy throughout. `None` where
+    /// the platform does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores_busy: Option<f64>,
 }
 
 /// Median milliseconds of a training step's phases, the device synchronised between them
@@ -201,6 +206,7 @@ impl Measurement {
             per_second: items as f64 * 1000.0 / median_ms,
             runs_ms,
             phases_ms: None,
+            cores_busy: None,
         }
     }
 
