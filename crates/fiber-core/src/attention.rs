@@ -1,7 +1,6 @@
 //! Multi-head attention plumbing shared by the text and image backbones.
 
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 
 /// Value added to the attention scores of masked positions. The original FIBER code (on
 /// transformers 4.6) uses −10000; after the softmax it gives exactly zero weight in f32, like
@@ -38,23 +37,6 @@ pub fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
     x.swap_dims(1, 2).reshape([batch, len, heads * head_dim])
 }
 
-/// Attention probabilities `softmax(q·kᵀ·scale + mask)`:
-/// q `[batch, heads, lq, d]`, k `[batch, heads, lk, d]`, mask broadcastable to
-/// `[batch, heads, lq, lk]` → `[batch, heads, lq, lk]`.
-pub fn attention_probs<B: Backend>(
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    scale: f64,
-    mask: Option<Tensor<B, 4>>,
-) -> Tensor<B, 4> {
-    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
-    let scores = match mask {
-        Some(mask) => scores + mask,
-        None => scores,
-    };
-    softmax(scores, 3)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,24 +53,18 @@ mod tests {
         assert_eq!(causal, vec![0.0, m, m, 0.0, 0.0, m, 0.0, 0.0, 0.0]);
     }
 
+    /// With one-hot values each output row is a row of attention probabilities.
     #[test]
     fn masked_keys_get_zero_probability_and_rows_sum_to_one() {
         let device = Default::default();
-        let q = Tensor::<B, 4>::random(
-            [1, 2, 3, 4],
-            burn::tensor::Distribution::Normal(0.0, 1.0),
-            &device,
-        );
-        let k = Tensor::<B, 4>::random(
-            [1, 2, 3, 4],
-            burn::tensor::Distribution::Normal(0.0, 1.0),
-            &device,
-        );
+        let normal = burn::tensor::Distribution::Normal(0.0, 1.0);
+        let q = Tensor::<B, 3>::random([1, 3, 8], normal, &device);
+        let k = Tensor::<B, 3>::random([1, 3, 8], normal, &device);
+        let eye = Tensor::<B, 2>::eye(3, &device);
+        let one_hot = Tensor::cat(vec![eye.clone(), eye], 1).unsqueeze::<3>();
         let mask = padding_mask(Tensor::<B, 2, Int>::from_ints([[1, 0, 1]], &device));
-        let p: Vec<f32> = attention_probs(q, k, 0.5, Some(mask))
-            .into_data()
-            .into_vec()
-            .unwrap();
+        let out = crate::kernels::multi_head_attention(q, k, one_hot, 2, 0.5, &[mask], None);
+        let p: Vec<f32> = out.into_data().into_vec().unwrap();
         for row in p.chunks(3) {
             assert_eq!(row[1], 0.0);
             assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);

@@ -269,6 +269,8 @@ where
 {
     #[allow(unused_imports)]
     use burn::backend::Autodiff;
+    // Without any backend feature no arm uses the job.
+    let _ = &job;
     match (kind, precision) {
         #[cfg(feature = "ndarray")]
         (BackendKind::Ndarray, Precision::F32) => {

@@ -1,8 +1,16 @@
 //! Window plumbing of Swin: partition, reverse, cyclic-shift masks and relative-position
 //! indices (docs/model.md §1.1). The masks and indices depend only on sizes and are built on the host.
+//!
+//! The blocks rearrange tokens with the row maps [`shifted_window_rows`] and
+//! [`window_token_rows`] (one gather each way). [`window_partition`], [`window_reverse`] and
+//! [`roll_grid`] are the same rearrangements as tensor operations, as the original code
+//! writes them: the definitions the row maps are tested against, kept public for users who
+//! rearrange tensors themselves.
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
+
+use crate::padding::round_up;
 
 /// `[batch, h, w, c]` → `[batch·(h/ws)·(w/ws), ws·ws, c]`; `h` and `w` must be multiples of `ws`.
 pub fn window_partition<B: Backend>(x: Tensor<B, 4>, ws: usize) -> Tensor<B, 3> {
@@ -56,7 +64,7 @@ pub fn shifted_window_rows(
     ws: usize,
     shift: usize,
 ) -> Vec<Option<usize>> {
-    let (hp, wp) = (h.div_ceil(ws) * ws, w.div_ceil(ws) * ws);
+    let (hp, wp) = (round_up(h, ws), round_up(w, ws));
     let mut rows = Vec::with_capacity(batch * hp * wp);
     for b in 0..batch {
         for wy in 0..hp / ws {
@@ -83,7 +91,7 @@ pub fn window_token_rows(
     ws: usize,
     shift: usize,
 ) -> Vec<Option<usize>> {
-    let (hp, wp) = (h.div_ceil(ws) * ws, w.div_ceil(ws) * ws);
+    let (hp, wp) = (round_up(h, ws), round_up(w, ws));
     let windows_per_row = wp / ws;
     let area = ws * ws;
     let mut rows = Vec::with_capacity(batch * h * w);

@@ -11,10 +11,11 @@ use burn::tensor::activation::softmax;
 use ndarray::{ArcArray, Axis, IxDyn};
 use rayon::prelude::*;
 
+use super::activation::exp_f32;
 use super::autodiff::{
     incoming_gradient, is_autodiff_ndarray, record, register, tracked, untracked_from, Nd,
 };
-use super::cpu::{array, arrays, is_ndarray, tensor, CpuArray, SharedOut};
+use super::cpu::{self, array, arrays, is_ndarray, tensor, CpuArray, SharedOut};
 use crate::attention::{merge_heads, split_heads};
 
 /// `softmax(Q·Kᵀ·scale + Σ additive)·V` per head, heads split from and merged back into the
@@ -377,7 +378,7 @@ impl<const N: usize> Backward<Nd, N> for AttentionBackward {
                     );
                 }
                 for (ds_row, p_row) in ds.chunks_mut(lk).zip(p.chunks(lk)) {
-                    let dot: f32 = ds_row.iter().zip(p_row).map(|(a, b)| a * b).sum();
+                    let dot = cpu::dot(ds_row, p_row);
                     ds_row
                         .iter_mut()
                         .zip(p_row)
@@ -490,13 +491,9 @@ fn add_term(scores: &mut [f32], term: &CpuArray, i: usize, h: usize, lq: usize, 
 }
 
 fn softmax_row(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for s in row.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
-    }
-    let inv = 1.0 / sum;
+    let max = cpu::max(row);
+    row.iter_mut().for_each(|s| *s = exp_f32(*s - max));
+    let inv = 1.0 / cpu::sum(row);
     row.iter_mut().for_each(|s| *s *= inv);
 }
 

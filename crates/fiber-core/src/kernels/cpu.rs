@@ -74,6 +74,59 @@ impl SharedOut {
     }
 }
 
+/// Lanes of the vectorisable reductions below: eight independent partial results, which the
+/// compiler keeps in vector registers (a single running sum or maximum is a chain of
+/// dependent scalar operations that it may not reorder).
+const LANES: usize = 8;
+
+/// `Σ values`, summed in eight interleaved lanes.
+#[inline]
+pub(crate) fn sum(values: &[f32]) -> f32 {
+    let mut lanes = [0f32; LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        lanes.iter_mut().zip(chunk).for_each(|(l, v)| *l += v);
+    }
+    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+/// `Σ a·b` over two equally long slices, in eight interleaved lanes.
+#[inline]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; LANES];
+    let mut pairs = a.chunks_exact(LANES).zip(b.chunks_exact(LANES));
+    for (x, y) in &mut pairs {
+        for ((l, x), y) in lanes.iter_mut().zip(x).zip(y) {
+            *l += x * y;
+        }
+    }
+    let tail = a.len() - a.len() % LANES;
+    lanes.iter().sum::<f32>()
+        + a[tail..]
+            .iter()
+            .zip(&b[tail..])
+            .map(|(x, y)| x * y)
+            .sum::<f32>()
+}
+
+/// The largest of `values` (−∞ for none), in eight interleaved lanes.
+#[inline]
+pub(crate) fn max(values: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        lanes
+            .iter_mut()
+            .zip(chunk)
+            .for_each(|(l, &v)| *l = if v > *l { v } else { *l });
+    }
+    chunks
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+}
+
 /// The sums of the columns of `values`, a row-major matrix with rows of `n` values: `[n]`.
 pub(crate) fn column_sums(values: &[f32], n: usize) -> Vec<f32> {
     let chunk = rows_per_task(n) * n;
@@ -100,4 +153,22 @@ pub(crate) fn column_sums(values: &[f32], n: usize) -> Vec<f32> {
 /// Rows per parallel task for row-wise kernels: about 16k values per task, at least one row.
 pub(crate) fn rows_per_task(row_len: usize) -> usize {
     (16_384 / row_len.max(1)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lane_reductions_equal_the_plain_ones_at_every_length() {
+        for len in 0..40 {
+            let a: Vec<f32> = (0..len).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+            let b: Vec<f32> = (0..len).map(|i| ((i * 3) % 5) as f32 * 0.5).collect();
+            assert_eq!(sum(&a), a.iter().sum::<f32>(), "sum of {len}");
+            let expected_dot: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert_eq!(dot(&a, &b), expected_dot, "dot of {len}");
+            let expected_max = a.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(max(&a), expected_max, "max of {len}");
+        }
+    }
 }

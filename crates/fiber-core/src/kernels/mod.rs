@@ -25,7 +25,7 @@ mod linear;
 mod norm;
 
 pub(crate) use activation::cpu_activation;
-pub use activation::{erf_f32, gelu_erf};
+pub use activation::{erf_f32, exp_f32, gelu_erf};
 pub use attention::multi_head_attention;
 pub use gather::gather_rows;
 pub use linear::{affine, linear, linear_activation};

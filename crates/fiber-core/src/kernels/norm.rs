@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use super::autodiff::{
     incoming_gradient, is_autodiff_ndarray, record, register, tracked, untracked_from, Nd,
 };
-use super::cpu::{array, is_ndarray, rows_per_task, tensor, CpuArray};
+use super::cpu::{self, array, is_ndarray, rows_per_task, tensor, CpuArray};
 
 /// `(x − mean)/√(var + eps)·γ + β` over the last dimension (biased variance, as PyTorch and
 /// Burn): `x` `[..., C]`, `gamma` and `beta` `[C]` → `[..., C]`.
@@ -137,8 +137,18 @@ fn normalise_row(
     eps: f32,
 ) -> [f32; 2] {
     let c = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / c;
-    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / c;
+    let mean = cpu::sum(row) / c;
+    let mut centred_squares = [0f32; 64];
+    let mut var = 0.0;
+    for chunk in row.chunks(64) {
+        let squares = &mut centred_squares[..chunk.len()];
+        squares
+            .iter_mut()
+            .zip(chunk)
+            .for_each(|(s, v)| *s = (v - mean) * (v - mean));
+        var += cpu::sum(squares);
+    }
+    let var = var / c;
     let inv_std = 1.0 / (var + eps).sqrt();
     match beta {
         Some(beta) => {
@@ -193,19 +203,21 @@ impl<const N: usize> Backward<Nd, N> for LayerNormBackward {
                 |(mut dgamma, mut dbeta), (((dx_rows, x_rows), g_rows), stats)| {
                     let rows = dx_rows.chunks_mut(c).zip(x_rows.chunks(c));
                     for ((dx, x), (g, &[mean, inv_std])) in rows.zip(g_rows.chunks(c).zip(stats)) {
-                        let (mut sum_g, mut sum_gx) = (0f32, 0f32);
-                        for (((&xv, &gv), &gm), (dg, db)) in x
-                            .iter()
+                        // ĝ·x̂ and ĝ are staged in dx and summed in lanes; dx is then overwritten.
+                        for ((((d, &xv), &gv), &gm), (dg, db)) in dx
+                            .iter_mut()
+                            .zip(x)
                             .zip(g)
                             .zip(gamma)
                             .zip(dgamma.iter_mut().zip(dbeta.iter_mut()))
                         {
                             let x_hat = (xv - mean) * inv_std;
-                            sum_g += gv * gm;
-                            sum_gx += gv * gm * x_hat;
+                            *d = gv * gm * x_hat;
                             *dg += gv * x_hat;
                             *db += gv;
                         }
+                        let sum_gx = cpu::sum(dx);
+                        let sum_g = cpu::dot(g, gamma);
                         let (mean_g, mean_gx) = (sum_g / c as f32, sum_gx / c as f32);
                         for (((d, &xv), &gv), &gm) in dx.iter_mut().zip(x).zip(g).zip(gamma) {
                             let x_hat = (xv - mean) * inv_std;
