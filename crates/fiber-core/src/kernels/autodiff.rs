@@ -97,3 +97,58 @@ pub(crate) fn register(grads: &mut Gradients, id: NodeId, shape: &[usize], value
     let values = ArcArray::from_shape_vec(IxDyn(shape), values).expect("shape matches values");
     grads.register::<Nd>(id, NdArrayTensor::from(values));
 }
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+    use burn::tensor::backend::AutodiffBackend;
+    use burn::tensor::TensorData;
+
+    use super::*;
+    use crate::kernels::{affine, layer_norm, multi_head_attention};
+    use crate::Activation;
+
+    /// Gradients of the input, a weight and a LayerNorm γ through recorded kernels placed
+    /// between memory-bound operations (which a checkpointing strategy recomputes).
+    fn gradients<A: AutodiffBackend>() -> Vec<Vec<f32>> {
+        let device = Default::default();
+        let values = |n: usize, k: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| (((i * k) % 17) as f32 - 8.0) / 8.0)
+                .collect()
+        };
+        let x =
+            Tensor::<A, 3>::from_data(TensorData::new(values(2 * 5 * 6, 7), [2, 5, 6]), &device)
+                .require_grad();
+        let weight = Tensor::<A, 2>::from_data(TensorData::new(values(6 * 8, 5), [6, 8]), &device)
+            .require_grad();
+        let gamma = Tensor::<A, 1>::ones([8], &device).require_grad();
+        let h = x.clone().exp().mul_scalar(0.5);
+        let h = affine(h, weight.clone(), None, Some(Activation::Gelu));
+        let h = layer_norm(h.tanh(), gamma.clone(), None, 1e-5);
+        let attended = multi_head_attention(h.clone(), h.clone(), h.clone(), 2, 0.5, &[], None);
+        let grads = (attended.exp() * h).sum().backward();
+        vec![
+            x.grad(&grads).unwrap().into_data().to_vec().unwrap(),
+            weight.grad(&grads).unwrap().into_data().to_vec().unwrap(),
+            gamma.grad(&grads).unwrap().into_data().to_vec().unwrap(),
+        ]
+    }
+
+    #[test]
+    fn recorded_kernels_give_the_same_gradients_with_activation_checkpointing() {
+        assert!(is_autodiff_ndarray::<Autodiff<Nd, BalancedCheckpointing>>());
+        let plain = gradients::<Autodiff<Nd>>();
+        let balanced = gradients::<Autodiff<Nd, BalancedCheckpointing>>();
+        for (a, b) in plain.iter().zip(&balanced) {
+            assert_eq!(a.len(), b.len());
+            let diff = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(diff < 1e-6, "{diff}");
+            assert!(a.iter().any(|v| *v != 0.0));
+        }
+    }
+}
