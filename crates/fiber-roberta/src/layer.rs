@@ -5,7 +5,7 @@
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 use fiber_core::init::{layer_norm, linear_normal};
-use fiber_core::kernels::{linear, linear_activation};
+use fiber_core::kernels::{add, linear, linear_activation};
 use fiber_core::norm::LayerNorm;
 use fiber_core::weights::{visit_layer_norm, visit_linear, WeightVisitor};
 use fiber_core::Activation;
@@ -79,14 +79,17 @@ impl<B: Backend> RobertaLayer<B> {
         attention_output: Tensor<B, 3>,
         hidden: Tensor<B, 3>,
     ) -> Tensor<B, 3> {
-        self.attention_norm.forward(attention_output + hidden)
+        self.attention_norm.forward(add(attention_output, hidden))
     }
 
     /// Feed-forward sub-layer with residual: `LN(W₂·act(W₁·h) + h)`; with `final_norm = false`
     /// the LayerNorm is skipped (FIBER's last fused text layer, a quirk of docs/model.md §2.2).
     pub fn feed_forward(&self, hidden: Tensor<B, 3>, final_norm: bool) -> Tensor<B, 3> {
         let inner = linear_activation(&self.intermediate, hidden.clone(), Some(self.activation));
-        let out = self.dropout.forward(linear(&self.output_dense, inner)) + hidden;
+        let out = add(
+            self.dropout.forward(linear(&self.output_dense, inner)),
+            hidden,
+        );
         if final_norm {
             self.output_norm.forward(out)
         } else {

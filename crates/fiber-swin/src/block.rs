@@ -9,7 +9,7 @@
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 use fiber_core::init::{layer_norm, linear_trunc_normal};
-use fiber_core::kernels::{gather_rows, linear, linear_activation};
+use fiber_core::kernels::{add, gather_rows, linear, linear_activation};
 use fiber_core::norm::LayerNorm;
 use fiber_core::weights::{visit_layer_norm, visit_linear, WeightVisitor};
 use fiber_core::Activation;
@@ -127,14 +127,14 @@ impl<B: Backend> SwinBlock<B> {
 
     /// Residuals and MLP: `x₁ = x + DropPath(attention)`, `x₁ + DropPath(MLP(LN2(x₁)))`.
     pub fn finish(&self, x: Tensor<B, 3>, attention: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = x + self.drop_path.forward(attention);
+        let x = add(x, self.drop_path.forward(attention));
         let hidden = linear_activation(
             &self.fc1,
             self.norm2.forward(x.clone()),
             Some(self.activation),
         );
         let mlp = linear(&self.fc2, hidden);
-        x.clone() + self.drop_path.forward(self.dropout.forward(mlp))
+        add(x, self.drop_path.forward(self.dropout.forward(mlp)))
     }
 
     /// The plain block: `[batch, h·w, C]` → `[batch, h·w, C]`.

@@ -92,6 +92,11 @@ pub(crate) fn incoming_gradient<S, const N: usize>(
     f32_array(grads.consume::<Nd>(&ops.node)).expect("the gradient of an f32 tensor is f32")
 }
 
+/// Adds `values` (any layout; the buffer is shared, not copied) to the gradient of node `id`.
+pub(crate) fn register_array(grads: &mut Gradients, id: NodeId, values: CpuArray) {
+    grads.register::<Nd>(id, NdArrayTensor::from(values));
+}
+
 /// Adds `values` (shape `shape`, row-major) to the gradient of node `id`.
 pub(crate) fn register(grads: &mut Gradients, id: NodeId, shape: &[usize], values: Vec<f32>) {
     let values = ArcArray::from_shape_vec(IxDyn(shape), values).expect("shape matches values");

@@ -23,6 +23,7 @@ mod cpu;
 mod gather;
 mod linear;
 mod norm;
+mod residual;
 
 pub(crate) use activation::cpu_activation;
 pub use activation::{erf_f32, exp_f32, gelu_erf};
@@ -30,3 +31,4 @@ pub use attention::multi_head_attention;
 pub use gather::gather_rows;
 pub use linear::{affine, linear, linear_activation};
 pub use norm::layer_norm;
+pub use residual::add;
