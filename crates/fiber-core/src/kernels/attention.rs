@@ -52,7 +52,8 @@ pub fn multi_head_attention<B: Backend>(
     composed_attention(query, key, value, heads, scale, additive, dropout)
 }
 
-/// [`multi_head_attention`] composed from Burn tensor operations (every backend but ndarray).
+/// [`multi_head_attention`] composed from Burn tensor operations (every backend but ndarray,
+/// and ndarray's autodiff with an active dropout).
 fn composed_attention<B: Backend>(
     query: Tensor<B, 3>,
     key: Tensor<B, 3>,
@@ -183,7 +184,7 @@ fn tracked_attention<B: Backend>(
         query: q,
         key: k,
         value: v,
-        probs: probs.expect("kept").into(),
+        probs: Arc::new(probs.expect("kept")),
         heads,
         scale: scale as f32,
         term_shape: trainable_term.map(|index| term_values[index].shape().to_vec()),
@@ -301,7 +302,7 @@ struct AttentionState {
     query: CpuArray,
     key: CpuArray,
     value: CpuArray,
-    probs: Arc<[f32]>,
+    probs: Arc<Vec<f32>>,
     heads: usize,
     scale: f32,
     term_shape: Option<Vec<usize>>,

@@ -1,6 +1,6 @@
-//! Fused, multi-threaded CPU kernels for the operations that dominate FIBER's forward pass:
-//! linear layers (with their activation), LayerNorm, multi-head attention and the row
-//! gathers that rearrange token grids.
+//! Fused, multi-threaded CPU kernels for the operations that dominate FIBER's forward and
+//! backward passes: linear layers (with their activation), LayerNorm, multi-head attention,
+//! residual additions and the row gathers that rearrange token grids.
 //!
 //! Each public function takes Burn tensors and is generic over the backend. On the ndarray
 //! backend in f32 without autodiff (inference: retrieval, VQA, captioning, grounding) it runs
@@ -8,9 +8,11 @@
 //! product over all leading dimensions with the bias written first, the activation applied in
 //! the same pass over the output, LayerNorm in one read and one write per row, and attention
 //! read directly from the strided query/key/value layouts (no head permutes, no broadcast
-//! copies of masks or biases). On every other backend, and whenever gradients are tracked, it
+//! copies of masks or biases). On autodiff over ndarray (training) the same kernels run and
+//! each call is recorded as one node of the autodiff graph with a hand-written backward pass
+//! (`autodiff.rs`). On every other backend (and for attention with an active dropout) it
 //! composes the same Burn tensor operations the models used before, so GPU backends keep their
-//! own fused kernels and autodiff its graph. Both paths agree to float rounding (the tests
+//! own fused kernels and autodiff its graph. All paths agree to float rounding (the tests
 //! below and every model parity test check this).
 //!
 //! The backend is recognised at run time from its float tensor type (Rust has no

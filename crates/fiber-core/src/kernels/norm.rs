@@ -79,7 +79,7 @@ fn tracked_layer_norm<B: Backend, const D: usize>(
     let state = LayerNormState {
         input,
         gamma: gamma_values,
-        row_stats: row_stats.into(),
+        row_stats: std::sync::Arc::new(row_stats),
     };
     let tracked = match &beta {
         Some((beta_node, _)) => record(
@@ -175,7 +175,7 @@ struct LayerNormBackward;
 struct LayerNormState {
     input: CpuArray,
     gamma: CpuArray,
-    row_stats: std::sync::Arc<[[f32; 2]]>,
+    row_stats: std::sync::Arc<Vec<[f32; 2]>>,
 }
 
 impl<const N: usize> Backward<Nd, N> for LayerNormBackward {
