@@ -330,13 +330,20 @@ fn master_weights_keep_updates_that_the_parameter_type_rounds_away() {
     }
 }
 
-/// One step of `model` with `optimizer`, the loss scaled as the optimiser asks.
-fn scaled_step(model: &mut Tiny<Ad>, optimizer: &mut AdamW<Inner>) -> fiber_train::optim::StepInfo {
+/// One step of `model` with `optimizer` on the toy loss times `loss_factor`, scaled as the
+/// optimiser asks.
+fn scaled_step(
+    model: &mut Tiny<Ad>,
+    optimizer: &mut AdamW<Inner>,
+    loss_factor: f64,
+) -> fiber_train::optim::StepInfo {
     let device = Default::default();
-    let loss = model.loss(Tensor::from_floats(
-        [[1.0, 2.0, 3.0], [-1.0, 0.5, 0.0]],
-        &device,
-    ));
+    let loss = model
+        .loss(Tensor::from_floats(
+            [[1.0, 2.0, 3.0], [-1.0, 0.5, 0.0]],
+            &device,
+        ))
+        .mul_scalar(loss_factor);
     let mut grads = GradientsParams::from_grads(optimizer.scale_loss(loss).backward(), model);
     let mut collector = GradientCollector::new(&mut grads);
     model.visit_weights(&mut collector);
@@ -352,13 +359,13 @@ fn loss_scaling_unscales_the_gradients_and_skips_steps_that_overflow() {
     assert_eq!(fresh.loss_scale(), None);
     let mut plain = Tiny::<Ad>::new(&Default::default());
     let mut plain_optimizer = AdamW::<Inner>::new(AdamWConfig::new(), ParamGroups::fiber(5.0));
-    let plain_info = scaled_step(&mut plain, &mut plain_optimizer);
+    let plain_info = scaled_step(&mut plain, &mut plain_optimizer, 1.0);
 
     // A scale of 1024: the same update and gradient norm.
     let mut scaled = Tiny::<Ad>::new(&Default::default());
     let mut optimizer = AdamW::<Inner>::new(AdamWConfig::new(), ParamGroups::fiber(5.0))
         .with_loss_scaling(Some(1024.0));
-    let info = scaled_step(&mut scaled, &mut optimizer);
+    let info = scaled_step(&mut scaled, &mut optimizer, 1.0);
     assert!(!info.skipped);
     assert!((info.grad_norm - plain_info.grad_norm).abs() < 1e-4 * plain_info.grad_norm);
     let a = values(scaled.cross_modal_text_transform.weight.val());
@@ -367,13 +374,14 @@ fn loss_scaling_unscales_the_gradients_and_skips_steps_that_overflow() {
         assert!((x - y).abs() < 1e-6, "{x} vs {y}");
     }
 
-    // A scale of 1e38 overflows f32: the step is skipped, nothing moves, the scale halves and
-    // the optimiser's step count (its bias correction) stays.
+    // A scale of 1e38 on a loss ten times larger overflows f32 (the weight-sum term alone
+    // back-propagates 1e39 to every weight): the step is skipped, nothing moves, the scale
+    // halves and the optimiser's step count (its bias correction) stays.
     let mut overflowing = Tiny::<Ad>::new(&Default::default());
     let before = values(overflowing.cross_modal_text_transform.weight.val());
     let mut optimizer = AdamW::<Inner>::new(AdamWConfig::new(), ParamGroups::fiber(5.0))
         .with_loss_scaling(Some(1e38));
-    let info = scaled_step(&mut overflowing, &mut optimizer);
+    let info = scaled_step(&mut overflowing, &mut optimizer, 10.0);
     assert!(info.skipped && info.updated == 0);
     assert_eq!(
         values(overflowing.cross_modal_text_transform.weight.val()),
