@@ -11,6 +11,7 @@
 use burn::nn::Linear;
 use burn::prelude::*;
 use fiber_core::init::linear_normal;
+use fiber_core::kernels::{map_batch, BatchShard};
 use fiber_core::weights::{visit_linear, WeightVisitor};
 use fiber_roberta::RobertaModel;
 use fiber_swin::{FeatureMap, SwinModel};
@@ -102,6 +103,32 @@ impl<B: Backend> ImageState<B> {
     }
 }
 
+impl<B: Backend> BatchShard for TextState<B> {
+    fn batch_len(&self) -> usize {
+        self.hidden.dims()[0]
+    }
+
+    fn narrow_batch(&self, range: std::ops::Range<usize>) -> Self {
+        Self {
+            hidden: self.hidden.narrow_batch(range.clone()),
+            mask: self.mask.narrow_batch(range),
+        }
+    }
+}
+
+impl<B: Backend> BatchShard for ImageState<B> {
+    fn batch_len(&self) -> usize {
+        self.map.batch_len()
+    }
+
+    fn narrow_batch(&self, range: std::ops::Range<usize>) -> Self {
+        Self {
+            map: self.map.narrow_batch(range),
+            stage: self.stage,
+        }
+    }
+}
+
 /// Outputs of a two-modality forward.
 #[derive(Debug, Clone)]
 pub struct BackboneOutput<B: Backend> {
@@ -109,6 +136,17 @@ pub struct BackboneOutput<B: Backend> {
     pub image: FeatureMap<B>,
     /// Text tokens `[batch, len, hidden]`.
     pub text: Tensor<B, 3>,
+}
+
+impl<B: Backend> BackboneOutput<B> {
+    /// Concatenates outputs along the batch.
+    pub fn cat(parts: Vec<Self>) -> Self {
+        let (image, text): (Vec<_>, Vec<_>) = parts.into_iter().map(|p| (p.image, p.text)).unzip();
+        Self {
+            image: FeatureMap::cat(image),
+            text: Tensor::cat(text, 0),
+        }
+    }
 }
 
 /// Swin + RoBERTa with fusion modules; keys mirror the original FIBER checkpoint:
@@ -238,7 +276,14 @@ impl<B: Backend> FiberBackbone<B> {
     /// Uni-modal image prefix: pixels `[batch, 3, H, W]` → the state entering the first fused
     /// block (patch embedding, all earlier stages with their merging, the unfused blocks of the
     /// first fused stage).
+    ///
+    /// On the CPU backend the batch is split across the rayon pool (`map_batch`), as in every
+    /// inference entry point below.
     pub fn image_prefix(&self, pixels: Tensor<B, 4>) -> ImageState<B> {
+        map_batch::<B, _, _, _>(self, pixels, Self::whole_image_prefix, ImageState::cat)
+    }
+
+    fn whole_image_prefix(&self, pixels: Tensor<B, 4>) -> ImageState<B> {
         let first = self.pairs[0];
         let state = ImageState {
             map: self.vit_model.embed(pixels),
@@ -255,6 +300,19 @@ impl<B: Backend> FiberBackbone<B> {
     /// Uni-modal text prefix: ids and padding mask `[batch, len]` → embeddings through the last
     /// unfused layer, with the additive mask.
     pub fn text_prefix(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+    ) -> TextState<B> {
+        map_batch::<B, _, _, _>(
+            self,
+            (input_ids, attention_mask),
+            |model, (ids, mask)| model.whole_text_prefix(ids, mask),
+            TextState::cat,
+        )
+    }
+
+    fn whole_text_prefix(
         &self,
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Tensor<B, 2, Int>,
@@ -309,8 +367,17 @@ impl<B: Backend> FiberBackbone<B> {
     /// between pairs of different stages. With the original quirks the final Swin norm is not
     /// applied and the last text layer skips its output LayerNorm.
     pub fn fused_suffix(&self, image: &ImageState<B>, text: &TextState<B>) -> BackboneOutput<B> {
-        let mut image = image.clone();
-        let mut text = text.clone();
+        map_batch::<B, _, _, _>(
+            self,
+            (image.clone(), text.clone()),
+            |model, (image, text)| model.whole_fused_suffix(image, text),
+            BackboneOutput::cat,
+        )
+    }
+
+    fn whole_fused_suffix(&self, image: ImageState<B>, text: TextState<B>) -> BackboneOutput<B> {
+        let mut image = image;
+        let mut text = text;
         let last = self.pairs.len() - 1;
         for (k, pair) in self.pairs.iter().enumerate() {
             image = self.enter_stage(image, pair.stage);
@@ -335,9 +402,16 @@ impl<B: Backend> FiberBackbone<B> {
     /// The image-only remainder of the dual encoder (docs/model.md §2.5): the fused blocks run without
     /// text, then the final Swin LayerNorm → `[batch, n, C_last]`. Reads no fusion parameter.
     pub fn image_only_suffix(&self, image: &ImageState<B>) -> FeatureMap<B> {
-        let mut map = self.image_blocks_to_end(image.clone()).map;
-        map.tokens = self.vit_model.norm.forward(map.tokens);
-        map
+        map_batch::<B, _, _, _>(
+            self,
+            image.clone(),
+            |model, image| {
+                let mut map = model.image_blocks_to_end(image).map;
+                map.tokens = model.vit_model.norm.forward(map.tokens);
+                map
+            },
+            FeatureMap::cat,
+        )
     }
 
     /// Runs every remaining block (and merging) without text; no final norm.
@@ -362,10 +436,17 @@ impl<B: Backend> FiberBackbone<B> {
     /// with their output LayerNorm → `[batch, len, hidden]`. Reads no fusion parameter.
     pub fn text_only_suffix(&self, text: &TextState<B>) -> Tensor<B, 3> {
         let n = self.text_transformer.encoder.layer.len();
-        self.text_transformer.encoder.forward_layers(
-            text.hidden.clone(),
-            Some(text.mask.clone()),
-            self.pairs[0].layer..n,
+        map_batch::<B, _, _, _>(
+            self,
+            text.clone(),
+            |model, text| {
+                model.text_transformer.encoder.forward_layers(
+                    text.hidden,
+                    Some(text.mask),
+                    model.pairs[0].layer..n,
+                )
+            },
+            |parts| Tensor::cat(parts, 0),
         )
     }
 
@@ -396,7 +477,16 @@ impl<B: Backend> FiberBackbone<B> {
     /// Image side of captioning (docs/model.md §2.5): all stages without text and without the final
     /// norm → `[batch, n, C_last]`. Computed once per image and reused at every decoding step.
     pub fn caption_image(&self, pixels: Tensor<B, 4>) -> FeatureMap<B> {
-        self.image_blocks_to_end(self.image_prefix(pixels)).map
+        map_batch::<B, _, _, _>(
+            self,
+            pixels,
+            |model, pixels| {
+                model
+                    .image_blocks_to_end(model.whole_image_prefix(pixels))
+                    .map
+            },
+            FeatureMap::cat,
+        )
     }
 
     /// Text side of captioning (docs/model.md §2.5): causal and padding masks on self-attention, no

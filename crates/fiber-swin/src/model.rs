@@ -2,6 +2,7 @@
 
 use burn::prelude::*;
 use fiber_core::init::layer_norm;
+use fiber_core::kernels::BatchShard;
 use fiber_core::norm::LayerNorm;
 use fiber_core::weights::{join_key, visit_layer_norm, WeightVisitor};
 
@@ -20,7 +21,31 @@ pub struct FeatureMap<B: Backend> {
     pub width: usize,
 }
 
+impl<B: Backend> BatchShard for FeatureMap<B> {
+    fn batch_len(&self) -> usize {
+        self.tokens.dims()[0]
+    }
+
+    fn narrow_batch(&self, range: std::ops::Range<usize>) -> Self {
+        Self {
+            tokens: self.tokens.narrow_batch(range),
+            height: self.height,
+            width: self.width,
+        }
+    }
+}
+
 impl<B: Backend> FeatureMap<B> {
+    /// Concatenates maps on the same grid along the batch.
+    pub fn cat(parts: Vec<Self>) -> Self {
+        let (height, width) = (parts[0].height, parts[0].width);
+        Self {
+            tokens: Tensor::cat(parts.into_iter().map(|p| p.tokens).collect(), 0),
+            height,
+            width,
+        }
+    }
+
     /// The same values as an NCHW map `[batch, channels, height, width]`.
     pub fn nchw(&self) -> Tensor<B, 4> {
         let [b, _, c] = self.tokens.dims();

@@ -16,6 +16,7 @@ use super::autodiff::{
     incoming_gradient, is_autodiff_ndarray, record, register, tracked, untracked_from, Nd,
 };
 use super::cpu::{self, array, arrays, is_ndarray, tensor, CpuArray, SharedOut};
+use super::matmul::{sgemm, Threads};
 use crate::attention::{merge_heads, split_heads};
 
 /// `softmax(Q·Kᵀ·scale + Σ additive)·V` per head, heads split from and merged back into the
@@ -228,21 +229,14 @@ fn attend(
         // SAFETY: every pointer below addresses the (i, h) block of its array with the
         // array's own strides; each task writes only its own rows × head columns of `out`.
         unsafe {
-            matrixmultiply::sgemm(
-                lq,
-                d,
-                lk,
+            sgemm(
+                Threads::One,
+                (lq, d, lk),
                 scale as f32,
-                at(q, &[i, 0, h * d]),
-                qs[1],
-                qs[2],
-                at(k, &[i, 0, h * d]),
-                ks[2],
-                ks[1],
+                (at(q, &[i, 0, h * d]), qs[1], qs[2]),
+                (at(k, &[i, 0, h * d]), ks[2], ks[1]),
                 0.0,
-                scores.as_mut_ptr(),
-                lk as isize,
-                1,
+                (scores.as_mut_ptr(), lk as isize, 1),
             );
         }
         for term in terms {
@@ -252,21 +246,18 @@ fn attend(
             softmax_row(row);
         }
         unsafe {
-            matrixmultiply::sgemm(
-                lq,
-                lk,
-                dv,
+            sgemm(
+                Threads::One,
+                (lq, lk, dv),
                 1.0,
-                scores.as_ptr(),
-                lk as isize,
-                1,
-                at(v, &[i, 0, h * dv]),
-                vs[1],
-                vs[2],
+                (scores.as_ptr(), lk as isize, 1),
+                (at(v, &[i, 0, h * dv]), vs[1], vs[2]),
                 0.0,
-                out_ptr.start().add(i * lq * value_width + h * dv),
-                value_width as isize,
-                1,
+                (
+                    out_ptr.start().add(i * lq * value_width + h * dv),
+                    value_width as isize,
+                    1,
+                ),
             );
         }
     };
@@ -345,37 +336,27 @@ impl<const N: usize> Backward<Nd, N> for AttentionBackward {
                 // its array with that array's strides, and each task writes only its own
                 // blocks of dq, dk, dv and dscores.
                 unsafe {
-                    matrixmultiply::sgemm(
-                        lk,
-                        lq,
-                        dv,
+                    sgemm(
+                        Threads::One,
+                        (lk, lq, dv),
                         1.0,
-                        p.as_ptr(),
-                        1,
-                        lk as isize,
-                        g,
-                        value_width as isize,
-                        1,
+                        (p.as_ptr(), 1, lk as isize),
+                        (g, value_width as isize, 1),
                         0.0,
-                        dv_ptr.start().add(i * lk * value_width + h * dv),
-                        value_width as isize,
-                        1,
+                        (
+                            dv_ptr.start().add(i * lk * value_width + h * dv),
+                            value_width as isize,
+                            1,
+                        ),
                     );
-                    matrixmultiply::sgemm(
-                        lq,
-                        dv,
-                        lk,
+                    sgemm(
+                        Threads::One,
+                        (lq, dv, lk),
                         1.0,
-                        g,
-                        value_width as isize,
-                        1,
-                        at(v, &[i, 0, h * dv]),
-                        vs[2],
-                        vs[1],
+                        (g, value_width as isize, 1),
+                        (at(v, &[i, 0, h * dv]), vs[2], vs[1]),
                         0.0,
-                        ds.as_mut_ptr(),
-                        lk as isize,
-                        1,
+                        (ds.as_mut_ptr(), lk as isize, 1),
                     );
                 }
                 for (ds_row, p_row) in ds.chunks_mut(lk).zip(p.chunks(lk)) {
@@ -393,37 +374,31 @@ impl<const N: usize> Backward<Nd, N> for AttentionBackward {
                             lq * lk,
                         );
                     }
-                    matrixmultiply::sgemm(
-                        lq,
-                        lk,
-                        d,
+                    sgemm(
+                        Threads::One,
+                        (lq, lk, d),
                         scale,
-                        ds.as_ptr(),
-                        lk as isize,
-                        1,
-                        at(k, &[i, 0, h * d]),
-                        ks[1],
-                        ks[2],
+                        (ds.as_ptr(), lk as isize, 1),
+                        (at(k, &[i, 0, h * d]), ks[1], ks[2]),
                         0.0,
-                        dq_ptr.start().add(i * lq * width + h * d),
-                        width as isize,
-                        1,
+                        (
+                            dq_ptr.start().add(i * lq * width + h * d),
+                            width as isize,
+                            1,
+                        ),
                     );
-                    matrixmultiply::sgemm(
-                        lk,
-                        lq,
-                        d,
+                    sgemm(
+                        Threads::One,
+                        (lk, lq, d),
                         scale,
-                        ds.as_ptr(),
-                        1,
-                        lk as isize,
-                        at(q, &[i, 0, h * d]),
-                        qs[1],
-                        qs[2],
+                        (ds.as_ptr(), 1, lk as isize),
+                        (at(q, &[i, 0, h * d]), qs[1], qs[2]),
                         0.0,
-                        dk_ptr.start().add(i * lk * width + h * d),
-                        width as isize,
-                        1,
+                        (
+                            dk_ptr.start().add(i * lk * width + h * d),
+                            width as isize,
+                            1,
+                        ),
                     );
                 }
             },

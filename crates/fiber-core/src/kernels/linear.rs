@@ -13,6 +13,7 @@ use super::autodiff::{
     incoming_gradient, is_autodiff_ndarray, record, register, tracked, untracked_from, Nd,
 };
 use super::cpu::{array, column_sums, is_ndarray, rows_per_task, tensor, CpuArray};
+use super::matmul::{sgemm, Threads};
 use crate::Activation;
 
 /// `x·W + b` of a Burn [`Linear`]: `[..., d_in]` → `[..., d_out]`.
@@ -193,21 +194,14 @@ impl<const N: usize> Backward<Nd, N> for AffineBackward {
             let mut dx = vec![0f32; m * k];
             // SAFETY: dz is m×n row-major, Wᵀ is W read with swapped strides, dx is m×k.
             unsafe {
-                matrixmultiply::sgemm(
-                    m,
-                    n,
-                    k,
+                sgemm(
+                    Threads::Pool,
+                    (m, n, k),
                     1.0,
-                    dz.as_ptr(),
-                    n as isize,
-                    1,
-                    state.weight.as_ptr(),
-                    ws[1],
-                    ws[0],
+                    (dz.as_ptr(), n as isize, 1),
+                    (state.weight.as_ptr(), ws[1], ws[0]),
                     0.0,
-                    dx.as_mut_ptr(),
-                    k as isize,
-                    1,
+                    (dx.as_mut_ptr(), k as isize, 1),
                 );
             }
             register(grads, node.id, state.input.shape(), dx);
@@ -218,21 +212,14 @@ impl<const N: usize> Backward<Nd, N> for AffineBackward {
             // SAFETY: xᵀ is the m×k row-major input read with swapped strides, dz is m×n,
             // dW is k×n.
             unsafe {
-                matrixmultiply::sgemm(
-                    k,
-                    m,
-                    n,
+                sgemm(
+                    Threads::Pool,
+                    (k, m, n),
                     1.0,
-                    input.as_ptr(),
-                    1,
-                    k as isize,
-                    dz.as_ptr(),
-                    n as isize,
-                    1,
+                    (input.as_ptr(), 1, k as isize),
+                    (dz.as_ptr(), n as isize, 1),
                     0.0,
-                    dw.as_mut_ptr(),
-                    n as isize,
-                    1,
+                    (dw.as_mut_ptr(), n as isize, 1),
                 );
             }
             register(grads, node.id, &[k, n], dw);
@@ -269,21 +256,14 @@ pub(crate) fn matmul_bias(
     // SAFETY: the pointers and strides describe `input` (m×k, row-major), `weight` (k×n, its
     // own strides) and `out` (m×n, row-major), all alive for the call.
     unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
+        sgemm(
+            Threads::Pool,
+            (m, k, n),
             1.0,
-            input.as_ptr(),
-            k as isize,
-            1,
-            weight.as_ptr(),
-            ws[0],
-            ws[1],
+            (input.as_ptr(), k as isize, 1),
+            (weight.as_ptr(), ws[0], ws[1]),
             beta,
-            out.as_mut_ptr(),
-            n as isize,
-            1,
+            (out.as_mut_ptr(), n as isize, 1),
         );
     }
     if let Some(activation) = activation {

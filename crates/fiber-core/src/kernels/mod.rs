@@ -21,15 +21,18 @@
 mod activation;
 mod attention;
 mod autodiff;
+mod batch;
 mod cpu;
 mod gather;
 mod linear;
+mod matmul;
 mod norm;
 mod residual;
 
 pub(crate) use activation::cpu_activation;
 pub use activation::{erf_f32, exp_f32, gelu_erf};
 pub use attention::multi_head_attention;
+pub use batch::{inference_shards, map_batch, shard_ranges, BatchShard};
 pub use gather::gather_rows;
 pub use linear::{affine, linear, linear_activation};
 pub use norm::layer_norm;
