@@ -15,6 +15,10 @@
 //! own fused kernels and autodiff its graph. All paths agree to float rounding (the tests
 //! below and every model parity test check this).
 //!
+//! Every matrix product goes through one `gemm` call on the same rayon pool (`matmul.rs`), and
+//! [`map_batch`] splits inference across the batch, one shard of samples per thread, so the work
+//! that stays in Burn's single-threaded operations runs on every core as well.
+//!
 //! The backend is recognised at run time from its float tensor type (Rust has no
 //! specialisation; Burn's backend-extension traits would put a new bound on every model).
 
