@@ -22,7 +22,22 @@ pub fn linear_normal<B: Backend>(
     if bias {
         linear.bias = Some(Param::from_tensor(Tensor::zeros([d_out], device)));
     }
+    linear.weight = Param::from_tensor(short_row_stride(linear.weight.val()));
     linear
+}
+
+/// The same `[d_in, d_out]` weight, stored so that its rows in memory are the shorter ones:
+/// with more outputs than inputs, as a transposed view of a `[d_out, d_in]` buffer (the
+/// layout PyTorch checkpoints have). Products with few input rows read the weight's rows one
+/// cache line each; rows a multiple of 4 KiB apart (3072 floats, as in the text MLP) fall into
+/// the same cache sets, and such products ran at half speed (docs/performance.md).
+pub fn short_row_stride<B: Backend>(weight: Tensor<B, 2>) -> Tensor<B, 2> {
+    let [d_in, d_out] = weight.dims();
+    if d_out <= d_in {
+        return weight;
+    }
+    let device = weight.device();
+    Tensor::<B, 2>::from_data(weight.transpose().into_data(), &device).transpose()
 }
 
 /// `linear` with its weight and bias set to zero (same shapes and device).
@@ -46,7 +61,7 @@ pub fn linear_trunc_normal<B: Backend>(
 ) -> Linear<B> {
     let mut linear = linear_normal(d_in, d_out, bias, std, device);
     let w = linear.weight.val();
-    linear.weight = Param::from_tensor(w.clamp(-2.0 * std, 2.0 * std).detach());
+    linear.weight = Param::from_tensor(short_row_stride(w.clamp(-2.0 * std, 2.0 * std).detach()));
     linear
 }
 

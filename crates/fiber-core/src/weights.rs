@@ -257,12 +257,23 @@ pub fn assign_stored<B: Backend, const D: usize>(
     layout: Layout,
 ) {
     let burn_shape = param.lazy_shape().to_vec();
-    let values = match layout {
-        Layout::Same => values.to_vec(),
-        Layout::Transposed => transpose(values, burn_shape[1], burn_shape[0]),
-    };
     let device = param.lazy_device();
-    let tensor = Tensor::<B, D>::from_data(TensorData::new(values, burn_shape), &device);
+    let tensor = match layout {
+        Layout::Same => {
+            Tensor::<B, D>::from_data(TensorData::new(values.to_vec(), burn_shape), &device)
+        }
+        // A linear weight with more outputs than inputs keeps the checkpoint's `[out, in]`
+        // storage, seen as `[in, out]` (`crate::init::short_row_stride`).
+        Layout::Transposed if D == 2 && burn_shape[1] > burn_shape[0] => {
+            let stored: Vec<usize> = burn_shape.iter().rev().copied().collect();
+            Tensor::<B, D>::from_data(TensorData::new(values.to_vec(), stored), &device)
+                .swap_dims(0, 1)
+        }
+        Layout::Transposed => Tensor::<B, D>::from_data(
+            TensorData::new(transpose(values, burn_shape[1], burn_shape[0]), burn_shape),
+            &device,
+        ),
+    };
     *param = Param::initialized(param.id, tensor.require_grad());
 }
 
