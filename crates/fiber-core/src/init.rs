@@ -1,13 +1,15 @@
 //! Initialisers matching the reference implementations (HuggingFace `_init_weights`, timm).
 
 use burn::module::Param;
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNormConfig, Linear};
 use burn::prelude::*;
+use burn::tensor::Distribution;
 
 use crate::norm::LayerNorm;
 
 /// `Linear(d_in → d_out)` with weights from N(0, std²) and a zero bias, as HuggingFace
-/// initialises BERT-family models and FIBER its new heads (docs/model.md §3.1, §6.3).
+/// initialises BERT-family models and FIBER its new heads (docs/model.md §3.1, §6.3). The
+/// weight `[d_in, d_out]` is stored with the shorter row stride ([`short_row_stride`]).
 pub fn linear_normal<B: Backend>(
     d_in: usize,
     d_out: usize,
@@ -15,29 +17,37 @@ pub fn linear_normal<B: Backend>(
     std: f64,
     device: &B::Device,
 ) -> Linear<B> {
-    let mut linear = LinearConfig::new(d_in, d_out)
-        .with_bias(bias)
-        .with_initializer(Initializer::Normal { mean: 0.0, std })
-        .init(device);
-    if bias {
-        linear.bias = Some(Param::from_tensor(Tensor::zeros([d_out], device)));
-    }
-    linear.weight = Param::from_tensor(short_row_stride(linear.weight.val()));
-    linear
+    let weight = short_row_stride([d_in, d_out], |shape| {
+        Tensor::random(shape, Distribution::Normal(0.0, std), device)
+    });
+    linear_with(weight, bias, device)
 }
 
-/// The same `[d_in, d_out]` weight, stored so that its rows in memory are the shorter ones:
-/// with more outputs than inputs, as a transposed view of a `[d_out, d_in]` buffer (the
-/// layout PyTorch checkpoints have). Products with few input rows read the weight's rows one
-/// cache line each; rows a multiple of 4 KiB apart (3072 floats, as in the text MLP) fall into
-/// the same cache sets, and such products ran at half speed (docs/performance.md).
-pub fn short_row_stride<B: Backend>(weight: Tensor<B, 2>) -> Tensor<B, 2> {
-    let [d_in, d_out] = weight.dims();
-    if d_out <= d_in {
-        return weight;
+/// A `[d_in, d_out]` weight made by `make` (called with the shape to fill), stored so that
+/// its rows in memory are the shorter ones: with more outputs than inputs, as a transposed
+/// view of a `[d_out, d_in]` buffer (the layout PyTorch checkpoints have, and the one
+/// [`crate::weights::assign_stored`] keeps). Products with few input rows read one weight row
+/// per cache line; rows a multiple of 4 KiB apart (3072 floats, as in the text MLP) fall into
+/// the same cache sets, and such products ran at half speed (docs/performance.md). Every
+/// kernel accepts either layout; an optimiser step may store the result in the plain one.
+pub fn short_row_stride<B: Backend>(
+    [d_in, d_out]: [usize; 2],
+    make: impl FnOnce([usize; 2]) -> Tensor<B, 2>,
+) -> Tensor<B, 2> {
+    if d_out > d_in {
+        make([d_out, d_in]).transpose()
+    } else {
+        make([d_in, d_out])
     }
-    let device = weight.device();
-    Tensor::<B, 2>::from_data(weight.transpose().into_data(), &device).transpose()
+}
+
+/// A linear layer with the given `[d_in, d_out]` weight and, if asked, a zero bias.
+fn linear_with<B: Backend>(weight: Tensor<B, 2>, bias: bool, device: &B::Device) -> Linear<B> {
+    let d_out = weight.dims()[1];
+    Linear {
+        weight: Param::from_tensor(weight),
+        bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
+    }
 }
 
 /// `linear` with its weight and bias set to zero (same shapes and device).
@@ -59,10 +69,10 @@ pub fn linear_trunc_normal<B: Backend>(
     std: f64,
     device: &B::Device,
 ) -> Linear<B> {
-    let mut linear = linear_normal(d_in, d_out, bias, std, device);
-    let w = linear.weight.val();
-    linear.weight = Param::from_tensor(short_row_stride(w.clamp(-2.0 * std, 2.0 * std).detach()));
-    linear
+    let weight = short_row_stride([d_in, d_out], |shape| {
+        Tensor::random(shape, Distribution::Normal(0.0, std), device).clamp(-2.0 * std, 2.0 * std)
+    });
+    linear_with(weight, bias, device)
 }
 
 /// LayerNorm over `d` features with weight 1 and bias 0.
@@ -126,5 +136,27 @@ mod tests {
         let loss = w.sum() + embedding.weight.val().sum();
         let grads = loss.backward();
         assert!(linear.weight.grad(&grads).is_some());
+    }
+
+    #[test]
+    fn weights_with_more_outputs_than_inputs_are_transposed_views() {
+        type Cpu = burn::backend::NdArray;
+        let device = Default::default();
+        let wide = linear_trunc_normal::<Cpu>(8, 24, true, 0.02, &device)
+            .weight
+            .val();
+        let narrow = linear_normal::<Cpu>(24, 8, true, 0.02, &device)
+            .weight
+            .val();
+        assert_eq!((wide.dims(), narrow.dims()), ([8, 24], [24, 8]));
+        let strides =
+            |w: &Tensor<Cpu, 2>| crate::kernels::cpu::array(w).unwrap().strides().to_vec();
+        assert_eq!(strides(&wide), vec![1, 8]);
+        assert_eq!(strides(&narrow), vec![8, 1]);
+        let max = wide.abs().max().into_scalar();
+        assert!(
+            max <= 0.04 + 1e-7,
+            "truncated at two standard deviations, got {max}"
+        );
     }
 }

@@ -404,6 +404,31 @@ mod tests {
     }
 
     #[test]
+    fn wide_linear_weights_load_as_transposed_views_of_the_checkpoint() {
+        let device = Default::default();
+        let mut wide = LinearConfig::new(2, 3).init::<B>(&device);
+        let mut collector = WeightCollector::new();
+        visit_linear(&mut collector, "wide", &mut wide);
+        let store = collector.into_store();
+        let mut loaded = LinearConfig::new(2, 3).init::<B>(&device);
+        let mut loader = WeightLoader::new(store.clone());
+        visit_linear(&mut loader, "wide", &mut loaded);
+        loader.finish().unwrap();
+        let weight = loaded.weight.val();
+        assert_eq!(weight.dims(), [2, 3]);
+        assert_eq!(weight.clone().into_data(), wide.weight.val().into_data());
+        let stored = crate::kernels::cpu::array(&weight).unwrap();
+        assert_eq!(
+            stored.strides(),
+            &[1, 2],
+            "the checkpoint's [out, in] storage is kept"
+        );
+        let mut again = WeightCollector::new();
+        visit_linear(&mut again, "wide", &mut loaded);
+        assert_eq!(again.into_store(), store);
+    }
+
+    #[test]
     fn every_problem_is_reported_at_once_with_both_shapes() {
         let mut a = Tiny::new();
         let mut store = store_of(&mut a);

@@ -26,7 +26,7 @@ mod activation;
 mod attention;
 mod autodiff;
 mod batch;
-mod cpu;
+pub(crate) mod cpu;
 mod gather;
 mod linear;
 mod matmul;
