@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod data;
+pub mod export;
 pub mod fiber;
 pub mod hf_forward;
 pub mod infer;
@@ -54,6 +55,8 @@ pub enum Command {
     Vqa(infer::VqaArgs),
     /// Caption images with a trained run.
     Caption(infer::CaptionArgs),
+    /// Write a trained run's model as a model folder, the format the library crates load.
+    Export(export::ExportArgs),
     /// Detect named classes on images with a run's grounding detector (COCO results + PNG).
     Detect(infer::DetectArgs),
     /// Ground each phrase of a caption on an image with a run's detector (JSON + PNG).
@@ -89,6 +92,7 @@ where
         Command::Retrieve(args) => infer::retrieve(args),
         Command::Vqa(args) => infer::vqa(args),
         Command::Caption(args) => infer::caption(args),
+        Command::Export(args) => export::run(args),
         Command::Detect(args) => infer::detect(args),
         Command::Ground(args) => infer::ground(args),
     }

@@ -4,6 +4,21 @@
 //! attention-mask helpers, the one host-to-tensor path for integer batches, the run-time
 //! choice of compute backend, and the fused CPU kernels (linear layers, LayerNorm, attention)
 //! the models' forward passes go through.
+//!
+//! Main types: [`TensorStore`] (named tensors, read from safetensors or PyTorch files),
+//! [`WeightLoader`] / [`WeightCollector`] (a module's parameters from and into a store, by
+//! checkpoint key), [`Activation`], and the kernels of [`kernels`].
+//!
+//! ```
+//! use fiber_core::{StoredTensor, TensorStore};
+//!
+//! let mut store = TensorStore::new();
+//! store.insert("dense.weight", StoredTensor::f32(vec![2, 3], vec![0.5; 6]));
+//! let bytes = store.to_safetensors_bytes()?;
+//! let back = TensorStore::from_safetensors_bytes(&bytes)?;
+//! assert_eq!(back.get("dense.weight").unwrap().shape, vec![2, 3]);
+//! # Ok::<(), fiber_core::WeightError>(())
+//! ```
 
 pub mod activation;
 pub mod attention;

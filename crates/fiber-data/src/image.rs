@@ -254,6 +254,25 @@ pub fn preprocess_square(image: &PixelImage, size: usize) -> Result<PixelImage, 
     ))
 }
 
+/// The files at `paths` decoded and preprocessed as the coarse stage does
+/// ([`preprocess_square`] to `size`, in parallel) → `[paths.len(), 3, size, size]`; the
+/// first file that cannot be read or decoded is the error.
+pub fn load_square_batch<B: Backend, P: AsRef<Path> + Sync>(
+    paths: &[P],
+    size: usize,
+    device: &B::Device,
+) -> Result<Tensor<B, 4>, DataError> {
+    use rayon::prelude::*;
+    if paths.is_empty() {
+        return Err(DataError::Invalid("no images to load".into()));
+    }
+    let images = paths
+        .par_iter()
+        .map(|path| preprocess_square(&load_rgb(path)?, size))
+        .collect::<Result<Vec<_>, _>>()?;
+    to_tensor(&images, device)
+}
+
 /// Output size `(height, width)` of the detection resize: the shorter side becomes `shorter`,
 /// unless the longer side would exceed `max_longer`, in which case the shorter side is reduced
 /// so that it does not (maskrcnn-benchmark's rule, including its rounding).

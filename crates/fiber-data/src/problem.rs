@@ -95,7 +95,7 @@ pub struct FirstById {
 }
 
 impl FirstById {
-    /// Whether `entry` (e.g. "images[4] (b.jpg)", at `location` of `file`) is the first with
+    /// Whether `entry` (e.g. `images[4] (b.jpg)`, at `location` of `file`) is the first with
     /// `id` under the key `key` (e.g. "imgid"); when it is not, records the problem.
     pub fn claim(
         &mut self,

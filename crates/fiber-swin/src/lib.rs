@@ -7,6 +7,26 @@
 //! [`weights`] maps HuggingFace `SwinModel` files onto the same modules. Blocks can run one at a
 //! time and expose their attention output before the residual, so the fusion backbone can
 //! interleave them with text layers and add its cross-attention.
+//!
+//! Main types: [`SwinConfig`] and [`SwinModel`] (`from_pretrained` reads a HuggingFace
+//! folder: `config.json` + `model.safetensors`), whose forward pass gives a [`SwinOutput`].
+//!
+//! ```
+//! use burn::backend::NdArray;
+//! use burn::tensor::Tensor;
+//! use fiber_swin::{SwinConfig, SwinModel};
+//!
+//! # fn main() -> Result<(), fiber_swin::SwinError> {
+//! let device = Default::default();
+//! // A HuggingFace folder instead: SwinModel::<NdArray>::from_pretrained("swin-base", &device)?
+//! let config = SwinConfig::from_hf_json_str(
+//!     r#"{"image_size": 32, "embed_dim": 8, "depths": [2, 2], "num_heads": [2, 4], "window_size": 4}"#,
+//! )?;
+//! let model = SwinModel::<NdArray>::new(&config, &device);
+//! let output = model.forward(Tensor::zeros([1, 3, 32, 32], &device));
+//! assert_eq!(output.pooler_output.dims(), [1, 16]); // [batch, channels of the last stage]
+//! # Ok(()) }
+//! ```
 
 pub mod block;
 pub mod config;

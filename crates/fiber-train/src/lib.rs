@@ -8,6 +8,21 @@
 //! [`workspace`] and the [`stage`] loop (whose steps [`step`] assembles with [`optim`]) and
 //! evaluates with [`eval`], reading its data through [`input`]; [`run`], [`saved`] and [`infer`] open a trained run for evaluation and
 //! inference; [`benchmark`] times the training step as [`step`] runs it.
+//!
+//! A trained run is opened with [`run::RunFolder`]; [`export::export_model`] writes its models
+//! as model folders for `fiber_heads::Fiber`.
+//!
+//! ```no_run
+//! use burn::backend::NdArray;
+//! use fiber_train::run::RunFolder;
+//!
+//! # fn main() -> Result<(), fiber_train::TrainError> {
+//! let device = Default::default();
+//! let run = RunFolder::open(std::path::Path::new("runs/shapes"))?;
+//! let (vqa, answers) = run.vqa_model::<NdArray>(&device)?;
+//! println!("{} answers", answers.len());
+//! # Ok(()) }
+//! ```
 
 pub mod benchmark;
 pub mod checkpoint;
@@ -15,6 +30,7 @@ pub mod config;
 pub mod detect;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod infer;
 pub mod init;
 pub mod input;

@@ -45,7 +45,7 @@ impl RunFolder {
     }
 
     /// The folder of a stage's latest checkpoint.
-    pub(crate) fn stage_checkpoint(&self, stage: &str) -> Result<PathBuf, TrainError> {
+    pub fn stage_checkpoint(&self, stage: &str) -> Result<PathBuf, TrainError> {
         let checkpoints = CheckpointDir::new(self.dir.join(stage).join("checkpoints"), 1);
         let (_, folder) = checkpoints
             .latest()?
