@@ -464,6 +464,29 @@ fn the_fine_stage_stopped_and_resumed_matches_a_straight_run_with_its_weight_ave
         compared > 100 && tight * 10 >= compared * 9,
         "{tight} of {compared} within 1e-5"
     );
+    // `export` writes the weight average as a detector folder that the detector reader loads.
+    let exported = tmp.path().join("exported-fine");
+    succeed(Command::new(env!("CARGO_BIN_EXE_xtask")).args([
+        "export",
+        "--run",
+        straight.join("small").to_str().unwrap(),
+        "--stage",
+        "fine",
+        "--to",
+        exported.to_str().unwrap(),
+    ]));
+    let folder = fiber_heads::grounding::weights::DetectorCheckpoint::read(
+        &exported,
+        None,
+        fiber_heads::grounding::weights::WeightCopy::Model,
+    )
+    .unwrap();
+    assert!(
+        folder.assumed.is_none(),
+        "the folder carries its configuration"
+    );
+    assert_eq!(folder.store, ea, "the exported weights are the average");
+    assert!(exported.join("tokenizer.json").is_file());
     // The average differs from the trained weights, and the report evaluates the average.
     let model = fiber_core::TensorStore::read_safetensors(
         straight.join("small/fine/checkpoints/step-000006/model.safetensors"),

@@ -309,15 +309,22 @@ impl<B: Backend> Fiber<B> {
         if texts.is_empty() {
             return Err(HeadsError::Invalid("no texts to encode".into()));
         }
-        let mut len = 2;
-        for text in texts {
-            len = len.max(self.tokenizer.encode_plain(text.as_ref())?.len() + 2);
-        }
-        let len = len.min(self.settings.max_text_len);
-        Ok(self
+        let encoded = self
             .tokenizer
-            .encode_batch(texts, len)?
-            .to_tensors(&self.device))
+            .encode_batch(texts, self.settings.max_text_len)?;
+        let len = (0..encoded.batch)
+            .map(|i| {
+                encoded.attention_mask[i * encoded.len..(i + 1) * encoded.len]
+                    .iter()
+                    .sum::<i64>() as usize
+            })
+            .max()
+            .unwrap_or(2);
+        let (ids, mask) = encoded.to_tensors(&self.device);
+        Ok((
+            ids.slice([0..texts.len(), 0..len]),
+            mask.slice([0..texts.len(), 0..len]),
+        ))
     }
 
     fn check_pixels(&self, pixels: &Tensor<B, 4>) -> Result<usize, HeadsError> {

@@ -36,8 +36,8 @@ const PHRASE_BREAKS: [&str; 28] = [
 const ARTICLES: [&str; 5] = ["a", "an", "the", "some", "two"];
 
 /// The phrases of a caption with their character spans: runs of words between punctuation and
-/// break words (prepositions and conjunctions: "on", "and", "with", …), without leading articles ("a red cup on a wooden table" →
-/// "red cup", "wooden table"). A simple stand-in for the noun-phrase chunker of GLIP's demo;
+/// break words (prepositions and conjunctions: "on", "and", "with", …), without leading
+/// articles ("a red cup on a wooden table" → "red cup", "wooden table"). A simple stand-in for the noun-phrase chunker of GLIP's demo;
 /// pass the phrases explicitly where it splits wrongly.
 pub fn caption_phrases(caption: &str) -> Vec<(String, CharSpan)> {
     let chars: Vec<char> = caption.chars().collect();

@@ -55,8 +55,8 @@ pub fn export_model(run: &RunFolder, stage: Stage, to: &Path) -> Result<Exported
     let fiber = run.fiber_config();
     let is_detector = matches!(stage, Stage::Fine | Stage::Detect | Stage::Ground);
     let weights = if is_detector {
-        let (store, weights) = crate::init::detector_weights(&checkpoint)?;
-        write(WEIGHTS_FILE, &store.to_safetensors_bytes()?)?;
+        let weights = crate::init::detector_weights_file(&checkpoint);
+        write(WEIGHTS_FILE, &CheckpointDir::read(&checkpoint, weights)?)?;
         let config = run.config.detector.detector_config(&fiber);
         write(CONFIG_FILE, to_json(&config)?.as_bytes())?;
         weights

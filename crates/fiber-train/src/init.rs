@@ -500,14 +500,20 @@ impl InitSource {
     }
 }
 
-/// A detector checkpoint folder's weights: its moving average when it kept one, else its
-/// weights; with the file read.
-pub(crate) fn detector_weights(folder: &Path) -> Result<(TensorStore, &'static str), TrainError> {
-    let file = if folder.join("ema.safetensors").exists() {
+/// The file of a detector checkpoint folder that holds its weights for evaluation and use:
+/// the moving average (`ema.safetensors`) when the stage kept one, else `model.safetensors`.
+pub(crate) fn detector_weights_file(folder: &Path) -> &'static str {
+    if folder.join("ema.safetensors").exists() {
         "ema.safetensors"
     } else {
         "model.safetensors"
-    };
+    }
+}
+
+/// A detector checkpoint folder's weights: its moving average when it kept one, else its
+/// weights; with the file read.
+pub(crate) fn detector_weights(folder: &Path) -> Result<(TensorStore, &'static str), TrainError> {
+    let file = detector_weights_file(folder);
     let store = TensorStore::from_safetensors_bytes(&CheckpointDir::read(folder, file)?)?;
     Ok((store, file))
 }
