@@ -556,6 +556,31 @@ fn the_fine_stage_stopped_and_resumed_matches_a_straight_run_with_its_weight_ave
         assert!(r["category"].is_string() && r["bbox"].as_array().unwrap().len() == 4);
         assert!(r["score"].as_f64().unwrap() >= 0.0);
     }
+    // The exported detector folder, loaded as a program using the library loads it, finds
+    // the same boxes as the command on the run.
+    let detector = fiber_heads::grounding::Detector::<burn::backend::NdArray>::load(
+        &exported,
+        &Default::default(),
+    )
+    .unwrap();
+    let classes = detector
+        .categories()
+        .expect("the folder keeps its classes")
+        .to_vec();
+    let found = detector.detect(&[&image], &classes).unwrap().remove(0);
+    assert_eq!(found.len(), results.len());
+    for (d, r) in found.iter().zip(results) {
+        assert_eq!(classes[d.class], r["category"].as_str().unwrap());
+        let close = |a: f32, b: &serde_json::Value| (a as f64 - b.as_f64().unwrap()).abs() < 1e-4;
+        let b = r["bbox"].as_array().unwrap();
+        assert!(close(d.score, &r["score"]), "{d:?} {r}");
+        assert!(
+            close(d.bbox[0], &b[0]) && close(d.bbox[1], &b[1]),
+            "{d:?} {r}"
+        );
+        assert!(close(d.bbox[2] - d.bbox[0], &b[2]), "{d:?} {r}");
+        assert!(close(d.bbox[3] - d.bbox[1], &b[3]), "{d:?} {r}");
+    }
     let png =
         fiber_data::image::load_rgb(run_dir.join("detections/COCO_test_000000000105.png")).unwrap();
     assert!(png.width >= 384, "enlarged for legible labels");
@@ -591,6 +616,15 @@ fn the_fine_stage_stopped_and_resumed_matches_a_straight_run_with_its_weight_ave
     assert!(run_dir
         .join("groundings/COCO_test_000000000105.png")
         .exists());
+    let library = detector
+        .ground(&image, "a red circle and a blue square", &[] as &[&str])
+        .unwrap();
+    for (p, q) in library.iter().zip(phrases) {
+        assert_eq!(p.phrase, q["phrase"].as_str().unwrap());
+        let best = &q["boxes"][0];
+        assert!((p.boxes[0].score as f64 - best["score"].as_f64().unwrap()).abs() < 1e-4);
+    }
+
     // Downstream fine-tuning starts from the run's fine-grained detector (its weight average);
     // evaluation and the commands then use the fine-tuned detector of each task.
     for (stage, task, metric) in [

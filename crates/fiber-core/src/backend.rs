@@ -94,7 +94,7 @@ pub trait BackendJob {
 
 /// Checks that the machine can run `kind` (for CUDA: the driver library loads and sees a
 /// device), so a missing GPU is a clear error rather than a panic inside the backend.
-pub fn check_device(kind: BackendKind) -> Result<(), UnknownBackend> {
+pub(crate) fn check_device(kind: BackendKind) -> Result<(), UnknownBackend> {
     #[cfg(feature = "cuda")]
     if kind == BackendKind::Cuda {
         use cudarc::driver::{result, sys};

@@ -114,7 +114,7 @@ impl<B: Backend> Conv2dLayer<B> {
 }
 
 /// Output length of a convolution along one axis.
-pub fn conv_output_len(len: usize, kernel: usize, stride: usize, padding: usize) -> usize {
+pub(crate) fn conv_output_len(len: usize, kernel: usize, stride: usize, padding: usize) -> usize {
     (len + 2 * padding - kernel) / stride + 1
 }
 

@@ -63,7 +63,7 @@ pub fn from_value<T: DeserializeOwned>(
 /// some of its settings keeps the defaults of the others); keys only `given` has (other
 /// programs' settings) are ignored. This is how a configuration file that names only some
 /// settings is read over the defaults.
-pub fn overlay_known(
+pub(crate) fn overlay_known(
     mut defaults: serde_json::Value,
     given: &serde_json::Value,
 ) -> serde_json::Value {
@@ -82,7 +82,7 @@ pub fn overlay_known(
 }
 
 /// `given` (read from `path`) read over `defaults`: each setting `given` names replaces the
-/// default's ([`overlay_known`]); the others keep their default values.
+/// default's, key by key in nested objects; the others keep their default values.
 pub fn read_over_defaults<T: serde::Serialize + DeserializeOwned>(
     defaults: &T,
     given: &serde_json::Value,

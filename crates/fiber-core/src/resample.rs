@@ -9,7 +9,7 @@ use burn::tensor::TensorData;
 
 /// Weights `[out, in]` (row-major) of 1-D linear interpolation with `align_corners = True`:
 /// output `i` samples input position `i·(in − 1)/(out − 1)` (position 0 when `out == 1`).
-pub fn linear_aligned_weights(input: usize, output: usize) -> Vec<f32> {
+pub(crate) fn linear_aligned_weights(input: usize, output: usize) -> Vec<f32> {
     let mut weights = vec![0.0f32; output * input];
     let scale = if output > 1 {
         (input as f64 - 1.0) / (output as f64 - 1.0)

@@ -204,7 +204,7 @@ pub fn checkpoint_shape(burn_shape: &[usize], layout: Layout) -> Vec<usize> {
 }
 
 /// Transposes a row-major `[rows, cols]` matrix.
-pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0; values.len()];
     for r in 0..rows {
         for c in 0..cols {

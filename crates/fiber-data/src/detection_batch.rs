@@ -53,7 +53,7 @@ impl DetectionBatchConfig {
 
 /// Whether a caption names a side (the words "left" or "right", any case), so that a flipped
 /// image would contradict it.
-pub fn mentions_sides(caption: &str) -> bool {
+pub(crate) fn mentions_sides(caption: &str) -> bool {
     caption
         .split(|c: char| !c.is_alphanumeric())
         .any(|w| w.eq_ignore_ascii_case("left") || w.eq_ignore_ascii_case("right"))

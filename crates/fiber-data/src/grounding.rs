@@ -321,7 +321,7 @@ pub struct DetectionImage {
 pub struct DetectionDataset {
     /// Category ids, in file order.
     pub category_ids: Vec<u64>,
-    /// Cleaned category names (see [`clean_name`]), parallel to `category_ids`.
+    /// Cleaned category names (lower case, `_` as space, parenthesised parts removed, as GLIP cleans them), parallel to `category_ids`.
     pub categories: Vec<String>,
     /// The images (also those without boxes).
     pub images: Vec<DetectionImage>,
@@ -329,7 +329,7 @@ pub struct DetectionDataset {
 
 /// A class name as GLIP puts it into a prompt: lower case, `_` as space, parenthesised parts
 /// removed, runs of spaces collapsed.
-pub fn clean_name(name: &str) -> String {
+pub(crate) fn clean_name(name: &str) -> String {
     let mut out = String::new();
     let mut depth = 0usize;
     for c in name.chars() {

@@ -86,7 +86,7 @@ impl PixelImage {
 }
 
 /// Decodes a JPEG, PNG or WebP file (format from its content) to RGB in [0, 1]; a JPEG cut
-/// off before its end is an error (see [`crate::jpeg::truncation`]).
+/// off before its end is an error (the JPEG stream checked for its end-of-image marker).
 pub fn load_rgb(path: impl AsRef<Path>) -> Result<PixelImage, DataError> {
     let path = path.as_ref();
     let io = |source| DataError::Io {

@@ -7,7 +7,7 @@
 /// `None` when its segments run to an end-of-image marker (`FF D9`). Segments are skipped by
 /// their length (so thumbnails inside Exif segments are not mistaken for the end), compressed
 /// data is scanned up to the next marker; bytes after the end-of-image marker are ignored.
-pub fn truncation(bytes: &[u8]) -> Option<String> {
+pub(crate) fn truncation(bytes: &[u8]) -> Option<String> {
     let len = bytes.len();
     let cut = |inside: &str| {
         Some(format!(
@@ -65,6 +65,6 @@ pub fn truncation(bytes: &[u8]) -> Option<String> {
 }
 
 /// Whether `bytes` start like a JPEG file (start-of-image marker followed by a marker).
-pub fn is_jpeg(bytes: &[u8]) -> bool {
+pub(crate) fn is_jpeg(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0xFF, 0xD8, 0xFF])
 }

@@ -106,7 +106,11 @@ impl DataSource {
 }
 
 /// The files of `dir` whose names start with `prefix` and end with `suffix`, sorted by name.
-pub fn files_matching(dir: &Path, prefix: &str, suffix: &str) -> Result<Vec<PathBuf>, DataError> {
+pub(crate) fn files_matching(
+    dir: &Path,
+    prefix: &str,
+    suffix: &str,
+) -> Result<Vec<PathBuf>, DataError> {
     let entries = std::fs::read_dir(dir).map_err(|source| DataError::Io {
         path: dir.to_path_buf(),
         source,
@@ -136,7 +140,7 @@ fn infix<'a>(path: &'a Path, prefix: &str, suffix: &str) -> Option<&'a str> {
 }
 
 /// The Karpathy split file of a folder: the first `dataset_*.json` by name.
-pub fn karpathy_file(dir: &Path) -> Result<PathBuf, DataError> {
+pub(crate) fn karpathy_file(dir: &Path) -> Result<PathBuf, DataError> {
     files_matching(dir, "dataset_", ".json")?
         .into_iter()
         .next()
@@ -234,7 +238,7 @@ pub fn vqa_questions_file(dir: &Path, split: &str) -> PathBuf {
 }
 
 /// The VQAv2 annotations (answers) file of `split` in `dir`.
-pub fn vqa_annotations_file(dir: &Path, split: &str) -> PathBuf {
+pub(crate) fn vqa_annotations_file(dir: &Path, split: &str) -> PathBuf {
     dir.join(format!("{}{split}{}", VQA_ANSWERS.0, VQA_ANSWERS.1))
 }
 
@@ -384,7 +388,7 @@ impl VqaFolder {
     }
 
     /// The answer vocabulary a run trains with: answers seen at least `min_count` times in the
-    /// training questions (see [`training_answer_vocab`]).
+    /// training questions.
     pub fn vocabulary(&self, min_count: usize) -> AnswerVocab {
         training_answer_vocab(&self.training, min_count)
     }
@@ -439,12 +443,12 @@ impl VqaFolder {
 
 /// The answer vocabulary of training records: normalised answers seen at least `min_count`
 /// times ([`crate::vqa::DEFAULT_MIN_ANSWER_COUNT`], 9, in FIBER).
-pub fn training_answer_vocab(training: &[VqaRecord], min_count: usize) -> AnswerVocab {
+pub(crate) fn training_answer_vocab(training: &[VqaRecord], min_count: usize) -> AnswerVocab {
     AnswerVocab::build(training, min_count.max(1))
 }
 
 /// The NLVR2 folder of a data folder: `nlvr2/` when it holds `train.json`, else the folder.
-pub fn nlvr2_root(dir: &Path) -> PathBuf {
+pub(crate) fn nlvr2_root(dir: &Path) -> PathBuf {
     let sub = dir.join("nlvr2");
     if sub.join("train.json").exists() {
         sub
@@ -466,7 +470,7 @@ pub struct Nlvr2Folder {
 
 impl Nlvr2Folder {
     /// Reads the training and held-out splits of `source`: the `<split>.json` files given
-    /// (images under `--images/<split>/`), or those of the data folder (see [`nlvr2_root`];
+    /// (images under `--images/<split>/`), or those of the data folder (`nlvr2/` when it holds `train.json`, else the folder;
     /// images under `images/<split>/` beside them, or `--images/<split>/`).
     pub fn read(source: &DataSource, problems: &mut Problems) -> Result<Self, DataError> {
         // Each split's statements file and the folder of its images.

@@ -123,7 +123,7 @@ pub fn stream_seed(parts: &[u64]) -> u64 {
 }
 
 /// The order in which epoch `epoch` visits `len` samples.
-pub fn epoch_order(len: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize> {
+pub(crate) fn epoch_order(len: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize> {
     let mut order: Vec<usize> = (0..len).collect();
     if shuffle {
         order.shuffle(&mut StdRng::seed_from_u64(stream_seed(&[

@@ -5,7 +5,7 @@ use std::path::{Component, Path, PathBuf};
 
 /// `root/relative`, or an error when `relative` is absolute or climbs out of `root` with `..`
 /// (checked on the path's components, before touching the file system).
-pub fn resolve_under(root: &Path, relative: &str) -> Result<PathBuf, String> {
+pub(crate) fn resolve_under(root: &Path, relative: &str) -> Result<PathBuf, String> {
     let relative_path = Path::new(relative);
     let mut depth = 0usize;
     for component in relative_path.components() {

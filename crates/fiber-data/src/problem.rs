@@ -90,7 +90,7 @@ impl Problems {
 /// reported as [`ProblemKind::DuplicateId`], naming both entries, and is to be skipped (never
 /// merged with the first or written over it).
 #[derive(Debug, Default)]
-pub struct FirstById {
+pub(crate) struct FirstById {
     seen: HashMap<(&'static str, u64), String>,
 }
 

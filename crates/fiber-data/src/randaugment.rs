@@ -130,7 +130,7 @@ fn from_levels(planes: &[Vec<u8>], height: usize, width: usize) -> PixelImage {
 }
 
 /// Applies one operation with argument `arg` to channel planes of 8-bit levels.
-pub fn apply_op(
+pub(crate) fn apply_op(
     op: AugmentOp,
     arg: f32,
     planes: &[Vec<u8>],

@@ -1,4 +1,5 @@
-//! Errors of loading and using a model folder ([`crate::Fiber`]).
+//! Errors of loading and using a model folder ([`crate::Fiber`]) or a detector folder
+//! ([`crate::grounding::Detector`]).
 
 use std::path::PathBuf;
 
@@ -44,6 +45,9 @@ pub enum HeadsError {
     /// The tokenizer failed.
     #[error(transparent)]
     Tokenizer(#[from] RobertaError),
+    /// An image could not be read or prepared.
+    #[error(transparent)]
+    Data(#[from] fiber_data::DataError),
     /// A JSON file could not be read or parsed.
     #[error(transparent)]
     Json(#[from] ConfigFileError),

@@ -3,8 +3,9 @@
 //! For inference, [`Fiber`] is the entry point: it loads a model folder (`config.json`,
 //! `model.safetensors`, `tokenizer.json`; see [`pretrained`]) and encodes images and texts
 //! for retrieval, scores image–text pairs with ITM, answers questions (VQA models) and writes
-//! captions (captioning models). The phrase-grounding detector is
-//! [`grounding::GroundingDetector`].
+//! captions (captioning models). For the fine-grained tasks, [`grounding::Detector`] loads a
+//! detector folder and detects named classes or grounds a caption's phrases on image files;
+//! its network is [`grounding::GroundingDetector`].
 //!
 //! ```no_run
 //! use burn::backend::NdArray; // or burn::backend::Wgpu, burn::backend::Cuda
@@ -20,6 +21,22 @@
 //! let images = fiber.image_features(pixels)?; // [2, H], L2-normalised
 //! let texts = fiber.text_features(&["a red circle.", "a blue square."])?; // [2, H]
 //! let similarities = itc_scores(texts, images); // [texts, images]
+//! # Ok(()) }
+//! ```
+//!
+//! ```no_run
+//! use burn::backend::NdArray;
+//! use fiber_heads::grounding::{phrases::parse_classes, Detector};
+//!
+//! # fn main() -> Result<(), fiber_heads::HeadsError> {
+//! let detector = Detector::<NdArray>::load("models/shapes-detector", &Default::default())?;
+//! let classes = parse_classes("red circle. blue square");
+//! for d in &detector.detect(&["a.jpg"], &classes)?[0] {
+//!     println!("{} {:.2} {:?}", classes[d.class], d.score, d.bbox); // bbox: x0, y0, x1, y1
+//! }
+//! for phrase in detector.ground("a.jpg", "a red circle next to a blue square", &[] as &[&str])? {
+//!     println!("{}: {:?}", phrase.phrase, phrase.boxes.first().map(|d| d.bbox));
+//! }
 //! # Ok(()) }
 //! ```
 //!
@@ -49,6 +66,7 @@ pub mod weights;
 pub use caption::{Caption, DecodeConfig};
 pub use classifier::ClassifierHead;
 pub use error::HeadsError;
+pub use grounding::Detector;
 pub use itc::{itc_loss, FeatureQueue, ItcOutput, Temperature};
 pub use itm::{draw_hard_negatives, ItmHead};
 pub use mlm::{MaskedBatch, MlmHead, MlmMasker, IGNORE_INDEX};

@@ -6,7 +6,7 @@ use burn::tensor::activation::log_softmax;
 /// Mean cross-entropy of `logits` `[n, classes]` against class indices `targets` `[n]`;
 /// rows whose target equals `ignore_index` take no part (as PyTorch's `ignore_index=-100`).
 /// Returns a `[1]` tensor; 0 when every row is ignored.
-pub fn cross_entropy<B: Backend>(
+pub(crate) fn cross_entropy<B: Backend>(
     logits: Tensor<B, 2>,
     targets: Tensor<B, 1, Int>,
     ignore_index: Option<i64>,
@@ -27,7 +27,7 @@ pub fn cross_entropy<B: Backend>(
 
 /// Mean binary cross-entropy with logits over every element (numerically stable form
 /// `max(x, 0) − x·t + log(1 + e^{−|x|})`) → `[1]`.
-pub fn binary_cross_entropy_with_logits<B: Backend, const D: usize>(
+pub(crate) fn binary_cross_entropy_with_logits<B: Backend, const D: usize>(
     logits: Tensor<B, D>,
     targets: Tensor<B, D>,
 ) -> Tensor<B, 1> {

@@ -62,6 +62,54 @@ impl Default for InferenceSettings {
     }
 }
 
+/// What the tokenizer file is, for the error that says it is missing.
+pub(crate) const TOKENIZER_HINT: &str =
+    "the RoBERTa tokenizer; for a converted original checkpoint, copy roberta-base's";
+
+/// An error naming the first of `files` (name and what it is) that `dir` does not hold.
+pub(crate) fn require_files(
+    dir: &Path,
+    files: &[(&'static str, &'static str)],
+) -> Result<(), HeadsError> {
+    match files.iter().find(|(file, _)| !dir.join(file).is_file()) {
+        Some(&(file, hint)) => Err(HeadsError::MissingFile {
+            dir: dir.to_path_buf(),
+            file,
+            hint,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The folder's tokenizer, which must not have more tokens than the model's embedding table
+/// (`vocab_size` rows).
+pub(crate) fn load_tokenizer(
+    dir: &Path,
+    vocab_size: usize,
+) -> Result<RobertaTokenizer, HeadsError> {
+    let tokenizer = RobertaTokenizer::from_file(dir.join(TOKENIZER_FILE))?;
+    if tokenizer.vocab_size() > vocab_size {
+        return Err(HeadsError::Invalid(format!(
+            "{}: the tokenizer has {} tokens, the model's embedding table {}",
+            dir.display(),
+            tokenizer.vocab_size(),
+            vocab_size
+        )));
+    }
+    Ok(tokenizer)
+}
+
+/// The JSON file at `path` when it exists, else the defaults.
+pub(crate) fn read_or_default<T: serde::de::DeserializeOwned + Default>(
+    path: &Path,
+) -> Result<T, HeadsError> {
+    Ok(if path.is_file() {
+        fiber_core::json::read_json(path)?
+    } else {
+        T::default()
+    })
+}
+
 /// The heads of the coarse model, each a group of checkpoint keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Head {
@@ -143,43 +191,22 @@ impl<B: Backend> Fiber<B> {
     /// folder with `vqa_classifier.*` weights is a VQA model and needs `answers.json`.
     pub fn load(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self, HeadsError> {
         let dir = dir.as_ref().to_path_buf();
-        let required = [
-            (CONFIG_FILE, "the backbone configuration"),
-            (
-                WEIGHTS_FILE,
-                "the weights under the original checkpoint keys",
-            ),
-            (
-                TOKENIZER_FILE,
-                "the RoBERTa tokenizer; for a converted original checkpoint, copy roberta-base's",
-            ),
-        ];
-        for (file, hint) in required {
-            if !dir.join(file).is_file() {
-                return Err(HeadsError::MissingFile {
-                    dir: dir.clone(),
-                    file,
-                    hint,
-                });
-            }
-        }
+        require_files(
+            &dir,
+            &[
+                (CONFIG_FILE, "the backbone configuration"),
+                (
+                    WEIGHTS_FILE,
+                    "the weights under the original checkpoint keys",
+                ),
+                (TOKENIZER_FILE, TOKENIZER_HINT),
+            ],
+        )?;
         let checkpoint = FiberCheckpoint::read(&dir, None)?;
         let config = checkpoint.config;
-        let tokenizer = RobertaTokenizer::from_file(dir.join(TOKENIZER_FILE))?;
-        if tokenizer.vocab_size() > config.roberta.vocab_size {
-            return Err(HeadsError::Invalid(format!(
-                "{}: the tokenizer has {} tokens, the model's embedding table {}",
-                dir.display(),
-                tokenizer.vocab_size(),
-                config.roberta.vocab_size
-            )));
-        }
+        let tokenizer = load_tokenizer(&dir, config.roberta.vocab_size)?;
         let settings_path = dir.join(SETTINGS_FILE);
-        let settings: InferenceSettings = if settings_path.is_file() {
-            fiber_core::json::read_json(&settings_path)?
-        } else {
-            InferenceSettings::default()
-        };
+        let settings: InferenceSettings = read_or_default(&settings_path)?;
         if settings.max_text_len < 2 {
             return Err(HeadsError::Invalid(format!(
                 "{}: max_text_len {} cannot hold <s> and </s>",

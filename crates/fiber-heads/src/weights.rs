@@ -11,7 +11,7 @@ use fiber_fusion::FusionError;
 use crate::model::FiberModel;
 
 /// `store` with the whole-model key rules applied: no `module.` prefix, `temp` of shape `[1]`.
-pub fn normalize_keys(mut store: TensorStore) -> TensorStore {
+pub(crate) fn normalize_keys(mut store: TensorStore) -> TensorStore {
     store.rename_prefix("module.", "");
     if let Some(temp) = store.get("temp").filter(|t| t.shape.is_empty()).cloned() {
         store.insert(

@@ -11,7 +11,7 @@ use fiber_data::shapes::ShapesWorldConfig;
 use fiber_fusion::FiberConfig;
 use fiber_heads::grounding::atss::DetectionLossConfig;
 use fiber_heads::grounding::postprocess::PostProcessConfig;
-use fiber_heads::grounding::DetectorConfig;
+use fiber_heads::grounding::{DetectorConfig, DetectorInferenceSettings};
 use fiber_roberta::RobertaConfig;
 use fiber_swin::SwinConfig;
 
@@ -239,12 +239,18 @@ impl DetectorSettings {
         }
     }
 
-    /// The evaluation batch: one shorter side, no flip.
-    pub fn eval_batch(&self) -> DetectionBatchConfig {
-        DetectionBatchConfig {
-            shorter_sides: vec![self.eval_shorter_side],
-            flip_probability: 0.0,
-            ..self.train_batch()
+    /// How the detector is run on image files: evaluation, `detect`, `ground` and an exported
+    /// detector folder's `inference.json`.
+    pub fn inference(&self) -> DetectorInferenceSettings {
+        DetectorInferenceSettings {
+            max_text_len: self.max_text_len,
+            classes_per_prompt: self.classes_per_prompt,
+            shorter_side: self.eval_shorter_side,
+            max_longer: self.max_longer,
+            batch_size: self.eval_batch_size,
+            postprocess: self.postprocess.clone(),
+            grounding_postprocess: self.grounding_postprocess.clone(),
+            refexp_postprocess: self.refexp_postprocess.clone(),
         }
     }
 

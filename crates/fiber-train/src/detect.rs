@@ -7,91 +7,14 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use fiber_data::annotate::{palette, write_annotated, BoxLabel};
 use fiber_data::grounding::CharSpan;
-use fiber_heads::grounding::GroundingDetector;
+use fiber_heads::grounding::phrases::phrase_spans;
+use fiber_heads::grounding::{GroundingDetector, ImageDetection};
 use serde::Serialize;
 
 use crate::error::TrainError;
-use crate::eval::grounding::{coco_result, ImageDetection};
+use crate::eval::grounding::coco_result;
 use crate::run::RunFolder;
 use crate::stages::Stage;
-
-/// The class names of a prompt written as the original writes them, `"person. bicycle. dog"`
-/// (names separated by full stops; blanks trimmed, empty names dropped).
-pub fn parse_classes(text: &str) -> Vec<String> {
-    text.split('.')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// Words that end a phrase (prepositions, conjunctions and verbs of place).
-const PHRASE_BREAKS: [&str; 28] = [
-    "on", "in", "at", "of", "with", "and", "or", "to", "from", "by", "under", "over", "above",
-    "below", "behind", "beside", "near", "next", "is", "are", "was", "were", "has", "have", "sits",
-    "stands", "holding", "into",
-];
-
-/// Words dropped at the start of a phrase.
-const ARTICLES: [&str; 5] = ["a", "an", "the", "some", "two"];
-
-/// The phrases of a caption with their character spans: runs of words between punctuation and
-/// break words (prepositions and conjunctions: "on", "and", "with", …), without leading
-/// articles ("a red cup on a wooden table" → "red cup", "wooden table"). A simple stand-in for the noun-phrase chunker of GLIP's demo;
-/// pass the phrases explicitly where it splits wrongly.
-pub fn caption_phrases(caption: &str) -> Vec<(String, CharSpan)> {
-    let chars: Vec<char> = caption.chars().collect();
-    let mut words: Vec<(usize, usize)> = Vec::new();
-    let mut breaks_after: Vec<bool> = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        if chars[i].is_alphanumeric() || chars[i] == '-' || chars[i] == '\'' {
-            let start = i;
-            while i < chars.len()
-                && (chars[i].is_alphanumeric() || chars[i] == '-' || chars[i] == '\'')
-            {
-                i += 1;
-            }
-            words.push((start, i));
-            breaks_after.push(false);
-        } else {
-            if !chars[i].is_whitespace() {
-                if let Some(last) = breaks_after.last_mut() {
-                    *last = true;
-                }
-            }
-            i += 1;
-        }
-    }
-    let text = |(s, e): (usize, usize)| chars[s..e].iter().collect::<String>();
-    let mut phrases = Vec::new();
-    let mut current: Vec<(usize, usize)> = Vec::new();
-    let mut flush = |current: &mut Vec<(usize, usize)>| {
-        while current
-            .first()
-            .is_some_and(|&w| ARTICLES.contains(&text(w).to_lowercase().as_str()))
-        {
-            current.remove(0);
-        }
-        if let (Some(first), Some(last)) = (current.first(), current.last()) {
-            let span = (first.0, last.1);
-            phrases.push((text(span), span));
-        }
-        current.clear();
-    };
-    for (w, &word) in words.iter().enumerate() {
-        if PHRASE_BREAKS.contains(&text(word).to_lowercase().as_str()) {
-            flush(&mut current);
-        } else {
-            current.push(word);
-        }
-        if breaks_after[w] {
-            flush(&mut current);
-        }
-    }
-    flush(&mut current);
-    phrases
-}
 
 /// The class names a run's detector was trained on (`detect/categories.json` when the run
 /// fine-tuned for detection, else `fine/categories.json`), if it kept them.
@@ -143,7 +66,9 @@ pub fn detect_objects<B: Backend>(
         ));
     }
     let evaluator = run.detector_evaluator();
-    let found = evaluator.detect(model, images, classes, device)?;
+    let found = evaluator
+        .pipeline()
+        .detect(model, images, classes, device)?;
     let mut outputs = Vec::new();
     for (image, detections) in images.iter().zip(found) {
         let kept: Vec<ImageDetection> = detections
@@ -206,7 +131,7 @@ pub struct GroundOutput {
 }
 
 /// Grounds each phrase of `caption` (the `phrases` given, found in it, else
-/// [`caption_phrases`]) on `image`: its `top` best boxes; writes `<out>/<stem>.json` and
+/// `fiber_heads::grounding::phrases::caption_phrases`) on `image`: its `top` best boxes; writes `<out>/<stem>.json` and
 /// `<out>/<stem>.png`.
 #[allow(clippy::too_many_arguments)]
 pub fn ground_caption<B: Backend>(
@@ -219,28 +144,10 @@ pub fn ground_caption<B: Backend>(
     out: &Path,
     device: &B::Device,
 ) -> Result<GroundOutput, TrainError> {
-    let phrases: Vec<(String, CharSpan)> = if phrases.is_empty() {
-        caption_phrases(caption)
-    } else {
-        phrases
-            .iter()
-            .map(|p| {
-                let start = caption.find(p.as_str()).ok_or_else(|| {
-                    TrainError::Setting(format!("the phrase `{p}` is not in the caption"))
-                })?;
-                let start = caption[..start].chars().count();
-                Ok((p.clone(), (start, start + p.chars().count())))
-            })
-            .collect::<Result<_, TrainError>>()?
-    };
-    if phrases.is_empty() {
-        return Err(TrainError::Setting(format!(
-            "no phrase found in the caption `{caption}`; name them with --phrase"
-        )));
-    }
+    let phrases = phrase_spans(caption, phrases)?;
     let evaluator = run.detector_evaluator();
     let spans: Vec<Vec<CharSpan>> = phrases.iter().map(|(_, s)| vec![*s]).collect();
-    let found = evaluator.ground(
+    let found = evaluator.pipeline().ground(
         model,
         image,
         caption,
@@ -283,33 +190,4 @@ pub fn ground_caption<B: Backend>(
     fiber_core::json::write_json_atomically(&output, &json)?;
     write_annotated(image, &labels, &png)?;
     Ok(output)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn captions_split_into_phrases_at_prepositions_and_punctuation() {
-        let phrases = caption_phrases("a red cup on a wooden table");
-        assert_eq!(
-            phrases,
-            vec![
-                ("red cup".to_string(), (2, 9)),
-                ("wooden table".to_string(), (15, 27))
-            ]
-        );
-        let shapes =
-            caption_phrases("a small red circle, a large blue square and a green triangle.");
-        let names: Vec<&str> = shapes.iter().map(|(p, _)| p.as_str()).collect();
-        assert_eq!(
-            names,
-            ["small red circle", "large blue square", "green triangle"]
-        );
-        assert!(caption_phrases("on the ...").is_empty());
-        assert_eq!(
-            parse_classes("person. bicycle.  hot dog. "),
-            ["person", "bicycle", "hot dog"]
-        );
-    }
 }

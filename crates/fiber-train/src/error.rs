@@ -66,6 +66,9 @@ pub enum TrainError {
     /// The run was stopped on request after this many steps (tests of resumption).
     #[error("stopped after step {0} as requested")]
     Stopped(u64),
+    /// A model or detector folder could not be loaded or run.
+    #[error(transparent)]
+    Heads(#[from] fiber_heads::HeadsError),
     /// The model could not be built or run.
     #[error(transparent)]
     Model(#[from] fiber_fusion::FusionError),

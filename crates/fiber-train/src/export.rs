@@ -1,13 +1,15 @@
 //! A trained run's model as a model folder, the format users load outside the run:
 //! `fiber_heads::Fiber::load` for the coarse stages (`config.json`, `model.safetensors`,
-//! `tokenizer.json`, `inference.json`, and `answers.json` for VQA), and a detector folder
-//! (`config.json` with the backbone under `backbone`, `model.safetensors` in the original
-//! fine-grained key layout, `tokenizer.json`, `categories.json` where the stage kept its class
-//! names) for the detector stages.
+//! `tokenizer.json`, `inference.json`, and `answers.json` for VQA), and a detector folder for
+//! `fiber_heads::grounding::Detector::load` (`config.json` with the backbone under `backbone`,
+//! `model.safetensors` in the original fine-grained key layout, `tokenizer.json`,
+//! `inference.json`, `categories.json` where the stage kept its class names) for the detector
+//! stages.
 
 use std::path::{Path, PathBuf};
 
 use fiber_core::store::write_atomically;
+use fiber_heads::grounding::pretrained::CATEGORIES_FILE;
 use fiber_heads::pretrained::{
     InferenceSettings, ANSWERS_FILE, CONFIG_FILE, SETTINGS_FILE, TOKENIZER_FILE, WEIGHTS_FILE,
 };
@@ -59,6 +61,8 @@ pub fn export_model(run: &RunFolder, stage: Stage, to: &Path) -> Result<Exported
         write(WEIGHTS_FILE, &CheckpointDir::read(&checkpoint, weights)?)?;
         let config = run.config.detector.detector_config(&fiber);
         write(CONFIG_FILE, to_json(&config)?.as_bytes())?;
+        let settings = run.config.detector.inference();
+        write(SETTINGS_FILE, to_json(&settings)?.as_bytes())?;
         weights
     } else {
         write(
@@ -78,8 +82,8 @@ pub fn export_model(run: &RunFolder, stage: Stage, to: &Path) -> Result<Exported
     let kept = match stage {
         Stage::Vqa => Some((ANSWERS_FILE, run.dir.join(ANSWERS_FILE))),
         Stage::Fine | Stage::Detect | Stage::Ground => Some((
-            "categories.json",
-            run.dir.join(stage.folder()).join("categories.json"),
+            CATEGORIES_FILE,
+            run.dir.join(stage.folder()).join(CATEGORIES_FILE),
         )),
         _ => None,
     };

@@ -33,11 +33,6 @@ impl ImageTextSamples {
         self.texts.len()
     }
 
-    /// Whether there is none.
-    pub fn is_empty(&self) -> bool {
-        self.texts.is_empty()
-    }
-
     /// A loader of `(image, text)` batches, tokenised (and masked when `text` has a masker).
     pub fn loader(
         &self,

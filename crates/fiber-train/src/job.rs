@@ -6,7 +6,7 @@
 //!
 //! Every stage checkpoints into `runs/<name>/<stage>/checkpoints`; with `resume` each stage
 //! continues from its latest checkpoint, and a finished stage is loaded instead of retrained.
-//! What each stage reads, trains and evaluates is its task's ([`crate::tasks`]).
+//! What each stage reads, trains and evaluates is its task's (the crate's `tasks` module).
 
 use std::time::{Duration, Instant};
 

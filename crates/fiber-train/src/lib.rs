@@ -4,10 +4,12 @@
 //! and exact resume, the tasks (pre-training, VQA, NLVR2, retrieval, captioning), evaluation
 //! metrics, the main job, and evaluation and inference on trained runs.
 //!
-//! Layers, top to bottom: [`job`] composes [`tasks`]; each task trains through the
-//! [`workspace`] and the [`stage`] loop (whose steps [`step`] assembles with [`optim`]) and
-//! evaluates with [`eval`], reading its data through [`input`]; [`run`], [`saved`] and [`infer`] open a trained run for evaluation and
-//! inference; [`benchmark`] times the training step as [`step`] runs it.
+//! Layers, top to bottom: [`job`] composes the tasks (`tasks`, internal); each task trains
+//! through the workspace and the stage loop (`workspace`, `stage`, internal; the steps
+//! [`step`] assembles with [`optim`]) and evaluates with [`eval`]; [`run`], [`saved`] and
+//! [`infer`] open a trained run for evaluation and inference; [`benchmark`] times the training
+//! step as [`step`] runs it. The public modules are the ones a program drives the trainer
+//! through; docs/architecture.md lists their items.
 //!
 //! A trained run is opened with [`run::RunFolder`]; [`export::export_model`] writes its models
 //! as model folders for `fiber_heads::Fiber`.
@@ -25,7 +27,7 @@
 //! ```
 
 pub mod benchmark;
-pub mod checkpoint;
+pub(crate) mod checkpoint;
 pub mod config;
 pub mod detect;
 pub mod error;
@@ -33,10 +35,10 @@ pub mod eval;
 pub mod export;
 pub mod infer;
 pub mod init;
-pub mod input;
+pub(crate) mod input;
 pub mod job;
-pub mod log;
-pub mod loss_scale;
+pub(crate) mod log;
+pub(crate) mod loss_scale;
 pub mod metrics;
 pub mod model_io;
 pub mod nodes;
@@ -45,11 +47,11 @@ pub mod replica;
 pub mod report;
 pub mod run;
 pub mod saved;
-pub mod stage;
+pub(crate) mod stage;
 pub mod stages;
 pub mod step;
-pub mod tasks;
-pub mod workspace;
+pub(crate) mod tasks;
+pub(crate) mod workspace;
 
 pub use error::TrainError;
 /// The run-time choice of compute backend (it lives in fiber-core, so that commands needing

@@ -56,6 +56,6 @@ impl<B: Backend> DyRelu<B> {
 
 /// `Linear(d_in → d_out)` initialised as PyTorch's `nn.Linear`: weight and bias uniform in
 /// ±1/√d_in (Burn's default Kaiming-uniform with gain 1/√3).
-pub fn torch_linear<B: Backend>(d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
+pub(crate) fn torch_linear<B: Backend>(d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
     LinearConfig::new(d_in, d_out).init(device)
 }

@@ -8,20 +8,14 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use fiber_data::detection_batch::DetectionBatch;
-use fiber_data::grounding::{
-    evaluation_prompt, token_map, CharSpan, DetectionDataset, GroundedBox, GroundingRecord,
-    PromptConfig,
-};
-use fiber_data::image::{load_rgb, normalize, pad_batch, Normalization, PixelImage};
-use fiber_data::transforms::{detection_resize, BoxXyxy};
+use fiber_data::grounding::{CharSpan, DetectionDataset, GroundingRecord};
+use fiber_data::transforms::BoxXyxy;
 use fiber_heads::grounding::box_coder::BoxCoderConfig;
-use fiber_heads::grounding::postprocess::{postprocess, Detection, PostProcessConfig};
-use fiber_heads::grounding::GroundingDetector;
+use fiber_heads::grounding::{DetectorInferenceSettings, DetectorPipeline, GroundingDetector};
 use fiber_roberta::RobertaTokenizer;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -49,43 +43,6 @@ pub fn detection_tensors<B: Backend>(
         device,
     );
     (pixels, ids, mask)
-}
-
-/// A prompt as the detector reads it: token ids (`<s>` … `</s>`) and, for each of its
-/// phrases (class names), the token positions that name it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EncodedPrompt {
-    /// Token ids.
-    pub input_ids: Vec<i64>,
-    /// Each phrase's token positions (empty where the prompt's length cut the phrase off).
-    pub phrases: Vec<Vec<usize>>,
-}
-
-/// An image prepared for the detector, with the scale back to its own pixels.
-struct EvalImage {
-    pixels: PixelImage,
-    /// `(height, width)` of the original image.
-    original: (usize, usize),
-}
-
-impl EvalImage {
-    /// A box in the resized image's pixels, in the original image's pixels.
-    fn to_original(&self, b: [f32; 4]) -> BoxXyxy {
-        let sx = self.original.1 as f32 / self.pixels.width as f32;
-        let sy = self.original.0 as f32 / self.pixels.height as f32;
-        [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]
-    }
-}
-
-/// A detection in the original image's pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct ImageDetection {
-    /// `(x0, y0, x1, y1)`.
-    pub bbox: BoxXyxy,
-    /// `sqrt(class score · sigmoid(centerness))`.
-    pub score: f32,
-    /// Index of the class (or phrase) in the list given.
-    pub class: usize,
 }
 
 /// The COCO statistics of the detector on a held-out detection file, next to a baseline.
@@ -189,6 +146,8 @@ pub fn record_phrases(record: &GroundingRecord) -> Vec<(Vec<CharSpan>, Vec<BoxXy
 pub struct DetectorEvaluator<'a> {
     /// Sizes, prompts and post-processing.
     pub settings: DetectorSettings,
+    /// The same as the detector's inference settings.
+    pub inference: DetectorInferenceSettings,
     /// The run's tokenizer.
     pub tokenizer: &'a RobertaTokenizer,
     /// The detector's box coding.
@@ -202,6 +161,7 @@ impl<'a> DetectorEvaluator<'a> {
     pub fn new(config: &'a RunConfig, tokenizer: &'a RobertaTokenizer) -> Self {
         Self {
             settings: config.detector.clone(),
+            inference: config.detector.inference(),
             tokenizer,
             coder: config
                 .detector
@@ -211,203 +171,14 @@ impl<'a> DetectorEvaluator<'a> {
         }
     }
 
-    /// Encodes `text` with phrases at `phrases` (character spans each) within the prompt
-    /// length.
-    pub fn encode(
-        &self,
-        text: &str,
-        phrases: &[Vec<CharSpan>],
-    ) -> Result<EncodedPrompt, TrainError> {
-        if text.trim().is_empty() {
-            return Err(TrainError::Setting("the prompt is empty".into()));
+    /// Prompts, image preparation and post-processing (shared with
+    /// `fiber_heads::grounding::Detector`).
+    pub fn pipeline(&self) -> DetectorPipeline<'_> {
+        DetectorPipeline {
+            settings: &self.inference,
+            tokenizer: self.tokenizer,
+            coder: &self.coder,
         }
-        let tokens = self.tokenizer.encode_with_char_offsets(text)?;
-        let len = (tokens.len() + 2).min(self.settings.max_text_len);
-        let special = self.tokenizer.special();
-        let mut input_ids = vec![special.bos as i64];
-        input_ids.extend(tokens[..len - 2].iter().map(|(id, _)| *id as i64));
-        input_ids.push(special.eos as i64);
-        let boxes: Vec<GroundedBox> = phrases
-            .iter()
-            .map(|spans| GroundedBox {
-                xyxy: [0.0; 4],
-                spans: spans.clone(),
-                category: None,
-            })
-            .collect();
-        let phrases = token_map(&boxes, &tokens, len)
-            .into_iter()
-            .map(|row| (0..len).filter(|&t| row[t]).collect())
-            .collect();
-        Ok(EncodedPrompt { input_ids, phrases })
-    }
-
-    /// The class-name prompts of `categories`, joined as the original's evaluation prompts:
-    /// each takes the next classes in order, at most `classes_per_prompt` and as many as fit
-    /// the prompt length; each with the index of its first class.
-    pub fn class_prompts(
-        &self,
-        categories: &[String],
-    ) -> Result<Vec<(usize, EncodedPrompt)>, TrainError> {
-        let per = self.settings.classes_per_prompt.max(1);
-        let config = PromptConfig {
-            max_tokens: self.settings.max_text_len,
-            shuffle: false,
-            ..PromptConfig::default()
-        };
-        let count = |text: &str| {
-            self.tokenizer
-                .encode_with_char_offsets(text)
-                .map(|t| t.len())
-                .unwrap_or(usize::MAX)
-        };
-        let mut prompts = Vec::new();
-        let mut first = 0;
-        while first < categories.len() {
-            let mut n = per.min(categories.len() - first);
-            let (text, spans) = loop {
-                let (text, spans) =
-                    evaluation_prompt(&categories[first..first + n], &config, &count);
-                if spans.iter().all(Option::is_some) {
-                    break (text, spans);
-                }
-                if n == 1 {
-                    return Err(TrainError::Setting(format!(
-                        "the class name `{}` does not fit a prompt of {} tokens",
-                        categories[first], self.settings.max_text_len
-                    )));
-                }
-                n -= 1;
-            };
-            let spans: Vec<Vec<CharSpan>> = spans.into_iter().flatten().map(|s| vec![s]).collect();
-            prompts.push((first, self.encode(&text, &spans)?));
-            first += n;
-        }
-        Ok(prompts)
-    }
-
-    /// Reads and prepares images as evaluation does (shorter side `eval_shorter_side`, the
-    /// detection normalisation), in parallel.
-    fn prepare(&self, paths: &[PathBuf]) -> Result<Vec<EvalImage>, TrainError> {
-        let batch = self.settings.eval_batch();
-        paths
-            .par_iter()
-            .map(|path| {
-                let image = load_rgb(path)?;
-                let (resized, _) =
-                    detection_resize(&image, &[], batch.shorter_sides[0], batch.max_longer)?;
-                Ok(EvalImage {
-                    pixels: normalize(&resized, &Normalization::DETECTION_BGR255),
-                    original: (image.height, image.width),
-                })
-            })
-            .collect()
-    }
-
-    /// Detections of `images` (one batch) for one prompt, in original pixels.
-    fn detect_batch<B: Backend>(
-        &self,
-        model: &GroundingDetector<B>,
-        images: &[EvalImage],
-        prompt: &EncodedPrompt,
-        config: &PostProcessConfig,
-        device: &B::Device,
-    ) -> Result<Vec<Vec<ImageDetection>>, TrainError> {
-        let pixels: Vec<PixelImage> = images.iter().map(|i| i.pixels.clone()).collect();
-        let (values, (h, w)) = pad_batch(&pixels, 32)?;
-        let n = images.len();
-        let len = prompt.input_ids.len();
-        let ids: Vec<i64> = (0..n).flat_map(|_| prompt.input_ids.clone()).collect();
-        let output = model.forward(
-            Tensor::from_data(TensorData::new(values, [n, 3, h, w]), device),
-            Tensor::from_data(TensorData::new(ids, [n, len]), device),
-            Tensor::ones([n, len], device),
-        );
-        // Phrases the prompt cut off have no tokens and get no box.
-        let scored: Vec<usize> = (0..prompt.phrases.len())
-            .filter(|&p| !prompt.phrases[p].is_empty())
-            .collect();
-        if scored.is_empty() {
-            return Ok(vec![Vec::new(); n]);
-        }
-        let classes: Vec<Vec<usize>> = scored.iter().map(|&p| prompt.phrases[p].clone()).collect();
-        let sizes: Vec<(usize, usize)> = images
-            .iter()
-            .map(|i| (i.pixels.height, i.pixels.width))
-            .collect();
-        let detections = postprocess(&output, &classes, &sizes, config, &self.coder);
-        Ok(detections
-            .into_iter()
-            .zip(images)
-            .map(|(found, image)| {
-                found
-                    .into_iter()
-                    .map(|Detection { bbox, score, class }| ImageDetection {
-                        bbox: image.to_original(bbox),
-                        score,
-                        class: scored[class],
-                    })
-                    .collect()
-            })
-            .collect())
-    }
-
-    /// Detections of each image for every class of `categories` (evaluated in prompts of
-    /// `classes_per_prompt` names), best first, at most `postprocess.detections_per_image`
-    /// each (ties with the last kept).
-    pub fn detect<B: Backend>(
-        &self,
-        model: &GroundingDetector<B>,
-        paths: &[PathBuf],
-        categories: &[String],
-        device: &B::Device,
-    ) -> Result<Vec<Vec<ImageDetection>>, TrainError> {
-        let prompts = self.class_prompts(categories)?;
-        let config = &self.settings.postprocess;
-        let mut all: Vec<Vec<ImageDetection>> = vec![Vec::new(); paths.len()];
-        let per_batch = self.settings.eval_batch_size.max(1);
-        for (start, chunk) in paths.chunks(per_batch).enumerate() {
-            let images = self.prepare(chunk)?;
-            for (first, prompt) in &prompts {
-                let found = self.detect_batch(model, &images, prompt, config, device)?;
-                for (i, detections) in found.into_iter().enumerate() {
-                    all[start * per_batch + i].extend(detections.into_iter().map(|mut d| {
-                        d.class += first;
-                        d
-                    }));
-                }
-            }
-        }
-        for detections in &mut all {
-            keep_best(detections, config.detections_per_image);
-        }
-        Ok(all)
-    }
-
-    /// The boxes of each phrase of `caption` (character spans each) on one image, best first,
-    /// post-processed with `config` (`grounding_postprocess` or `refexp_postprocess`).
-    pub fn ground<B: Backend>(
-        &self,
-        model: &GroundingDetector<B>,
-        path: &Path,
-        caption: &str,
-        phrases: &[Vec<CharSpan>],
-        config: &PostProcessConfig,
-        device: &B::Device,
-    ) -> Result<Vec<Vec<ImageDetection>>, TrainError> {
-        let prompt = self.encode(caption, phrases)?;
-        let images = self.prepare(&[path.to_path_buf()])?;
-        let found = self
-            .detect_batch(model, &images, &prompt, config, device)?
-            .remove(0);
-        let mut by_phrase: Vec<Vec<ImageDetection>> = vec![Vec::new(); phrases.len()];
-        for d in found {
-            by_phrase[d.class].push(d);
-        }
-        for boxes in &mut by_phrase {
-            boxes.sort_by(|a, b| b.score.total_cmp(&a.score));
-        }
-        Ok(by_phrase)
     }
 
     /// COCO box mAP of the detector on the images of `dataset` (read from `gt_file`), with the
@@ -422,7 +193,9 @@ impl<'a> DetectorEvaluator<'a> {
         device: &B::Device,
     ) -> Result<DetectionReport, TrainError> {
         let paths: Vec<PathBuf> = dataset.images.iter().map(|i| i.path.clone()).collect();
-        let detections = self.detect(model, &paths, &dataset.categories, device)?;
+        let detections = self
+            .pipeline()
+            .detect(model, &paths, &dataset.categories, device)?;
         let results: Vec<serde_json::Value> = dataset
             .images
             .iter()
@@ -480,7 +253,7 @@ impl<'a> DetectorEvaluator<'a> {
                 objects.push((shuffled, truth.clone()));
             }
             let spans: Vec<Vec<CharSpan>> = phrases.iter().map(|(s, _)| s.clone()).collect();
-            let found = self.ground(
+            let found = self.pipeline().ground(
                 model,
                 &record.path,
                 &record.caption,
@@ -520,7 +293,7 @@ impl DetectorEvaluator<'_> {
             let Some((spans, truth)) = record_phrases(record).into_iter().next() else {
                 continue;
             };
-            let found = self.ground(
+            let found = self.pipeline().ground(
                 model,
                 &record.path,
                 &record.caption,
@@ -544,15 +317,6 @@ pub struct RefexpReport {
     pub accuracy: f64,
     /// Expressions evaluated (records with at least one box).
     pub expressions: usize,
-}
-
-/// Keeps every detection scoring at least the `n`-th best score, best first.
-fn keep_best(detections: &mut Vec<ImageDetection>, n: usize) {
-    detections.sort_by(|a, b| b.score.total_cmp(&a.score));
-    if detections.len() > n && n > 0 {
-        let cut = detections[n - 1].score;
-        detections.retain(|d| d.score >= cut);
-    }
 }
 
 /// One detection in COCO results format (`bbox` as `[x, y, w, h]`).
@@ -650,6 +414,7 @@ fn random_box(sizes: &[(f32, f32)], width: usize, height: usize, rng: &mut StdRn
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fiber_data::grounding::GroundedBox;
 
     #[test]
     fn a_phrase_is_found_at_k_when_one_of_its_k_best_boxes_overlaps_one_of_its_boxes() {
@@ -692,21 +457,5 @@ mod tests {
         assert_eq!(phrases.len(), 2);
         assert_eq!(phrases[0].1.len(), 2);
         assert_eq!(phrases[1].0, vec![(15, 18)]);
-    }
-
-    #[test]
-    fn the_best_detections_are_kept_with_their_ties() {
-        let d = |score| ImageDetection {
-            bbox: [0.0; 4],
-            score,
-            class: 0,
-        };
-        let mut all = vec![d(0.1), d(0.9), d(0.5), d(0.5), d(0.2)];
-        keep_best(&mut all, 3);
-        let scores: Vec<f32> = all.iter().map(|d| d.score).collect();
-        assert_eq!(scores, vec![0.9, 0.5, 0.5]);
-        let mut tie = vec![d(0.5), d(0.9), d(0.5), d(0.5)];
-        keep_best(&mut tie, 2);
-        assert_eq!(tie.len(), 4);
     }
 }

@@ -11,7 +11,7 @@
 //! steps on weights near 1 vanish in bf16, whose ulp there is 7.8e-3) then accumulate instead
 //! of being rounded away, and ε = 1e-8 (0 in f16) keeps `m / (√v + ε)` finite where a gradient
 //! is exactly zero. With f16 parameters the loss can also be scaled dynamically
-//! (`loss_scaling`, [`crate::loss_scale`]) so that small gradients survive the backward pass.
+//! (`loss_scaling`, the crate's `loss_scale` module) so that small gradients survive the backward pass.
 //!
 //! Parameters are reached through the models' `visit_weights`, so the optimiser sees the same
 //! names as the checkpoints and the original's rules apply to them literally.
@@ -63,7 +63,7 @@ pub struct AdamWConfig {
     #[config(default = true)]
     pub master_weights: bool,
     /// Where the parameters are f16 and master weights are kept, scale the loss dynamically
-    /// ([`crate::loss_scale`]) so that small gradients do not flush to zero; steps whose
+    /// (the crate's `loss_scale` module) so that small gradients do not flush to zero; steps whose
     /// gradients overflow are skipped. Off by default: on the built-in data the scale's search
     /// for a value that does not overflow skipped 6 of the first 7 steps and the run ended 4 %
     /// above f32, where unscaled f16 ended within 0.2 % (docs/performance.md).

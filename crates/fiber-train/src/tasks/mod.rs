@@ -23,13 +23,13 @@ pub mod queue;
 pub mod retrieval;
 pub mod vqa;
 
-pub use caption::{CaptionStage, CaptionTask};
+pub use caption::CaptionStage;
 pub use downstream::{DetectStage, GroundStage};
-pub use fine::{DetectionInput, FineStage, FineTask, GroundingSample};
-pub use nlvr2::{Nlvr2Stage, Nlvr2Task};
-pub use pretrain::{PretrainStage, PretrainTask};
-pub use retrieval::{RetrievalItcStage, RetrievalItmStage, RetrievalObjective, RetrievalTask};
-pub use vqa::{VqaStage, VqaTask};
+pub use fine::FineStage;
+pub use nlvr2::Nlvr2Stage;
+pub use pretrain::PretrainStage;
+pub use retrieval::{RetrievalItcStage, RetrievalItmStage};
+pub use vqa::VqaStage;
 
 /// A stage as the job runs it: the data it reads, how it trains from a FIBER model, and the
 /// report sections it evaluates on the held-out data.

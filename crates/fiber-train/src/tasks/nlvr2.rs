@@ -52,11 +52,6 @@ impl PairSamples {
     pub fn len(&self) -> usize {
         self.texts.len()
     }
-
-    /// Whether there is none.
-    pub fn is_empty(&self) -> bool {
-        self.texts.is_empty()
-    }
 }
 
 /// The NLVR2 loss of a loader batch: cross-entropy of the classifier over the truth value.
