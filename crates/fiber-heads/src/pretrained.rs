@@ -110,6 +110,23 @@ pub(crate) fn read_or_default<T: serde::de::DeserializeOwned + Default>(
     })
 }
 
+/// An error unless the `max_text_len` of the settings file `path` lies in `[min, max]`: at
+/// least the special tokens, at most the model's position table.
+pub(crate) fn check_text_len(
+    path: &Path,
+    given: usize,
+    min: usize,
+    max: usize,
+) -> Result<(), HeadsError> {
+    if (min..=max).contains(&given) {
+        return Ok(());
+    }
+    Err(HeadsError::Invalid(format!(
+        "{}: max_text_len {given} must lie in {min}..={max} (at least <s>, </s> and the tokens between; at most the model's {max} text positions)",
+        path.display()
+    )))
+}
+
 /// The heads of the coarse model, each a group of checkpoint keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Head {
@@ -207,13 +224,12 @@ impl<B: Backend> Fiber<B> {
         let tokenizer = load_tokenizer(&dir, config.roberta.vocab_size)?;
         let settings_path = dir.join(SETTINGS_FILE);
         let settings: InferenceSettings = read_or_default(&settings_path)?;
-        if settings.max_text_len < 2 {
-            return Err(HeadsError::Invalid(format!(
-                "{}: max_text_len {} cannot hold <s> and </s>",
-                settings_path.display(),
-                settings.max_text_len
-            )));
-        }
+        check_text_len(
+            &settings_path,
+            settings.max_text_len,
+            2,
+            config.roberta.max_text_len(),
+        )?;
         let store = checkpoint.store;
         let heads = heads_in(&store);
         // Captioning needs adapters where a fused layer pairs with a stage narrower than the

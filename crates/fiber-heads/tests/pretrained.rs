@@ -104,6 +104,11 @@ fn a_model_folder_serves_features_and_matching_and_refuses_what_it_lacks() {
         .to_string();
     assert!(error.contains("itm_score"), "{error}");
 
+    // Settings asking for more text positions than the model has are refused.
+    std::fs::write(no_itm.join("inference.json"), r#"{"max_text_len": 4096}"#).unwrap();
+    let error = Fiber::<B>::load(&no_itm, &device).unwrap_err().to_string();
+    assert!(error.contains("max_text_len 4096"), "{error}");
+
     // A folder without its tokenizer is refused by name.
     std::fs::remove_file(no_itm.join("tokenizer.json")).unwrap();
     let error = Fiber::<B>::load(&no_itm, &device).unwrap_err().to_string();

@@ -26,8 +26,8 @@ use super::phrases::phrase_spans;
 use super::weights::{DetectorCheckpoint, WeightCopy};
 use crate::error::HeadsError;
 use crate::pretrained::{
-    load_tokenizer, read_or_default, require_files, CONFIG_FILE, SETTINGS_FILE, TOKENIZER_FILE,
-    TOKENIZER_HINT, WEIGHTS_FILE,
+    check_text_len, load_tokenizer, read_or_default, require_files, CONFIG_FILE, SETTINGS_FILE,
+    TOKENIZER_FILE, TOKENIZER_HINT, WEIGHTS_FILE,
 };
 
 /// The class names' file in a detector folder (a JSON list).
@@ -83,13 +83,12 @@ impl<B: Backend> Detector<B> {
         let tokenizer = load_tokenizer(&dir, config.backbone.roberta.vocab_size)?;
         let settings_path = dir.join(SETTINGS_FILE);
         let settings: DetectorInferenceSettings = read_or_default(&settings_path)?;
-        if settings.max_text_len < 3 {
-            return Err(HeadsError::Invalid(format!(
-                "{}: max_text_len {} cannot hold <s>, a token and </s>",
-                settings_path.display(),
-                settings.max_text_len
-            )));
-        }
+        check_text_len(
+            &settings_path,
+            settings.max_text_len,
+            3,
+            config.backbone.roberta.max_text_len(),
+        )?;
         let categories_path = dir.join(CATEGORIES_FILE);
         let categories = if categories_path.is_file() {
             Some(fiber_core::json::read_json(&categories_path)?)
