@@ -131,8 +131,8 @@ pub struct GroundOutput {
 }
 
 /// Grounds each phrase of `caption` (the `phrases` given, found in it, else
-/// `fiber_heads::grounding::phrases::caption_phrases`) on `image`: its `top` best boxes; writes `<out>/<stem>.json` and
-/// `<out>/<stem>.png`.
+/// `fiber_heads::grounding::phrases::caption_phrases`) on `image`: its `top` best boxes;
+/// writes `<out>/<stem>.json` and `<out>/<stem>.png`.
 #[allow(clippy::too_many_arguments)]
 pub fn ground_caption<B: Backend>(
     run: &RunFolder,

@@ -146,7 +146,7 @@ pub fn record_phrases(record: &GroundingRecord) -> Vec<(Vec<CharSpan>, Vec<BoxXy
 pub struct DetectorEvaluator<'a> {
     /// Sizes, prompts and post-processing.
     pub settings: DetectorSettings,
-    /// The same as the detector's inference settings.
+    /// `settings` as the pipeline reads them (prompt length, image size, post-processing).
     pub inference: DetectorInferenceSettings,
     /// The run's tokenizer.
     pub tokenizer: &'a RobertaTokenizer,
