@@ -396,7 +396,7 @@ pub struct RunConfig {
     /// projections and the fusion modules take the base rate (×1; with FIBER's ×5 for the
     /// fusion, VQA fine-tuned from the pre-training lost 0.05–0.1 accuracy, docs/training.md).
     #[config(
-        default = "StageConfig::new(330, 16, 1e-3).with_temperature_lr_multiplier(0.0).with_cross_modal_lr_multiplier(1.0).with_fusion_lr_multiplier(1.0).with_optimizer(AdamWConfig::new().with_max_grad_norm(Some(1.0)))"
+        default = "StageConfig::new(660, 16, 1e-3).with_temperature_lr_multiplier(0.0).with_cross_modal_lr_multiplier(1.0).with_fusion_lr_multiplier(1.0).with_optimizer(AdamWConfig::new().with_max_grad_norm(Some(1.0)))"
     )]
     pub pretrain: StageConfig,
     /// Weights of the pre-training losses `[itc, itm, mlm]` (1, 1, 1 in FIBER).
@@ -444,7 +444,7 @@ pub struct RunConfig {
     /// the base rate and freezes nothing: its coarse model, trained for minutes, has not learned
     /// what tells the classes apart (docs/training.md).
     #[config(
-        default = "fine_stage(3000, 4, 1, 1e-3, 0.05, 0.99).with_text_lr_multiplier(1.0).with_frozen(Vec::new())"
+        default = "fine_stage(6000, 4, 1, 1e-3, 0.05, 0.99).with_text_lr_multiplier(1.0).with_frozen(Vec::new())"
     )]
     pub fine: StageConfig,
     /// Detection fine-tuning of the fine stage's detector (`--stage detect`) on the detection
